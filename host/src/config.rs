@@ -1,0 +1,84 @@
+//! Server settings. Each flag of `cairn serve` also reads an environment
+//! variable, so the same binary runs from a shell, a unit file or a container.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Who may call `POST /register/agent`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// Anyone may register an agent.
+    Open,
+    /// Only an admin key may register agents.
+    Admin,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port; the bound address is
+    /// printed on stdout as `cairn listening on http://ADDR`.
+    #[arg(long, env = "CAIRN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// `sqlite://FILE` (created if missing, WAL mode) or `postgres://...`.
+    #[arg(long = "database", env = "CAIRN_DATABASE_URL", default_value = "sqlite://cairn.db")]
+    pub database_url: String,
+
+    /// The admin key. When unset, one is made and printed once, at the first
+    /// start on an empty database.
+    #[arg(long, env = "CAIRN_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Whether anyone may register agents, or only an admin.
+    #[arg(long, env = "CAIRN_REGISTRATION", value_enum, default_value = "open")]
+    pub registration: Registration,
+
+    /// Largest ephemeral stash body, in bytes.
+    #[arg(long, env = "CAIRN_MAX_EPHEMERAL_BYTES", default_value_t = 1 << 20)]
+    pub max_ephemeral_bytes: usize,
+
+    /// Largest persistent stash body, in bytes.
+    #[arg(long, env = "CAIRN_MAX_PERSISTENT_BYTES", default_value_t = 25 << 20)]
+    pub max_persistent_bytes: usize,
+
+    /// Largest JSON body for every other endpoint (stream entries, schemas,
+    /// patches), in bytes.
+    #[arg(long, env = "CAIRN_MAX_JSON_BYTES", default_value_t = 1 << 20)]
+    pub max_json_bytes: usize,
+
+    /// Requests per second allowed to each agent (burst: twice that).
+    /// 0 turns rate limiting off.
+    #[arg(long, env = "CAIRN_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+
+    /// How often expired stashes, expired streams and entries past their
+    /// retention are deleted, in seconds. Reads never serve expired data,
+    /// whatever this is.
+    #[arg(long, env = "CAIRN_SWEEP_INTERVAL", default_value_t = 30)]
+    pub sweep_interval_secs: u64,
+}
+
+impl Config {
+    /// Settings for tests and embedding: everything at its default.
+    pub fn with_database(database_url: impl Into<String>) -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: database_url.into(),
+            admin_key: None,
+            registration: Registration::Open,
+            max_ephemeral_bytes: 1 << 20,
+            max_persistent_bytes: 25 << 20,
+            max_json_bytes: 1 << 20,
+            rate_limit: 0,
+            sweep_interval_secs: 30,
+        }
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_secs(self.sweep_interval_secs.max(1))
+    }
+
+    pub fn max_stash_bytes(&self, persistent: bool) -> usize {
+        if persistent { self.max_persistent_bytes } else { self.max_ephemeral_bytes }
+    }
+}

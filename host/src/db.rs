@@ -1,0 +1,285 @@
+//! The storage boundary. Cairn runs on SQLite (embedded, the default) or on
+//! PostgreSQL (shared by several host processes). Both go through sqlx, and
+//! every query is written once: the SQL uses `$1`-style placeholders, which
+//! both drivers accept, and column types that mean the same thing in both
+//! (BIGINT, TEXT, BOOLEAN, BYTEA). The [`with_db!`] macro expands one body for
+//! each backend, so a resource module holds one copy of each query.
+//!
+//! SQLite gets a single writer connection and a pool of readers. WAL lets the
+//! readers run beside the writer, and one writer means writes queue inside
+//! the host in FIFO order instead of spinning in SQLite's busy handler.
+//! `synchronous = NORMAL` in WAL mode keeps every committed transaction
+//! across a process crash (not across power loss, which needs FULL).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    backend: Backend,
+}
+
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite { write: SqlitePool, read: SqlitePool },
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$conn` bound to the pool that fits: `read` for queries
+/// that only read, `write` for the rest. The body is compiled once per
+/// backend, so it must not name a backend's types.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, read, |$conn:ident| $body:expr) => {
+        match $db.backend() {
+            $crate::db::Backend::Sqlite { read: $conn, .. } => $body,
+            $crate::db::Backend::Postgres($conn) => $body,
+        }
+    };
+    ($db:expr, write, |$conn:ident| $body:expr) => {
+        match $db.backend() {
+            $crate::db::Backend::Sqlite { write: $conn, .. } => $body,
+            $crate::db::Backend::Postgres($conn) => $body,
+        }
+    };
+}
+
+/// A bind value for queries built at run time (filters, searches).
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Text(String),
+    Int(i64),
+    Bool(bool),
+}
+
+/// Binds every [`Arg`] in order; expands once per backend like [`with_db!`].
+#[macro_export]
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for arg in $args {
+            q = match arg {
+                $crate::db::Arg::Text(s) => q.bind(s.clone()),
+                $crate::db::Arg::Int(i) => q.bind(*i),
+                $crate::db::Arg::Bool(b) => q.bind(*b),
+            };
+        }
+        q
+    }};
+}
+
+/// Builds `WHERE ... AND ...` clauses with numbered placeholders.
+#[derive(Debug, Default)]
+pub struct Filter {
+    clauses: Vec<String>,
+    args: Vec<Arg>,
+}
+
+impl Filter {
+    /// Adds a clause; each `?` in it becomes the next `$n` and takes the next arg.
+    pub fn and(&mut self, clause: &str, args: impl IntoIterator<Item = Arg>) -> &mut Self {
+        let mut args = args.into_iter();
+        let mut sql = String::with_capacity(clause.len() + 8);
+        for ch in clause.chars() {
+            if ch == '?' {
+                let arg = args.next().expect("Filter::and needs one arg per `?`");
+                sql.push_str(&self.placeholder(arg));
+            } else {
+                sql.push(ch);
+            }
+        }
+        self.clauses.push(sql);
+        self
+    }
+
+    /// Appends the next placeholder for a trailing LIMIT/OFFSET and the like.
+    pub fn placeholder(&mut self, arg: Arg) -> String {
+        self.args.push(arg);
+        format!("${}", self.args.len())
+    }
+
+    pub fn where_sql(&self) -> String {
+        if self.clauses.is_empty() { String::new() } else { format!(" WHERE {}", self.clauses.join(" AND ")) }
+    }
+
+    pub fn args(&self) -> &[Arg] {
+        &self.args
+    }
+}
+
+/// A LIKE pattern that matches `needle` anywhere, lower-cased; use with
+/// `LOWER(col) LIKE $n ESCAPE '\'`. Names may contain `_`, a LIKE wildcard.
+pub fn contains_pattern(needle: &str) -> String {
+    let mut p = String::from("%");
+    for ch in needle.to_lowercase().chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    p
+}
+
+/// Labels are stored as `,a,b,` so one LIKE finds a whole label.
+pub fn encode_labels(labels: &[String]) -> String {
+    if labels.is_empty() { String::new() } else { format!(",{},", labels.join(",")) }
+}
+
+pub fn decode_labels(stored: &str) -> Vec<String> {
+    crate::name::split_labels(stored)
+}
+
+pub fn label_pattern(label: &str) -> String {
+    let mut p = String::from("%,");
+    for ch in label.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push_str(",%");
+    p
+}
+
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error().is_some_and(|e| e.is_unique_violation())
+}
+
+impl Db {
+    /// Opens `url` (`sqlite://path` or `postgres://...`) and runs migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .with_context(|| format!("could not connect to PostgreSQL at {}", redact(url)))?;
+            Backend::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .with_context(|| format!("bad SQLite URL {url:?}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts.clone())
+                .await
+                .with_context(|| format!("could not open SQLite database {url:?}"))?;
+            // An in-memory database exists once per connection: share the writer.
+            let read = if in_memory {
+                write.clone()
+            } else {
+                SqlitePoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts.read_only(true))
+                    .await
+                    .with_context(|| format!("could not open SQLite database {url:?} for reading"))?
+            };
+            Backend::Sqlite { write, read }
+        } else {
+            anyhow::bail!("unsupported database URL {:?}: use sqlite://FILE or postgres://...", redact(url));
+        };
+        let db = Self { backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sqlite { write, .. } => MIGRATOR.run(write).await,
+            Backend::Postgres(pool) => MIGRATOR.run(pool).await,
+        }
+        .context("database migration failed")
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    pub fn postgres(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Postgres(pool) => Some(pool),
+            Backend::Sqlite { .. } => None,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite { .. } => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        with_db!(self, read, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// Waits for queued writes, then closes every connection (SQLite
+    /// checkpoints its WAL on the last close).
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Backend::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// Hides the password in a database URL for logs and errors.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_numbers_placeholders_in_order() {
+        let mut f = Filter::default();
+        f.and("a = ?", [Arg::Int(1)]).and("(b = ? OR c = ?)", [Arg::Text("x".into()), Arg::Bool(true)]);
+        let limit = f.placeholder(Arg::Int(10));
+        assert_eq!(f.where_sql(), " WHERE a = $1 AND (b = $2 OR c = $3)");
+        assert_eq!(limit, "$4");
+        assert!(matches!(f.args()[1], Arg::Text(ref s) if s == "x"));
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(contains_pattern("A_b%"), "%a\\_b\\%%");
+        assert_eq!(label_pattern("x_y"), "%,x\\_y,%");
+        assert_eq!(encode_labels(&["a".into(), "b".into()]), ",a,b,");
+        assert_eq!(decode_labels(",a,b,"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+}

@@ -1,0 +1,99 @@
+//! Starting and stopping. `serve` opens the database (migrating it), makes
+//! sure an admin exists, binds the socket, runs the background sweeper and,
+//! on PostgreSQL, the cross-process stream listener. On SIGTERM or ctrl-c it
+//! stops accepting, ends live (SSE) responses, lets in-flight requests
+//! finish, then closes the database so every acknowledged write is on disk.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::{App, AppState, Config, agent, db, router, schema, stash, stream};
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let db = db::Db::connect(&config.database_url).await?;
+    schema::install_builtin(&db).await.context("installing built-in schemas")?;
+    if let Some(key) = agent::bootstrap_admin(&db, config.admin_key.as_deref()).await? {
+        println!("cairn admin key (shown once; set CAIRN_ADMIN_KEY to choose your own): {key}");
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let (stop, stopping) = watch::channel(false);
+    let app: AppState = Arc::new(App::new(db.clone(), config.clone(), stopping.clone()));
+    let sweeper = tokio::spawn(sweep(app.clone(), stopping.clone()));
+    let listener_task = db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));
+
+    tracing::info!(%addr, database = db.kind(), "cairn serving");
+    // Tests and scripts read this line to learn the port.
+    println!("cairn listening on http://{addr}");
+
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop.send(true);
+        })
+        .await
+        .context("server error")?;
+
+    sweeper.abort();
+    if let Some(t) = listener_task {
+        t.abort();
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("cannot listen for ctrl-c: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+/// Deletes what has expired, every `sweep_interval`.
+async fn sweep(app: AppState, mut stopping: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(app.config.sweep_interval());
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stopping.changed() => return,
+        }
+        match stash::sweep(&app.db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(stashes = n, "swept expired stashes"),
+            Err(e) => tracing::warn!("stash sweep failed: {e}"),
+        }
+        match stream::sweep(&app.db).await {
+            Ok((0, 0)) => {}
+            Ok((streams, entries)) => tracing::info!(streams, entries, "swept expired streams and entries"),
+            Err(e) => tracing::warn!("stream sweep failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! Stash: named documents.
+//!
+//! Two stores, picked by `?persistent=`: ephemeral stashes expire `ttl`
+//! seconds after their last write or read; persistent ones never expire.
+//! A private name belongs to its owner; a shared or discoverable stash holds
+//! its name across all agents. Reads look for the caller's own stash first,
+//! then a shared or discoverable one.
+//!
+//! Every write goes through [`write`]: read the current row, compute the new
+//! one, check size and schema, and store it only if the version has not
+//! moved. Nothing is stored unless every check passed.
+//!
+//! Reading renews an ephemeral stash's TTL. Renewal is coalesced: a read
+//! writes only when a tenth of the TTL (at most one second) has passed since
+//! the last renewal, so hot reads stay reads.
+
+mod patch;
+mod store;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::{CONTENT_TYPE, ETAG};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::agent::Caller;
+use crate::error::{Error, Json, Path, Query, Result, Violation};
+use crate::precondition::{IfMatch, etag};
+use crate::schema::{self, Binding, Target};
+use crate::{AppState, clock, name};
+
+pub use store::{count_bound, discover, sweep};
+use store::Stash;
+
+const DEFAULT_TTL_SECS: i64 = 86_400;
+/// Optimistic writes retried this often before reporting contention.
+const MAX_ATTEMPTS: usize = 16;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(put, get, delete))
+        .routes(routes!(list))
+        .routes(routes!(append))
+        .routes(routes!(replace))
+        .routes(routes!(json_patch))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct StoreParam {
+    /// Which store: persistent (never expires) or ephemeral (the default).
+    #[serde(default)]
+    persistent: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct PutParams {
+    #[serde(default)]
+    persistent: bool,
+    /// Seconds an ephemeral stash lives after its last write or read (default 86400).
+    ttl: Option<i64>,
+    /// Hold the name across all agents and let them read it.
+    shared: Option<bool>,
+    /// Like shared, and listed by `GET /discover`.
+    discoverable: Option<bool>,
+    /// A schema name or `sch_` id; the binding is permanent.
+    schema: Option<String>,
+    description: Option<String>,
+    /// Comma-separated labels.
+    labels: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListParams {
+    /// Only this store; both when absent.
+    persistent: Option<bool>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ReplaceParams {
+    #[serde(default)]
+    persistent: bool,
+    /// Replace every occurrence instead of the first.
+    #[serde(default)]
+    all: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Written {
+    name: String,
+    persistent: bool,
+    version: i64,
+    size: i64,
+    expires_at: Option<String>,
+    schema_id: Option<String>,
+    owner: String,
+    shared: bool,
+    discoverable: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Listed {
+    name: String,
+    persistent: bool,
+    size: i64,
+    version: i64,
+    expires_at: Option<String>,
+    schema_id: Option<String>,
+    shared: bool,
+    discoverable: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StashList {
+    stashes: Vec<Listed>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ReplaceRequest {
+    old: String,
+    new: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Replaced {
+    replacements: usize,
+    version: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Patched {
+    items_matched: usize,
+    version: i64,
+}
+
+impl From<&Stash> for Written {
+    fn from(s: &Stash) -> Self {
+        Self {
+            name: s.name.clone(),
+            persistent: s.persistent,
+            version: s.version,
+            size: s.size,
+            expires_at: clock::rfc3339_opt(s.expires_at),
+            schema_id: s.schema_id.clone(),
+            owner: s.owner.clone(),
+            shared: s.shared,
+            discoverable: s.discoverable,
+        }
+    }
+}
+
+fn with_etag<T: IntoResponse>(status: StatusCode, version: i64, body: T) -> Response {
+    let mut response = (status, body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        response.headers_mut().insert(ETAG, v);
+    }
+    response
+}
+
+/// Creates or replaces a stash.
+#[utoipa::path(put, path = "/stash/{name}", tag = "stash", params(("name" = String, Path), PutParams),
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 201, body = Written), (status = 200, body = Written), (status = 409), (status = 412),
+        (status = 413), (status = 422, description = "schema violation")))]
+async fn put(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<PutParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    name::check("stash", &name)?;
+    check_size(&app, p.persistent, body.len())?;
+    let ttl = match (p.persistent, p.ttl) {
+        (true, Some(_)) => return Err(Error::bad_request("ttl applies only to ephemeral stashes; drop it or use persistent=false")),
+        (true, None) => None,
+        (false, Some(t)) if t <= 0 => return Err(Error::bad_request(format!("ttl must be a positive number of seconds, got {t}"))),
+        (false, t) => Some(t.unwrap_or(DEFAULT_TTL_SECS)),
+    };
+    let labels = p.labels.as_deref().map(name::split_labels);
+    if let Some(labels) = &labels {
+        name::check_labels(labels)?;
+    }
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain")
+        .to_string();
+    let if_match = IfMatch::from_headers(&headers)?;
+    let requested = match &p.schema {
+        Some(s) => Some(schema::bind(&app.db, &caller, s, Target::Stash).await?),
+        None => None,
+    };
+
+    for _ in 0..MAX_ATTEMPTS {
+        let now = clock::now_ms();
+        store::purge_expired(&app.db, &name, p.persistent).await?;
+        let current = store::lookup(&app.db, true, &caller.name, &name, p.persistent).await?;
+        if let Some(cur) = &current
+            && cur.owner != caller.name
+            && !caller.admin
+        {
+            return Err(Error::conflict(
+                "name_taken",
+                format!("the name {name:?} is held by another agent's shared stash; pick another name"),
+            ));
+        }
+        if_match.check(current.as_ref().map(|c| c.version))?;
+        let binding = match (current.as_ref().and_then(bound), &requested) {
+            (Some(b), Some(r)) if b.schema_id != r.schema_id => {
+                return Err(Error::conflict(
+                    "schema_bound",
+                    format!("stash {name:?} is bound to schema {:?} for good; it cannot be rebound to {:?}", b.name, r.name),
+                ));
+            }
+            (Some(b), _) => Some(b),
+            (None, r) => r.clone(),
+        };
+        if let Some(b) = &binding {
+            validate(&app, b, &body).await?;
+        }
+        let expires_at = ttl.or(current.as_ref().and_then(|c| c.ttl)).map(|t| now + clock::secs_to_ms(t));
+        let next = Stash {
+            owner: current.as_ref().map_or_else(|| caller.name.clone(), |c| c.owner.clone()),
+            name: name.clone(),
+            persistent: p.persistent,
+            body: body.to_vec(),
+            content_type: content_type.clone(),
+            size: body.len() as i64,
+            version: current.as_ref().map_or(1, |c| c.version + 1),
+            ttl: ttl.or(current.as_ref().and_then(|c| c.ttl)),
+            expires_at: if p.persistent { None } else { expires_at },
+            renewed_at: now,
+            schema_id: binding.as_ref().map(|b| b.schema_id.clone()),
+            schema_version: binding.as_ref().map(|b| b.version),
+            schema_name: binding.as_ref().map(|b| b.name.clone()),
+            shared: p.shared.or(current.as_ref().map(|c| c.shared)).unwrap_or(false),
+            discoverable: p.discoverable.or(current.as_ref().map(|c| c.discoverable)).unwrap_or(false),
+            description: p.description.clone().or(current.as_ref().map(|c| c.description.clone())).unwrap_or_default(),
+            labels: labels
+                .as_deref()
+                .map(store::labels_text)
+                .or(current.as_ref().map(|c| c.labels.clone()))
+                .unwrap_or_default(),
+            created_at: current.as_ref().map_or(now, |c| c.created_at),
+            updated_at: now,
+        };
+        match current {
+            Some(cur) => {
+                if store::update(&app.db, &next, cur.version).await? {
+                    return Ok(with_etag(StatusCode::OK, next.version, Json(Written::from(&next))));
+                }
+            }
+            None => {
+                if let store::Insert::Done = store::insert(&app.db, &next).await? {
+                    return Ok(with_etag(StatusCode::CREATED, next.version, Json(Written::from(&next))));
+                }
+            }
+        }
+        // The row moved under us: with If-Match that is the caller's 412.
+        if if_match.is_present() {
+            return Err(Error::precondition_failed(format!("stash {name:?} changed while writing; read it again")));
+        }
+    }
+    Err(contention(&name))
+}
+
+/// The stored bytes, with version and expiry in headers.
+#[utoipa::path(get, path = "/stash/{name}", tag = "stash", params(("name" = String, Path), StoreParam),
+    responses((status = 200, description = "the stored bytes, with the Content-Type sent"), (status = 404)))]
+async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<StoreParam>,
+) -> Result<Response> {
+    name::check("stash", &name)?;
+    let Some(mut s) = store::lookup(&app.db, false, &caller.name, &name, p.persistent).await? else {
+        return Err(not_found(&name, p.persistent));
+    };
+    if let Some(ttl) = s.ttl.filter(|_| !s.persistent) {
+        let now = clock::now_ms();
+        let ttl_ms = clock::secs_to_ms(ttl);
+        if now - s.renewed_at >= (ttl_ms / 10).min(1000) {
+            store::renew(&app.db, &s, now + ttl_ms, now).await?;
+            s.expires_at = Some(now + ttl_ms);
+        }
+    }
+    let mut headers = HeaderMap::new();
+    let mut set = |name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set(CONTENT_TYPE, s.content_type.clone());
+    set(ETAG, etag(s.version));
+    set(HeaderName::from_static("x-stash-persistent"), s.persistent.to_string());
+    set(HeaderName::from_static("x-stash-size"), s.size.to_string());
+    set(HeaderName::from_static("x-stash-version"), s.version.to_string());
+    if let Some(at) = s.expires_at {
+        set(HeaderName::from_static("x-stash-expires-at"), clock::rfc3339(at));
+    }
+    Ok((StatusCode::OK, headers, s.body).into_response())
+}
+
+/// Deletes a stash (owner or admin).
+#[utoipa::path(delete, path = "/stash/{name}", tag = "stash", params(("name" = String, Path), StoreParam),
+    responses((status = 204), (status = 403), (status = 404), (status = 412)))]
+async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<StoreParam>,
+    headers: HeaderMap,
+) -> Result<StatusCode> {
+    name::check("stash", &name)?;
+    let if_match = IfMatch::from_headers(&headers)?;
+    let Some(cur) = store::lookup(&app.db, true, &caller.name, &name, p.persistent).await? else {
+        return Err(not_found(&name, p.persistent));
+    };
+    owner_only(&caller, &cur)?;
+    if_match.check(Some(cur.version))?;
+    if !store::delete(&app.db, &cur.owner, &name, p.persistent, if_match.single()).await? {
+        return Err(Error::precondition_failed(format!("stash {name:?} changed while deleting; read it again")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's own stashes.
+#[utoipa::path(get, path = "/stashes", tag = "stash", params(ListParams), responses((status = 200, body = StashList)))]
+async fn list(State(app): State<AppState>, caller: Caller, Query(p): Query<ListParams>) -> Result<Json<StashList>> {
+    let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
+    let rows = store::list_own(&app.db, &caller.name, p.persistent, limit, offset).await?;
+    let stashes = rows
+        .into_iter()
+        .map(|m| Listed {
+            name: m.name,
+            persistent: m.persistent,
+            size: m.size,
+            version: m.version,
+            expires_at: clock::rfc3339_opt(m.expires_at),
+            schema_id: m.schema_id,
+            shared: m.shared,
+            discoverable: m.discoverable,
+        })
+        .collect();
+    Ok(Json(StashList { stashes }))
+}
+
+/// Appends the body to the stash.
+#[utoipa::path(patch, path = "/stash/{name}/append", tag = "stash", params(("name" = String, Path), StoreParam),
+    request_body(content = String, content_type = "text/plain"),
+    responses((status = 200, body = Written), (status = 404), (status = 413), (status = 422)))]
+async fn append(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<StoreParam>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let (s, ()) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
+        let mut next = cur.body.clone();
+        next.extend_from_slice(&body);
+        Ok((Some(next), ()))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, s.version, Json(Written::from(&s))))
+}
+
+/// Replaces text in the stash: the first occurrence, or all with `all=true`.
+#[utoipa::path(patch, path = "/stash/{name}/replace", tag = "stash", params(("name" = String, Path), ReplaceParams),
+    request_body = ReplaceRequest, responses((status = 200, body = Replaced), (status = 404), (status = 422)))]
+async fn replace(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<ReplaceParams>,
+    headers: HeaderMap,
+    Json(req): Json<ReplaceRequest>,
+) -> Result<Response> {
+    if req.old.is_empty() {
+        return Err(Error::bad_request("\"old\" is empty: give the text to replace"));
+    }
+    let (s, replacements) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
+        let text = std::str::from_utf8(&cur.body).map_err(|_| {
+            Error::validation("this stash is not UTF-8 text, so text cannot be replaced in it", vec![])
+        })?;
+        let found = text.matches(&req.old).count();
+        let n = if p.all { found } else { found.min(1) };
+        let next = match n {
+            0 => None,
+            _ if p.all => Some(text.replace(&req.old, &req.new).into_bytes()),
+            _ => Some(text.replacen(&req.old, &req.new, 1).into_bytes()),
+        };
+        Ok((next, n))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, s.version, Json(Replaced { replacements, version: s.version })))
+}
+
+/// Sets fields on matching array elements of a JSON stash, atomically.
+#[utoipa::path(patch, path = "/stash/{name}/json", tag = "stash", params(("name" = String, Path), StoreParam),
+    request_body = patch::JsonPatch, responses((status = 200, body = Patched), (status = 404), (status = 422)))]
+async fn json_patch(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<StoreParam>,
+    headers: HeaderMap,
+    Json(req): Json<patch::JsonPatch>,
+) -> Result<Response> {
+    let (s, items_matched) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
+        let mut doc = parse_json(&cur.body, "this stash")?;
+        let matched = patch::apply(&mut doc, &req.update_items)?;
+        let next = serde_json::to_vec(&doc).map_err(|e| Error::internal(e.to_string()))?;
+        Ok((Some(next), matched))
+    })
+    .await?;
+    Ok(with_etag(StatusCode::OK, s.version, Json(Patched { items_matched, version: s.version })))
+}
+
+/// Read-modify-write of an existing stash by its owner. `change` returns the
+/// new body (None: nothing to write) and a result for the response. Size
+/// and schema are checked before anything is stored.
+async fn write<T>(
+    app: &AppState,
+    caller: &Caller,
+    name: &str,
+    persistent: bool,
+    headers: &HeaderMap,
+    change: impl Fn(&Stash) -> Result<(Option<Vec<u8>>, T)>,
+) -> Result<(Stash, T)> {
+    name::check("stash", name)?;
+    let if_match = IfMatch::from_headers(headers)?;
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(cur) = store::lookup(&app.db, true, &caller.name, name, persistent).await? else {
+            return Err(not_found(name, persistent));
+        };
+        owner_only(caller, &cur)?;
+        if_match.check(Some(cur.version))?;
+        let (body, result) = change(&cur)?;
+        let Some(body) = body else { return Ok((cur, result)) };
+        check_size(app, persistent, body.len())?;
+        if let Some(b) = bound(&cur) {
+            validate(app, &b, &body).await?;
+        }
+        let now = clock::now_ms();
+        let next = Stash {
+            size: body.len() as i64,
+            body,
+            version: cur.version + 1,
+            expires_at: cur.ttl.filter(|_| !persistent).map(|t| now + clock::secs_to_ms(t)),
+            renewed_at: now,
+            updated_at: now,
+            ..cur.clone()
+        };
+        if store::update(&app.db, &next, cur.version).await? {
+            return Ok((next, result));
+        }
+        if if_match.is_present() {
+            return Err(Error::precondition_failed(format!("stash {name:?} changed while writing; read it again")));
+        }
+    }
+    Err(contention(name))
+}
+
+fn bound(s: &Stash) -> Option<Binding> {
+    Some(Binding {
+        schema_id: s.schema_id.clone()?,
+        version: s.schema_version?,
+        name: s.schema_name.clone().unwrap_or_default(),
+    })
+}
+
+async fn validate(app: &AppState, binding: &Binding, body: &[u8]) -> Result<()> {
+    let doc = parse_json(body, "the body")?;
+    app.schemas.check(&app.db, binding, &doc).await
+}
+
+fn parse_json(body: &[u8], what: &str) -> Result<Value> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::validation(
+            format!("{what} is not JSON ({e}); a schema-bound or JSON-patched stash must hold a JSON document"),
+            vec![Violation { path: String::new(), message: e.to_string() }],
+        )
+    })
+}
+
+fn check_size(app: &AppState, persistent: bool, size: usize) -> Result<()> {
+    let max = app.config.max_stash_bytes(persistent);
+    if size > max {
+        let store = if persistent { "persistent" } else { "ephemeral" };
+        return Err(Error::too_large(format!("{size} bytes is over the {max}-byte limit for {store} stashes")));
+    }
+    Ok(())
+}
+
+fn owner_only(caller: &Caller, s: &Stash) -> Result<()> {
+    if s.owner == caller.name || caller.admin {
+        Ok(())
+    } else {
+        Err(Error::forbidden(format!("stash {:?} belongs to {}; only its owner may change it", s.name, s.owner)))
+    }
+}
+
+fn not_found(name: &str, persistent: bool) -> Error {
+    let store = if persistent { "persistent" } else { "ephemeral" };
+    Error::not_found(format!("{store} stash {name:?} (is ?persistent= right?)"))
+}
+
+fn contention(name: &str) -> Error {
+    Error::conflict("contention", format!("stash {name:?} is being written by others right now; retry"))
+}
+
+/// Whether the caller can see a stash of this name in either store (for
+/// streams that link to one).
+pub async fn visible(db: &crate::db::Db, caller: &Caller, name: &str) -> Result<bool> {
+    for persistent in [true, false] {
+        if store::lookup(db, false, &caller.name, name, persistent).await?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

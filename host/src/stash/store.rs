@@ -1,0 +1,301 @@
+//! Stash queries. A stash is one row; every write replaces the row under an
+//! optimistic version check (`WHERE version = $expected`), which serialises
+//! concurrent writers on both backends without backend-specific locking.
+
+use crate::db::{Arg, Db, Filter, contains_pattern, encode_labels, is_unique_violation, label_pattern};
+use crate::discover::{Criteria, Found};
+use crate::error::{Error, Result};
+use crate::{bind_args, clock, with_db};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Stash {
+    pub owner: String,
+    pub name: String,
+    pub persistent: bool,
+    pub body: Vec<u8>,
+    pub content_type: String,
+    pub size: i64,
+    pub version: i64,
+    pub ttl: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub renewed_at: i64,
+    pub schema_id: Option<String>,
+    pub schema_version: Option<i64>,
+    pub schema_name: Option<String>,
+    pub shared: bool,
+    pub discoverable: bool,
+    pub description: String,
+    pub labels: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A stash without its body, for listings.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Meta {
+    pub name: String,
+    pub persistent: bool,
+    pub size: i64,
+    pub version: i64,
+    pub expires_at: Option<i64>,
+    pub schema_id: Option<String>,
+    pub shared: bool,
+    pub discoverable: bool,
+}
+
+const COLUMNS: &str = "owner, name, persistent, body, content_type, size, version, ttl, expires_at, renewed_at, \
+    schema_id, schema_version, schema_name, shared, discoverable, description, labels, created_at, updated_at";
+
+/// The caller's own stash of this name first, then a shared or discoverable
+/// one; never an expired one. `fresh` reads through the writer (SQLite), for
+/// read-modify-write.
+pub async fn lookup(db: &Db, fresh: bool, caller: &str, name: &str, persistent: bool) -> Result<Option<Stash>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM stashes WHERE persistent = $1 AND name = $2
+         AND (owner = $3 OR public_name IS NOT NULL) AND (expires_at IS NULL OR expires_at > $4)
+         ORDER BY CASE WHEN owner = $3 THEN 0 ELSE 1 END LIMIT 1"
+    );
+    let now = clock::now_ms();
+    let row = if fresh {
+        with_db!(db, write, |pool| sqlx::query_as(&sql)
+            .bind(persistent)
+            .bind(name)
+            .bind(caller)
+            .bind(now)
+            .fetch_optional(pool)
+            .await)
+    } else {
+        with_db!(db, read, |pool| sqlx::query_as(&sql)
+            .bind(persistent)
+            .bind(name)
+            .bind(caller)
+            .bind(now)
+            .fetch_optional(pool)
+            .await)
+    };
+    Ok(row?)
+}
+
+/// Drops expired rows of this name, so an expired stash never holds a name.
+pub async fn purge_expired(db: &Db, name: &str, persistent: bool) -> Result<()> {
+    with_db!(db, write, |pool| sqlx::query(
+        "DELETE FROM stashes WHERE persistent = $1 AND name = $2 AND expires_at IS NOT NULL AND expires_at <= $3"
+    )
+    .bind(persistent)
+    .bind(name)
+    .bind(clock::now_ms())
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub enum Insert {
+    Done,
+    /// Someone else wrote this name first; look again.
+    Raced,
+}
+
+pub async fn insert(db: &Db, s: &Stash) -> Result<Insert> {
+    let sql = format!(
+        "INSERT INTO stashes ({COLUMNS}, public_name) VALUES
+         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    );
+    let public_name = (s.shared || s.discoverable).then_some(&s.name);
+    let result = with_db!(db, write, |pool| sqlx::query(&sql)
+        .bind(&s.owner)
+        .bind(&s.name)
+        .bind(s.persistent)
+        .bind(&s.body)
+        .bind(&s.content_type)
+        .bind(s.size)
+        .bind(s.version)
+        .bind(s.ttl)
+        .bind(s.expires_at)
+        .bind(s.renewed_at)
+        .bind(&s.schema_id)
+        .bind(s.schema_version)
+        .bind(&s.schema_name)
+        .bind(s.shared)
+        .bind(s.discoverable)
+        .bind(&s.description)
+        .bind(&s.labels)
+        .bind(s.created_at)
+        .bind(s.updated_at)
+        .bind(public_name)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()));
+    match result {
+        Ok(_) => Ok(Insert::Done),
+        Err(e) if is_unique_violation(&e) => Ok(Insert::Raced),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `s` over the row at `expected` version; false if it moved on.
+pub async fn update(db: &Db, s: &Stash, expected: i64) -> Result<bool> {
+    let public_name = (s.shared || s.discoverable).then_some(&s.name);
+    let result = with_db!(db, write, |pool| sqlx::query(
+        "UPDATE stashes SET body = $1, content_type = $2, size = $3, version = $4, ttl = $5, expires_at = $6,
+         renewed_at = $7, schema_id = $8, schema_version = $9, schema_name = $10, shared = $11,
+         discoverable = $12, description = $13, labels = $14, updated_at = $15, public_name = $16
+         WHERE owner = $17 AND persistent = $18 AND name = $19 AND version = $20"
+    )
+    .bind(&s.body)
+    .bind(&s.content_type)
+    .bind(s.size)
+    .bind(s.version)
+    .bind(s.ttl)
+    .bind(s.expires_at)
+    .bind(s.renewed_at)
+    .bind(&s.schema_id)
+    .bind(s.schema_version)
+    .bind(&s.schema_name)
+    .bind(s.shared)
+    .bind(s.discoverable)
+    .bind(&s.description)
+    .bind(&s.labels)
+    .bind(s.updated_at)
+    .bind(public_name)
+    .bind(&s.owner)
+    .bind(s.persistent)
+    .bind(&s.name)
+    .bind(expected)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()));
+    match result {
+        Ok(done) => Ok(done == 1),
+        Err(e) if is_unique_violation(&e) => Err(Error::conflict(
+            "name_taken",
+            format!("another agent's shared stash already holds the name {:?}; it cannot be shared twice", s.name),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Pushes an ephemeral stash's expiry out after a read.
+pub async fn renew(db: &Db, s: &Stash, expires_at: i64, now: i64) -> Result<()> {
+    with_db!(db, write, |pool| sqlx::query(
+        "UPDATE stashes SET expires_at = $1, renewed_at = $2
+         WHERE owner = $3 AND persistent = $4 AND name = $5 AND expires_at < $1"
+    )
+    .bind(expires_at)
+    .bind(now)
+    .bind(&s.owner)
+    .bind(s.persistent)
+    .bind(&s.name)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Deletes one stash, at `version` when given; false if nothing matched.
+pub async fn delete(db: &Db, owner: &str, name: &str, persistent: bool, version: Option<i64>) -> Result<bool> {
+    let done = with_db!(db, write, |pool| sqlx::query(
+        "DELETE FROM stashes WHERE owner = $1 AND persistent = $2 AND name = $3 AND ($4 IS NULL OR version = $4)"
+    )
+    .bind(owner)
+    .bind(persistent)
+    .bind(name)
+    .bind(version)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
+}
+
+pub async fn list_own(db: &Db, owner: &str, persistent: Option<bool>, limit: i64, offset: i64) -> Result<Vec<Meta>> {
+    let mut f = Filter::default();
+    f.and("owner = ?", [Arg::Text(owner.into())]);
+    f.and("(expires_at IS NULL OR expires_at > ?)", [Arg::Int(clock::now_ms())]);
+    if let Some(p) = persistent {
+        f.and("persistent = ?", [Arg::Bool(p)]);
+    }
+    let sql = format!(
+        "SELECT name, persistent, size, version, expires_at, schema_id, shared, discoverable FROM stashes{}
+         ORDER BY created_at, name LIMIT {} OFFSET {}",
+        f.where_sql(),
+        f.placeholder(Arg::Int(limit)),
+        f.placeholder(Arg::Int(offset))
+    );
+    Ok(with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?)
+}
+
+#[derive(sqlx::FromRow)]
+struct Discovered {
+    name: String,
+    persistent: bool,
+    description: String,
+    labels: String,
+    owner: String,
+    schema_id: Option<String>,
+    schema_name: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+/// Discoverable, unexpired stashes that meet the criteria, oldest first,
+/// at most `c.fetch` of them.
+pub async fn discover(db: &Db, c: &Criteria) -> Result<Vec<Found>> {
+    if c.linked_to.is_some() {
+        return Ok(Vec::new()); // only streams link to stashes
+    }
+    let mut f = Filter::default();
+    f.and("discoverable = ?", [Arg::Bool(true)]);
+    f.and("(expires_at IS NULL OR expires_at > ?)", [Arg::Int(clock::now_ms())]);
+    if let Some(ids) = &c.schema_ids {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks = vec!["?"; ids.len()].join(", ");
+        f.and(&format!("schema_id IN ({marks})"), ids.iter().map(|i| Arg::Text(i.clone())));
+    }
+    for word in &c.words {
+        f.and(
+            "LOWER(name || ' ' || description || ' ' || labels) LIKE ? ESCAPE '\\'",
+            [Arg::Text(contains_pattern(word))],
+        );
+    }
+    if let Some(label) = &c.label {
+        f.and("labels LIKE ? ESCAPE '\\'", [Arg::Text(label_pattern(label))]);
+    }
+    let sql = format!(
+        "SELECT name, persistent, description, labels, owner, schema_id, schema_name, created_at, updated_at
+         FROM stashes{} ORDER BY created_at, name LIMIT {}",
+        f.where_sql(),
+        f.placeholder(Arg::Int(c.fetch))
+    );
+    let rows: Vec<Discovered> =
+        with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Found::stash(r.name, r.persistent, r.description, &r.labels, r.owner, r.schema_id.zip(r.schema_name), r.created_at, r.updated_at))
+        .collect())
+}
+
+pub async fn count_bound(db: &Db, schema_id: &str) -> Result<i64> {
+    let (n,): (i64,) = with_db!(db, read, |pool| sqlx::query_as("SELECT COUNT(*) FROM stashes WHERE schema_id = $1")
+        .bind(schema_id)
+        .fetch_one(pool)
+        .await)?;
+    Ok(n)
+}
+
+/// Deletes every expired stash; returns how many.
+pub async fn sweep(db: &Db) -> Result<u64> {
+    let done = with_db!(db, write, |pool| sqlx::query(
+        "DELETE FROM stashes WHERE expires_at IS NOT NULL AND expires_at <= $1"
+    )
+    .bind(clock::now_ms())
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done)
+}
+
+pub fn labels_text(labels: &[String]) -> String {
+    encode_labels(labels)
+}

@@ -1,0 +1,120 @@
+//! Live delivery of stream entries.
+//!
+//! The bus carries wake-ups, not entries: "stream X has reached seq N".
+//! Subscribers then read what they have not seen from storage, so delivery
+//! is ordered, gap-free and resumable whatever the bus drops or repeats.
+//!
+//! In one process a `watch` channel per watched stream is enough. With
+//! PostgreSQL several host processes share the data, so every append also
+//! sends `NOTIFY cairn_stream, '<stream_id>:<seq>'`, and each process's
+//! listener feeds what it hears into its own bus. When the listener's
+//! connection drops, every subscriber is woken to re-read, since
+//! notifications sent meanwhile are gone.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool};
+use tokio::sync::watch;
+
+const CHANNEL: &str = "cairn_stream";
+
+#[derive(Default)]
+pub struct Bus {
+    channels: Mutex<HashMap<String, watch::Sender<i64>>>,
+}
+
+impl Bus {
+    pub fn subscribe(&self, stream_id: &str) -> watch::Receiver<i64> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        channels.entry(stream_id.to_string()).or_insert_with(|| watch::channel(0).0).subscribe()
+    }
+
+    pub fn publish(&self, stream_id: &str, seq: i64) {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = channels.get(stream_id) {
+            if tx.receiver_count() == 0 {
+                channels.remove(stream_id);
+            } else {
+                tx.send_modify(|last| *last = (*last).max(seq));
+            }
+        }
+    }
+
+    fn wake_all(&self) {
+        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in channels.values() {
+            tx.send_modify(|_| {});
+        }
+    }
+}
+
+/// Tells the other host processes on this database about an append.
+pub async fn notify_others(pool: &PgPool, stream_id: &str, seq: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(format!("{stream_id}:{seq}"))
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Feeds notifications from PostgreSQL into `bus` until `shutdown` fires.
+pub async fn listen(pool: PgPool, bus: Arc<Bus>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("stream listener cannot connect, retrying: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::warn!("stream listener cannot LISTEN, retrying: {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        // Anything sent while we were away is lost: make everyone re-read.
+        bus.wake_all();
+        loop {
+            tokio::select! {
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) => {
+                        if let Some((id, seq)) = n.payload().rsplit_once(':') {
+                            bus.publish(id, seq.parse().unwrap_or(i64::MAX));
+                        }
+                    }
+                    Ok(None) => bus.wake_all(), // reconnected inside sqlx
+                    Err(e) => {
+                        tracing::warn!("stream listener lost its connection: {e}");
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn subscribers_wake_on_publish_and_idle_channels_go_away() {
+        let bus = Bus::default();
+        let mut rx = bus.subscribe("st_a");
+        bus.publish("st_a", 3);
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow_and_update(), 3);
+        bus.publish("st_a", 2);
+        assert_eq!(*rx.borrow_and_update(), 3, "seq never goes back");
+        drop(rx);
+        bus.publish("st_a", 4);
+        assert!(bus.channels.lock().unwrap().is_empty());
+    }
+}
