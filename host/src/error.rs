@@ -268,3 +268,14 @@ impl Error {
         e
     }
 }
+
+/// The raw request body; rejections (over the size limit) become [`Error`].
+pub struct RawBody(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        Ok(Self(axum::body::Bytes::from_request(req, state).await?))
+    }
+}

@@ -17,7 +17,6 @@
 mod patch;
 mod store;
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::{CONTENT_TYPE, ETAG};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -29,7 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::agent::Caller;
-use crate::error::{Error, Json, Path, Query, Result, Violation};
+use crate::error::{Error, Json, Path, Query, RawBody, Result, Violation};
 use crate::precondition::{IfMatch, etag};
 use crate::schema::{self, Binding, Target};
 use crate::{AppState, clock, name};
@@ -174,7 +173,7 @@ async fn put(
     Path(name): Path<String>,
     Query(p): Query<PutParams>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response> {
     name::check("stash", &name)?;
     check_size(&app, p.persistent, body.len())?;
@@ -364,7 +363,7 @@ async fn append(
     Path(name): Path<String>,
     Query(p): Query<StoreParam>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<Response> {
     let (s, ()) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
         let mut next = cur.body.clone();
