@@ -51,10 +51,14 @@ pub struct Config {
     #[arg(long, env = "CAIRN_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
 
+    /// Seconds between keep-alive comments on idle SSE responses.
+    #[arg(long = "sse-keep-alive", env = "CAIRN_SSE_KEEP_ALIVE", default_value_t = 10)]
+    pub sse_keep_alive_secs: u64,
+
     /// How often expired stashes, expired streams and entries past their
     /// retention are deleted, in seconds. Reads never serve expired data,
     /// whatever this is.
-    #[arg(long, env = "CAIRN_SWEEP_INTERVAL", default_value_t = 30)]
+    #[arg(long = "sweep-interval", env = "CAIRN_SWEEP_INTERVAL", default_value_t = 30)]
     pub sweep_interval_secs: u64,
 }
 
@@ -70,6 +74,7 @@ impl Config {
             max_persistent_bytes: 25 << 20,
             max_json_bytes: 1 << 20,
             rate_limit: 0,
+            sse_keep_alive_secs: 10,
             sweep_interval_secs: 30,
         }
     }

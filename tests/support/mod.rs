@@ -323,7 +323,7 @@ impl SseReader {
                 let (mut id, mut event, mut data) = (None, None, String::new());
                 let mut only_comments = true;
                 for line in block.lines() {
-                    if line.starts_with(':') {
+                    if line.is_empty() || line.starts_with(':') {
                         continue;
                     }
                     only_comments = false;

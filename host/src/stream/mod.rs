@@ -37,8 +37,6 @@ pub use store::{count_bound, discover, sweep};
 use store::{EntryQuery, EntryRow, StreamRow};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
-/// SSE comments sent while idle, within the 15 s the API promises.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
 /// A live reader re-checks storage this often even without a wake-up.
 const RECHECK: Duration = Duration::from_secs(5);
 const SSE_BATCH: i64 = 100;
@@ -343,6 +341,7 @@ async fn events(
         })?),
         None => None,
     };
+    let app_keep_alive = app.config.sse_keep_alive_secs;
     let tail = Tail {
         wake: app.bus.subscribe(&id),
         shutdown: app.shutdown.clone(),
@@ -361,7 +360,9 @@ async fn events(
             .unwrap_or_else(|_| Event::default().comment("unserialisable entry"));
         Some((Ok(event), tail))
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+    // The API promises a keep-alive at least every 15 s.
+    let keep_alive = Duration::from_secs(app_keep_alive.clamp(1, 15));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
 }
 
 /// One SSE reader's position in a stream.
