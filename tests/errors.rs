@@ -1,1 +1,122 @@
+//! Every error status the API documents, each with a request that earns it,
+//! and each in the JSON error shape. 423 (a team or contract halted by an
+//! algedonic HALT) arrives with teams and contract hooks, and is tested there.
+
 mod support;
+
+use reqwest::Method;
+use serde_json::json;
+use support::{Backend, Server};
+
+on_both_backends!(each_documented_status, framework_rejections_keep_the_shape, rate_limit_and_admin_registration);
+
+async fn each_documented_status(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let (a, b) = (server.as_agent(&alice), server.as_agent(&bob));
+    let anon = server.anonymous();
+
+    // 400: malformed request.
+    assert_eq!(a.put_text("/stash/bad%20name", "x").await.expect(400).code(), "invalid_name");
+    assert_eq!(a.get("/stash/x?persistent=maybe").await.expect(400).code(), "invalid_query");
+    assert_eq!(anon.get("/discover?type=table").await.expect(400).code(), "bad_request");
+
+    // 401: missing, unknown, or malformed key, in both header forms.
+    assert_eq!(anon.get("/me").await.expect(401).code(), "unauthorized");
+    server.request(Method::GET, "/me", Some("sk_nope")).send().await.map(|r| assert_eq!(r.status(), 401)).unwrap();
+    let bearer = server.http.get(format!("{}/me", server.url)).bearer_auth(&alice.key).send().await.unwrap();
+    assert_eq!(bearer.status(), 200, "Authorization: Bearer works");
+    let lower = server.http.get(format!("{}/me", server.url)).header("x-api-key", &alice.key).send().await.unwrap();
+    assert_eq!(lower.status(), 200, "header names are case-insensitive");
+    let wrong_scheme = server.http.get(format!("{}/me", server.url)).header("Authorization", format!("Basic {}", alice.key)).send().await.unwrap();
+    assert_eq!(wrong_scheme.status(), 401);
+    assert_eq!(a.get("/me").await.expect(200).json(), json!({"agent_name": "alice", "admin": false}));
+
+    // 403: authenticated but not allowed.
+    a.put_text("/stash/board?shared=true", "x").await.expect(201);
+    assert_eq!(b.patch_text("/stash/board/append", "y").await.expect(403).code(), "forbidden");
+
+    // 404: missing, and other agents' private resources alike.
+    a.put_text("/stash/secret", "x").await.expect(201);
+    let missing = b.get("/stash/nothing-here").await.expect(404).json();
+    let private = b.get("/stash/secret").await.expect(404).json();
+    assert_eq!(missing["error"]["code"], private["error"]["code"]);
+    b.get("/schema/sch_000000").await.expect(404);
+
+    // 409: conflicts.
+    assert_eq!(anon.post("/register/agent", json!({"agent_name": "alice"})).await.expect(409).code(), "name_taken");
+    assert_eq!(anon.post("/register/agent", json!({"agent_name": "cairn"})).await.expect(409).code(), "name_taken");
+    a.put_text("/stash/c?persistent=true&schema=agent-contract", r#"{"objective":"o"}"#).await.expect(201);
+    a.post("/schema", json!({"name": "other", "definition": {"type": "object"}})).await.expect(201);
+    assert_eq!(a.put_text("/stash/c?persistent=true&schema=other", r#"{"objective":"o"}"#).await.expect(409).code(), "schema_bound");
+
+    // 412: stale If-Match.
+    a.send(a.req(Method::PUT, "/stash/c?persistent=true").header("If-Match", "\"7\"").body(r#"{"objective":"p"}"#))
+        .await
+        .expect(412);
+
+    // 413: over the size limit.
+    a.put_text("/stash/big", &"x".repeat((1 << 20) + 1)).await.expect(413);
+
+    // 422: schema violations, with JSON pointers; unknown schemas; bad definitions.
+    let v = a.put_text("/stash/c?persistent=true", r#"{"objective": 5}"#).await.expect(422).json();
+    assert_eq!(v["error"]["details"][0]["path"], "/objective");
+    assert_eq!(a.put_text("/stash/d?schema=no-such", "{}").await.expect(422).code(), "unknown_schema");
+    a.post("/schema", json!({"name": "broken", "definition": {"type": 12}})).await.expect(422);
+    a.post("/schema", json!({"name": "old", "definition": {"$schema": "http://json-schema.org/draft-04/schema#"}})).await.expect(422);
+    assert_eq!(a.put_text("/stash/e?schema=agent-contract", "not json").await.expect(422).code(), "validation_failed");
+
+    // Nothing above changed what was stored.
+    assert_eq!(a.get("/stash/c?persistent=true").await.expect(200).text, r#"{"objective":"o"}"#);
+    assert_eq!(a.get("/stash/board").await.text, "x");
+    a.get("/stash/big").await.expect(404);
+    a.get("/stash/d").await.expect(404);
+}
+
+async fn framework_rejections_keep_the_shape(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let alice = server.register("alice").await;
+    let a = server.as_agent(&alice);
+    // Unknown route and wrong method.
+    assert_eq!(a.get("/nowhere").await.expect(404).code(), "not_found");
+    assert_eq!(a.send(a.req(Method::DELETE, "/me")).await.expect(405).code(), "method_not_allowed");
+    // Bad JSON, wrong types, wrong content type.
+    let bad = a.send(a.req(Method::POST, "/stream").header("Content-Type", "application/json").body("{nope")).await.expect(400);
+    assert_eq!(bad.code(), "malformed_json");
+    assert_eq!(a.post("/stream", json!({"name": 42})).await.expect(400).code(), "invalid_body");
+    let no_ct = a.send(a.req(Method::POST, "/stream").body(r#"{"name":"x"}"#)).await.expect(415);
+    assert_eq!(no_ct.code(), "unsupported_media_type");
+    // Oversized JSON.
+    let huge = json!({"data": "x".repeat(30 << 20)});
+    a.post("/stream", huge).await.expect(413);
+    // Paths.
+    a.get("/stream/st_x?after=nine").await.expect(400);
+}
+
+async fn rate_limit_and_admin_registration(backend: Backend) {
+    let Some(server) = Server::start_with(backend, &["--rate-limit", "2", "--registration", "admin"]).await else {
+        return;
+    };
+    let anon = server.anonymous();
+    assert_eq!(anon.post("/register/agent", json!({"agent_name": "x"})).await.expect(401).code(), "unauthorized");
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    assert_eq!(ad.get("/me").await.expect(200).json()["admin"], true);
+    let created = ad.post("/register/agent", json!({"agent_name": "worker"})).await.expect(201).json();
+    let worker = support::Agent { name: "worker".into(), key: created["api_key"].as_str().unwrap().into() };
+    let w = server.as_agent(&worker);
+    assert_eq!(w.post("/register/agent", json!({"agent_name": "y"})).await.expect(403).code(), "forbidden");
+    // A burst of twice the rate, then 429 with Retry-After.
+    let mut limited = None;
+    for _ in 0..10 {
+        let r = w.get("/me").await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("the rate limit never applied").expect(429);
+    assert_eq!(r.code(), "rate_limited");
+    assert!(r.header("retry-after").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+}

@@ -136,14 +136,19 @@ impl Server {
     }
 
     /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.stop_with("TERM")
+    }
+
+    /// Sends the named signal (`TERM`, `KILL`, ...) and waits for the exit.
+    pub fn stop_with(mut self, signal: &str) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for cairn") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "cairn did not exit within 30 s of SIGTERM");
+            assert!(Instant::now() < deadline, "cairn did not exit within 30 s of SIG{signal}");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
