@@ -123,7 +123,8 @@ async fn website_redesign_walkthrough(backend: Backend) {
     assert_eq!(contract.header("content-type"), Some("text/plain"));
     assert_eq!(contract.header("etag"), Some("\"1\""));
     let linked = anyone.get("/discover?linked_to=website-redesign").await.expect(200).json();
-    let mut linked_ids: Vec<&str> = linked["results"].as_array().unwrap().iter().map(|r| r["stream_id"].as_str().unwrap()).collect();
+    let mut linked_ids: Vec<&str> =
+        linked["results"].as_array().unwrap().iter().map(|r| r["stream_id"].as_str().unwrap()).collect();
     linked_ids.sort();
     let mut want = vec![exec_id.as_str(), disc_id.as_str()];
     want.sort();
@@ -295,52 +296,95 @@ async fn api_load_test_lifecycle(backend: Backend) {
     let found = p.get("/discover?schema=agent-contract&q=load").await.expect(200).json();
     assert_eq!(found["results"][0]["name"], "api-load-test");
     assert_eq!(found["results"][0]["labels"], json!(["performance", "load"]));
-    assert_eq!(server.anonymous().get("/discover?label=performance").await.expect(200).json()["results"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        server.anonymous().get("/discover?label=performance").await.expect(200).json()["results"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     p.get("/stash/api-load-test?persistent=true").await.expect(200);
-    p.post(&format!("/stream/{disc}"), json!({"data": {"type": "claim", "subtask_id": "plan", "agent_name": "planner-bot"}, "label": "claim"}))
-        .await
-        .expect(201);
-    assert_eq!(c.patch("/stash/api-load-test/json?persistent=true", set_status("plan", "claimed", Some("planner-bot"))).await.expect(200).json()["items_matched"], 1);
+    p.post(
+        &format!("/stream/{disc}"),
+        json!({"data": {"type": "claim", "subtask_id": "plan", "agent_name": "planner-bot"}, "label": "claim"}),
+    )
+    .await
+    .expect(201);
+    assert_eq!(
+        c.patch("/stash/api-load-test/json?persistent=true", set_status("plan", "claimed", Some("planner-bot")))
+            .await
+            .expect(200)
+            .json()["items_matched"],
+        1
+    );
 
     // 4. The plan is delivered; the creator completes it.
-    p.post(&format!("/stream/{exec}"), json!({"data": {"subtask_id": "plan", "plan": "ramp to 1000 req/s"}, "label": "deliverable"}))
-        .await
-        .expect(201);
+    p.post(
+        &format!("/stream/{exec}"),
+        json!({"data": {"subtask_id": "plan", "plan": "ramp to 1000 req/s"}, "label": "deliverable"}),
+    )
+    .await
+    .expect(201);
     c.patch("/stash/api-load-test/json?persistent=true", set_status("plan", "completed", None)).await.expect(200);
 
     // 5. load-bot claims two subtasks, asks a question, gets an answer, reports.
     let l = server.as_agent(&loader);
     for id in ["build-harness", "run-test"] {
-        l.post(&format!("/stream/{disc}"), json!({"data": {"type": "claim", "subtask_id": id, "agent_name": "load-bot"}, "label": "claim"}))
+        l.post(
+            &format!("/stream/{disc}"),
+            json!({"data": {"type": "claim", "subtask_id": id, "agent_name": "load-bot"}, "label": "claim"}),
+        )
+        .await
+        .expect(201);
+        c.patch("/stash/api-load-test/json?persistent=true", set_status(id, "claimed", Some("load-bot")))
             .await
-            .expect(201);
-        c.patch("/stash/api-load-test/json?persistent=true", set_status(id, "claimed", Some("load-bot"))).await.expect(200);
+            .expect(200);
     }
-    l.post(&format!("/stream/{disc}"), json!({"data": {"type": "question", "message": "Which cloud region for the test?"}, "label": "question"}))
-        .await
-        .expect(201);
-    c.post(&format!("/stream/{disc}"), json!({"data": {"type": "answer", "message": "us-east-1, same as production"}, "label": "answer"}))
-        .await
-        .expect(201);
-    l.post(&format!("/stream/{exec}"), json!({"data": {"subtask_id": "run-test", "p99_ms": 41, "rps": 1012}, "label": "deliverable"}))
-        .await
-        .expect(201);
+    l.post(
+        &format!("/stream/{disc}"),
+        json!({"data": {"type": "question", "message": "Which cloud region for the test?"}, "label": "question"}),
+    )
+    .await
+    .expect(201);
+    c.post(
+        &format!("/stream/{disc}"),
+        json!({"data": {"type": "answer", "message": "us-east-1, same as production"}, "label": "answer"}),
+    )
+    .await
+    .expect(201);
+    l.post(
+        &format!("/stream/{exec}"),
+        json!({"data": {"subtask_id": "run-test", "p99_ms": 41, "rps": 1012}, "label": "deliverable"}),
+    )
+    .await
+    .expect(201);
 
     // 6. analyst-bot claims "analyze", reads the results, stashes a report.
     let a = server.as_agent(&analyst);
-    a.post(&format!("/stream/{disc}"), json!({"data": {"type": "claim", "subtask_id": "analyze", "agent_name": "analyst-bot"}, "label": "claim"}))
+    a.post(
+        &format!("/stream/{disc}"),
+        json!({"data": {"type": "claim", "subtask_id": "analyze", "agent_name": "analyst-bot"}, "label": "claim"}),
+    )
+    .await
+    .expect(201);
+    c.patch("/stash/api-load-test/json?persistent=true", set_status("analyze", "claimed", Some("analyst-bot")))
         .await
-        .expect(201);
-    c.patch("/stash/api-load-test/json?persistent=true", set_status("analyze", "claimed", Some("analyst-bot"))).await.expect(200);
+        .expect(200);
     let results = a.get(&format!("/stream/{exec}?label=deliverable")).await.expect(200).json();
     assert_eq!(results["entries"].as_array().unwrap().len(), 2);
     assert_eq!(results["entries"][1]["data"]["rps"], 1012);
-    a.put_text("/stash/api-load-test-report?persistent=true&shared=true", "# Report\nThe API held 1012 req/s at p99 41 ms.")
-        .await
-        .expect(201);
-    a.post(&format!("/stream/{exec}"), json!({"data": {"subtask_id": "analyze", "deliverable": "api-load-test-report"}, "label": "deliverable"}))
-        .await
-        .expect(201);
+    a.put_text(
+        "/stash/api-load-test-report?persistent=true&shared=true",
+        "# Report\nThe API held 1012 req/s at p99 41 ms.",
+    )
+    .await
+    .expect(201);
+    a.post(
+        &format!("/stream/{exec}"),
+        json!({"data": {"subtask_id": "analyze", "deliverable": "api-load-test-report"}, "label": "deliverable"}),
+    )
+    .await
+    .expect(201);
 
     // 7. The creator reads every deliverable and the report, and closes all subtasks.
     let report = c.get("/stash/api-load-test-report?persistent=true").await.expect(200);
@@ -390,12 +434,18 @@ async fn custom_contract_schema(backend: Backend) {
         .json();
     let id = created["schema_id"].as_str().unwrap().to_string();
     assert_eq!(created["version"], 1);
-    assert_eq!(server.anonymous().get("/discover?schema=research-contract").await.expect(200).json()["results"], json!([]));
+    assert_eq!(
+        server.anonymous().get("/discover?schema=research-contract").await.expect(200).json()["results"],
+        json!([])
+    );
 
     // Another agent binds a contract to it; violations name the field.
     let r = server.as_agent(&other);
     let bad = r
-        .put_text("/stash/survey?persistent=true&discoverable=true&schema=research-contract", r#"{"objective": "x", "output_format": "pdf"}"#)
+        .put_text(
+            "/stash/survey?persistent=true&discoverable=true&schema=research-contract",
+            r#"{"objective": "x", "output_format": "pdf"}"#,
+        )
         .await
         .expect(422)
         .json();

@@ -29,7 +29,13 @@ async fn each_documented_status(backend: Backend) {
     assert_eq!(bearer.status(), 200, "Authorization: Bearer works");
     let lower = server.http.get(format!("{}/me", server.url)).header("x-api-key", &alice.key).send().await.unwrap();
     assert_eq!(lower.status(), 200, "header names are case-insensitive");
-    let wrong_scheme = server.http.get(format!("{}/me", server.url)).header("Authorization", format!("Basic {}", alice.key)).send().await.unwrap();
+    let wrong_scheme = server
+        .http
+        .get(format!("{}/me", server.url))
+        .header("Authorization", format!("Basic {}", alice.key))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong_scheme.status(), 401);
     assert_eq!(a.get("/me").await.expect(200).json(), json!({"agent_name": "alice", "admin": false}));
 
@@ -49,7 +55,10 @@ async fn each_documented_status(backend: Backend) {
     assert_eq!(anon.post("/register/agent", json!({"agent_name": "cairn"})).await.expect(409).code(), "name_taken");
     a.put_text("/stash/c?persistent=true&schema=agent-contract", r#"{"objective":"o"}"#).await.expect(201);
     a.post("/schema", json!({"name": "other", "definition": {"type": "object"}})).await.expect(201);
-    assert_eq!(a.put_text("/stash/c?persistent=true&schema=other", r#"{"objective":"o"}"#).await.expect(409).code(), "schema_bound");
+    assert_eq!(
+        a.put_text("/stash/c?persistent=true&schema=other", r#"{"objective":"o"}"#).await.expect(409).code(),
+        "schema_bound"
+    );
 
     // 412: stale If-Match.
     a.send(a.req(Method::PUT, "/stash/c?persistent=true").header("If-Match", "\"7\"").body(r#"{"objective":"p"}"#))
@@ -64,7 +73,9 @@ async fn each_documented_status(backend: Backend) {
     assert_eq!(v["error"]["details"][0]["path"], "/objective");
     assert_eq!(a.put_text("/stash/d?schema=no-such", "{}").await.expect(422).code(), "unknown_schema");
     a.post("/schema", json!({"name": "broken", "definition": {"type": 12}})).await.expect(422);
-    a.post("/schema", json!({"name": "old", "definition": {"$schema": "http://json-schema.org/draft-04/schema#"}})).await.expect(422);
+    a.post("/schema", json!({"name": "old", "definition": {"$schema": "http://json-schema.org/draft-04/schema#"}}))
+        .await
+        .expect(422);
     assert_eq!(a.put_text("/stash/e?schema=agent-contract", "not json").await.expect(422).code(), "validation_failed");
 
     // Nothing above changed what was stored.
@@ -82,7 +93,10 @@ async fn framework_rejections_keep_the_shape(backend: Backend) {
     assert_eq!(a.get("/nowhere").await.expect(404).code(), "not_found");
     assert_eq!(a.send(a.req(Method::DELETE, "/me")).await.expect(405).code(), "method_not_allowed");
     // Bad JSON, wrong types, wrong content type.
-    let bad = a.send(a.req(Method::POST, "/stream").header("Content-Type", "application/json").body("{nope")).await.expect(400);
+    let bad = a
+        .send(a.req(Method::POST, "/stream").header("Content-Type", "application/json").body("{nope"))
+        .await
+        .expect(400);
     assert_eq!(bad.code(), "malformed_json");
     assert_eq!(a.post("/stream", json!({"name": 42})).await.expect(400).code(), "invalid_body");
     let no_ct = a.send(a.req(Method::POST, "/stream").body(r#"{"name":"x"}"#)).await.expect(415);

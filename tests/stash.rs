@@ -210,7 +210,8 @@ async fn ephemeral_expiry_and_renewal(backend: Backend) {
 }
 
 async fn size_limits(backend: Backend) {
-    let Some(server) = Server::start_with(backend, &["--max-ephemeral-bytes", "1000", "--max-persistent-bytes", "5000"]).await
+    let Some(server) =
+        Server::start_with(backend, &["--max-ephemeral-bytes", "1000", "--max-persistent-bytes", "5000"]).await
     else {
         return;
     };
@@ -234,7 +235,9 @@ async fn listing_own_stashes(backend: Backend) {
     for i in 0..5 {
         w.put_text(&format!("/stash/s{i}"), "x").await.expect(201);
     }
-    w.put_text("/stash/p?persistent=true&schema=agent-contract&discoverable=true", r#"{"objective":"o"}"#).await.expect(201);
+    w.put_text("/stash/p?persistent=true&schema=agent-contract&discoverable=true", r#"{"objective":"o"}"#)
+        .await
+        .expect(201);
     server.as_agent(&other).put_text("/stash/theirs", "x").await.expect(201);
     let all = w.get("/stashes").await.expect(200).json();
     let names: Vec<&str> = all["stashes"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();

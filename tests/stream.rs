@@ -178,7 +178,11 @@ async fn create_if_missing_and_permissions(backend: Backend) {
     ca.post("/stream", json!({"name": "public", "discoverable": true, "description": "open log"})).await.expect(201);
     let found = cb.get("/streams?name=public").await.expect(200).json();
     assert_eq!(found["streams"][0]["owner"], "creator");
-    assert_eq!(cb.get("/streams?name=s").await.expect(200).json()["streams"].as_array().unwrap().len(), 1, "only bob's own private s");
+    assert_eq!(
+        cb.get("/streams?name=s").await.expect(200).json()["streams"].as_array().unwrap().len(),
+        1,
+        "only bob's own private s"
+    );
     let disc = server.anonymous().get("/discover?type=stream&q=open").await.expect(200).json();
     assert_eq!(disc["results"][0]["name"], "public");
 
@@ -196,8 +200,14 @@ async fn create_if_missing_and_permissions(backend: Backend) {
     ca.post("/stream", json!({"name": "bad name"})).await.expect(400);
     ca.post("/stream", json!({"name": "x", "ttl": 0})).await.expect(400);
     ca.post("/stream", json!({"name": "x", "ttl": "long"})).await.expect(400);
-    assert_eq!(ca.post("/stream", json!({"name": "x", "linked_stash": "nowhere"})).await.expect(422).code(), "validation_failed");
-    assert_eq!(ca.post("/stream", json!({"name": "x", "schema_id": "no-such-schema"})).await.expect(422).code(), "unknown_schema");
+    assert_eq!(
+        ca.post("/stream", json!({"name": "x", "linked_stash": "nowhere"})).await.expect(422).code(),
+        "validation_failed"
+    );
+    assert_eq!(
+        ca.post("/stream", json!({"name": "x", "schema_id": "no-such-schema"})).await.expect(422).code(),
+        "unknown_schema"
+    );
 }
 
 async fn schema_bound_streams(backend: Backend) {
@@ -238,6 +248,11 @@ async fn retention_and_expiry(backend: Backend) {
     // The expired stream is gone, and its name is free again.
     w.get(&format!("/stream/{short}")).await.expect(404);
     w.post(&format!("/stream/{short}"), json!({"data": 1})).await.expect(404);
-    assert!(server.anonymous().get("/discover?type=stream").await.expect(200).json()["results"].as_array().unwrap().is_empty());
+    assert!(
+        server.anonymous().get("/discover?type=stream").await.expect(200).json()["results"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
     create(&server, &a, json!({"name": "short"})).await;
 }

@@ -220,7 +220,9 @@ pub async fn bootstrap_admin(db: &Db, configured: Option<&str>) -> anyhow::Resul
 
 /// Inserts an agent; false if the name is taken.
 async fn insert(db: &Db, name: &str, key_hash: &str, admin: bool) -> Result<bool> {
-    let done = with_db!(db, write, |pool| sqlx::query(
+    let done =
+        with_db!(db, write, |pool| {
+            sqlx::query(
         "INSERT INTO agents (name, key_hash, admin, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING"
     )
     .bind(name)
@@ -229,17 +231,17 @@ async fn insert(db: &Db, name: &str, key_hash: &str, admin: bool) -> Result<bool
     .bind(clock::now_ms())
     .execute(pool)
     .await
-    .map(|r| r.rows_affected()))?;
+    .map(|r| r.rows_affected())
+        })?;
     Ok(done == 1)
 }
 
 async fn find_by_hash(db: &Db, hash: &str) -> Result<Option<Caller>> {
-    let row: Option<(String, bool)> = with_db!(db, read, |pool| sqlx::query_as(
-        "SELECT name, admin FROM agents WHERE key_hash = $1"
-    )
-    .bind(hash)
-    .fetch_optional(pool)
-    .await)?;
+    let row: Option<(String, bool)> =
+        with_db!(db, read, |pool| sqlx::query_as("SELECT name, admin FROM agents WHERE key_hash = $1")
+            .bind(hash)
+            .fetch_optional(pool)
+            .await)?;
     Ok(row.map(|(name, admin)| Caller { name, admin }))
 }
 

@@ -72,10 +72,7 @@ impl Error {
 
     /// 422: the request was well formed but its content breaks a rule.
     pub fn validation(message: impl Into<String>, details: Vec<Violation>) -> Self {
-        let details = details
-            .into_iter()
-            .map(|v| serde_json::to_value(v).unwrap_or(Value::Null))
-            .collect();
+        let details = details.into_iter().map(|v| serde_json::to_value(v).unwrap_or(Value::Null)).collect();
         Self { details, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message) }
     }
 
@@ -128,11 +125,8 @@ impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::PoolTimedOut => {
-                let mut e = Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the database is busy; retry shortly",
-                );
+                let mut e =
+                    Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is busy; retry shortly");
                 e.retry_after = Some(1);
                 e
             }
@@ -177,11 +171,7 @@ impl From<BytesRejection> for Error {
 
 impl From<QueryRejection> for Error {
     fn from(rejection: QueryRejection) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            format!("bad query string: {}", rejection.body_text()),
-        )
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", format!("bad query string: {}", rejection.body_text()))
     }
 }
 

@@ -71,10 +71,8 @@ impl Metrics {
 /// Counts and times every request under its route template (not its raw
 /// path, so ids do not explode the label space).
 pub async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let method = req.method().to_string();
     let started = Instant::now();
     let response = next.run(req).await;
@@ -97,10 +95,9 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, body = Health), (status = 503)))]
 async fn healthz(State(app): State<AppState>) -> Result<Json<Health>> {
-    app.db
-        .ping()
-        .await
-        .map_err(|e| Error::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("database unreachable: {e}")))?;
+    app.db.ping().await.map_err(|e| {
+        Error::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("database unreachable: {e}"))
+    })?;
     Ok(Json(Health { status: "ok", database: app.db.kind() }))
 }
 

@@ -28,7 +28,9 @@ impl IfMatch {
                 let tag = tag.trim();
                 let tag = tag.strip_prefix("W/").unwrap_or(tag);
                 tag.trim_matches('"').parse::<i64>().map_err(|_| {
-                    Error::bad_request(format!("If-Match {tag:?} is not an ETag of this API: send the ETag you read, e.g. \"3\""))
+                    Error::bad_request(format!(
+                        "If-Match {tag:?} is not an ETag of this API: send the ETag you read, e.g. \"3\""
+                    ))
                 })
             })
             .collect::<Result<Vec<_>>>()

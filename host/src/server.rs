@@ -18,15 +18,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(key) = agent::bootstrap_admin(&db, config.admin_key.as_deref()).await? {
         println!("cairn admin key (shown once; set CAIRN_ADMIN_KEY to choose your own): {key}");
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
 
     let (stop, stopping) = watch::channel(false);
     let app: AppState = Arc::new(App::new(db.clone(), config.clone(), stopping.clone()));
     let sweeper = tokio::spawn(sweep(app.clone(), stopping.clone()));
-    let listener_task = db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));
+    let listener_task =
+        db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));
 
     tracing::info!(%addr, database = db.kind(), "cairn serving");
     // Tests and scripts read this line to learn the port.

@@ -125,9 +125,8 @@ impl Server {
                 }
             }
         });
-        let url = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("cairn did not print its listening address within 60 s");
+        let url =
+            rx.recv_timeout(Duration::from_secs(60)).expect("cairn did not print its listening address within 60 s");
         Server { child, url, database_url: database_url.to_string(), http: reqwest::Client::new() }
     }
 

@@ -70,10 +70,7 @@ pub struct Binding {
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create))
-        .routes(routes!(list))
-        .routes(routes!(show, delete))
+    OpenApiRouter::new().routes(routes!(create)).routes(routes!(list)).routes(routes!(show, delete))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -146,16 +143,9 @@ async fn create(
     name::check("schema", &req.name)?;
     meta_validate(&req.definition)?;
     let definition = serde_json::to_string(&req.definition).map_err(|e| Error::internal(e.to_string()))?;
-    let (schema_id, version) = store::upsert(
-        &app.db,
-        &caller.name,
-        &req.name,
-        &req.description,
-        req.visibility,
-        req.target_type,
-        &definition,
-    )
-    .await?;
+    let (schema_id, version) =
+        store::upsert(&app.db, &caller.name, &req.name, &req.description, req.visibility, req.target_type, &definition)
+            .await?;
     Ok((StatusCode::CREATED, Json(Created { schema_id, name: req.name, version })))
 }
 
@@ -233,11 +223,10 @@ pub async fn resolve(db: &Db, caller: &Caller, id_or_name: &str) -> Result<Schem
         name::check("schema", id_or_name)?;
         store::by_name(db, &caller.name, id_or_name).await?
     };
-    row.filter(|r| r.visibility == Visibility::Public || r.owner == caller.name || caller.admin)
-        .ok_or_else(|| {
-            Error::not_found(format!("schema {id_or_name:?} (list the ones you can use with GET /schemas)"))
-                .with_code("unknown_schema")
-        })
+    row.filter(|r| r.visibility == Visibility::Public || r.owner == caller.name || caller.admin).ok_or_else(|| {
+        Error::not_found(format!("schema {id_or_name:?} (list the ones you can use with GET /schemas)"))
+            .with_code("unknown_schema")
+    })
 }
 
 /// Resolves a schema for binding to a stash or stream, pinning its latest version.
@@ -399,7 +388,9 @@ mod tests {
             {"id": "a", "description": "d", "status": "open", "budget_usdc": 10.0, "success_criteria": ["s"]}
         ]})));
         assert!(!v.is_valid(&json!({"subtasks": []})));
-        assert!(!v.is_valid(&json!({"objective": "x", "subtasks": [{"id": "a", "description": "d", "status": "done"}]})));
+        assert!(
+            !v.is_valid(&json!({"objective": "x", "subtasks": [{"id": "a", "description": "d", "status": "done"}]}))
+        );
     }
 
     #[test]

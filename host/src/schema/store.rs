@@ -134,13 +134,12 @@ pub async fn upsert(
     with_db!(db, write, |pool| async {
         let mut tx = pool.begin().await?;
         if visibility == Visibility::Public {
-            let taken: Option<(String,)> = sqlx::query_as(
-                "SELECT owner FROM schemas WHERE name = $1 AND visibility = 'public' AND owner <> $2",
-            )
-            .bind(name)
-            .bind(owner)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let taken: Option<(String,)> =
+                sqlx::query_as("SELECT owner FROM schemas WHERE name = $1 AND visibility = 'public' AND owner <> $2")
+                    .bind(name)
+                    .bind(owner)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if let Some((other,)) = taken {
                 return Err(Error::conflict(
                     "name_taken",

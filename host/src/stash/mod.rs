@@ -33,8 +33,8 @@ use crate::precondition::{IfMatch, etag};
 use crate::schema::{self, Binding, Target};
 use crate::{AppState, clock, name};
 
-pub use store::{count_bound, discover, sweep};
 use store::Stash;
+pub use store::{count_bound, discover, sweep};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
 /// Optimistic writes retried this often before reporting contention.
@@ -178,20 +178,20 @@ async fn put(
     name::check("stash", &name)?;
     check_size(&app, p.persistent, body.len())?;
     let ttl = match (p.persistent, p.ttl) {
-        (true, Some(_)) => return Err(Error::bad_request("ttl applies only to ephemeral stashes; drop it or use persistent=false")),
+        (true, Some(_)) => {
+            return Err(Error::bad_request("ttl applies only to ephemeral stashes; drop it or use persistent=false"));
+        }
         (true, None) => None,
-        (false, Some(t)) if t <= 0 => return Err(Error::bad_request(format!("ttl must be a positive number of seconds, got {t}"))),
+        (false, Some(t)) if t <= 0 => {
+            return Err(Error::bad_request(format!("ttl must be a positive number of seconds, got {t}")));
+        }
         (false, t) => Some(t.unwrap_or(DEFAULT_TTL_SECS)),
     };
     let labels = p.labels.as_deref().map(name::split_labels);
     if let Some(labels) = &labels {
         name::check_labels(labels)?;
     }
-    let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("text/plain")
-        .to_string();
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("text/plain").to_string();
     let if_match = IfMatch::from_headers(&headers)?;
     let requested = match &p.schema {
         Some(s) => Some(schema::bind(&app.db, &caller, s, Target::Stash).await?),
@@ -216,7 +216,10 @@ async fn put(
             (Some(b), Some(r)) if b.schema_id != r.schema_id => {
                 return Err(Error::conflict(
                     "schema_bound",
-                    format!("stash {name:?} is bound to schema {:?} for good; it cannot be rebound to {:?}", b.name, r.name),
+                    format!(
+                        "stash {name:?} is bound to schema {:?} for good; it cannot be rebound to {:?}",
+                        b.name, r.name
+                    ),
                 ));
             }
             (Some(b), _) => Some(b),
@@ -389,9 +392,8 @@ async fn replace(
         return Err(Error::bad_request("\"old\" is empty: give the text to replace"));
     }
     let (s, replacements) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
-        let text = std::str::from_utf8(&cur.body).map_err(|_| {
-            Error::validation("this stash is not UTF-8 text, so text cannot be replaced in it", vec![])
-        })?;
+        let text = std::str::from_utf8(&cur.body)
+            .map_err(|_| Error::validation("this stash is not UTF-8 text, so text cannot be replaced in it", vec![]))?;
         let found = text.matches(&req.old).count();
         let n = if p.all { found } else { found.min(1) };
         let next = match n {

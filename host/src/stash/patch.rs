@@ -32,10 +32,7 @@ pub fn apply(doc: &mut Value, items: &[UpdateItem]) -> Result<usize, Error> {
     let mut matched = 0;
     for (i, item) in items.iter().enumerate() {
         let array = walk(doc, &item.path).map_err(|(pointer, why)| {
-            Error::validation(
-                format!("update_items[{i}]: {why}"),
-                vec![Violation { path: pointer, message: why }],
-            )
+            Error::validation(format!("update_items[{i}]: {why}"), vec![Violation { path: pointer, message: why }])
         })?;
         for element in array.iter_mut() {
             let Some(fields) = element.as_object_mut() else { continue };
@@ -60,9 +57,9 @@ fn walk<'a>(doc: &'a mut Value, path: &str) -> Result<&'a mut Vec<Value>, (Strin
         pointer.push('/');
         pointer.push_str(&segment.replace('~', "~0").replace('/', "~1"));
         at = match at {
-            Value::Object(map) => map
-                .get_mut(segment)
-                .ok_or_else(|| (pointer.clone(), format!("no field {segment:?} at {pointer}")))?,
+            Value::Object(map) => {
+                map.get_mut(segment).ok_or_else(|| (pointer.clone(), format!("no field {segment:?} at {pointer}")))?
+            }
             _ => return Err((pointer.clone(), format!("cannot descend into {pointer}: not an object"))),
         };
     }
@@ -93,7 +90,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n, 1);
-        assert_eq!(doc["subtasks"][0], json!({"id": "research", "status": "claimed", "assigned_agent": "research-bot"}));
+        assert_eq!(
+            doc["subtasks"][0],
+            json!({"id": "research", "status": "claimed", "assigned_agent": "research-bot"})
+        );
         assert_eq!(doc["subtasks"][1], json!({"id": "design", "status": "open"}));
     }
 
@@ -108,7 +108,10 @@ mod tests {
     #[test]
     fn zero_matches_is_not_an_error() {
         let mut doc = json!({"subtasks": [{"id": "a"}]});
-        assert_eq!(apply(&mut doc, &items(json!([{"path": "subtasks", "match": {"id": "zz"}, "set": {}}]))).unwrap(), 0);
+        assert_eq!(
+            apply(&mut doc, &items(json!([{"path": "subtasks", "match": {"id": "zz"}, "set": {}}]))).unwrap(),
+            0
+        );
     }
 
     #[test]

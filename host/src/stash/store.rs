@@ -272,7 +272,18 @@ pub async fn discover(db: &Db, c: &Criteria) -> Result<Vec<Found>> {
         with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?;
     Ok(rows
         .into_iter()
-        .map(|r| Found::stash(r.name, r.persistent, r.description, &r.labels, r.owner, r.schema_id.zip(r.schema_name), r.created_at, r.updated_at))
+        .map(|r| {
+            Found::stash(
+                r.name,
+                r.persistent,
+                r.description,
+                &r.labels,
+                r.owner,
+                r.schema_id.zip(r.schema_name),
+                r.created_at,
+                r.updated_at,
+            )
+        })
         .collect())
 }
 

@@ -33,8 +33,8 @@ use crate::error::{Error, Json, Path, Query, Result};
 use crate::schema::{self, Binding, Target};
 use crate::{AppState, clock, name};
 
-pub use store::{count_bound, discover, sweep};
 use store::{EntryQuery, EntryRow, StreamRow};
+pub use store::{count_bound, discover, sweep};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
 /// A live reader re-checks storage this often even without a wake-up.
@@ -138,7 +138,13 @@ pub struct Entry {
 
 impl From<&EntryRow> for Entry {
     fn from(e: &EntryRow) -> Self {
-        Self { seq: e.seq, label: e.label.clone(), data: e.data(), agent: e.agent.clone(), created_at: clock::rfc3339(e.created_at) }
+        Self {
+            seq: e.seq,
+            label: e.label.clone(),
+            data: e.data(),
+            agent: e.agent.clone(),
+            created_at: clock::rfc3339(e.created_at),
+        }
     }
 }
 
@@ -319,7 +325,10 @@ async fn latest(
     let stream = find(&app, &id).await?;
     match store::latest(&app.db, &id, p.label.as_deref(), retention_cutoff(&stream)).await? {
         Some(e) => Ok(Json(Entry::from(&e))),
-        None => Err(Error::not_found(format!("an entry in stream {id}{}", p.label.map(|l| format!(" with label {l:?}")).unwrap_or_default()))),
+        None => Err(Error::not_found(format!(
+            "an entry in stream {id}{}",
+            p.label.map(|l| format!(" with label {l:?}")).unwrap_or_default()
+        ))),
     }
 }
 
@@ -336,9 +345,12 @@ async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     find(&app, &id).await?;
     let last_event_id = match headers.get("last-event-id") {
-        Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<i64>().ok()).ok_or_else(|| {
-            Error::bad_request("Last-Event-ID must be the seq of the last entry you received")
-        })?),
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| Error::bad_request("Last-Event-ID must be the seq of the last entry you received"))?,
+        ),
         None => None,
     };
     let app_keep_alive = app.config.sse_keep_alive_secs;
@@ -443,7 +455,10 @@ async fn extend(
     Json(req): Json<Extend>,
 ) -> Result<Json<StreamInfo>> {
     if req.extra_time <= 0 {
-        return Err(Error::bad_request(format!("extra_time must be a positive number of seconds, got {}", req.extra_time)));
+        return Err(Error::bad_request(format!(
+            "extra_time must be a positive number of seconds, got {}",
+            req.extra_time
+        )));
     }
     let stream = find(&app, &id).await?;
     creator_only(&caller, &stream)?;

@@ -76,13 +76,15 @@ pub async fn insert(db: &Db, s: &StreamRow) -> Result<Insert> {
     let result = with_db!(db, write, |pool| async {
         let mut tx = pool.begin().await?;
         // An expired stream of this name no longer holds it.
-        sqlx::query("DELETE FROM stream_entries WHERE stream_id IN
-                     (SELECT stream_id FROM streams WHERE owner = $1 AND name = $2 AND expires_at <= $3)")
-            .bind(&s.owner)
-            .bind(&s.name)
-            .bind(s.created_at)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "DELETE FROM stream_entries WHERE stream_id IN
+                     (SELECT stream_id FROM streams WHERE owner = $1 AND name = $2 AND expires_at <= $3)",
+        )
+        .bind(&s.owner)
+        .bind(&s.name)
+        .bind(s.created_at)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM streams WHERE owner = $1 AND name = $2 AND expires_at <= $3")
             .bind(&s.owner)
             .bind(&s.name)
@@ -120,7 +122,8 @@ pub async fn insert(db: &Db, s: &StreamRow) -> Result<Insert> {
 
 /// Appends one entry; `None` when the stream is gone or expired.
 pub async fn append(db: &Db, id: &str, label: Option<&str>, data: &str, agent: &str, now: i64) -> Result<Option<i64>> {
-    Ok(with_db!(db, write, |pool| async {
+    Ok(with_db!(db, write, |pool| {
+        async {
         let mut tx = pool.begin().await?;
         let seq: Option<(i64,)> = sqlx::query_as(
             "UPDATE streams SET last_seq = last_seq + 1, updated_at = $2
@@ -145,7 +148,8 @@ pub async fn append(db: &Db, id: &str, label: Option<&str>, data: &str, agent: &
         tx.commit().await?;
         Ok::<_, sqlx::Error>(Some(seq))
     }
-    .await)?)
+    .await
+    })?)
 }
 
 pub struct EntryQuery<'a> {
@@ -274,7 +278,18 @@ pub async fn discover(db: &Db, c: &Criteria) -> Result<Vec<Found>> {
         with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?;
     Ok(rows
         .into_iter()
-        .map(|r| Found::stream(r.stream_id, r.name, r.description, &r.labels, r.owner, r.linked_stash, r.created_at, r.updated_at))
+        .map(|r| {
+            Found::stream(
+                r.stream_id,
+                r.name,
+                r.description,
+                &r.labels,
+                r.owner,
+                r.linked_stash,
+                r.created_at,
+                r.updated_at,
+            )
+        })
         .collect())
 }
 
