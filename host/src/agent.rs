@@ -220,9 +220,8 @@ pub async fn bootstrap_admin(db: &Db, configured: Option<&str>) -> anyhow::Resul
 
 /// Inserts an agent; false if the name is taken.
 async fn insert(db: &Db, name: &str, key_hash: &str, admin: bool) -> Result<bool> {
-    let done =
-        with_db!(db, write, |pool| {
-            sqlx::query(
+    let done = with_db!(db, write, |pool| {
+        sqlx::query(
         "INSERT INTO agents (name, key_hash, admin, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING"
     )
     .bind(name)
@@ -232,7 +231,7 @@ async fn insert(db: &Db, name: &str, key_hash: &str, admin: bool) -> Result<bool
     .execute(pool)
     .await
     .map(|r| r.rows_affected())
-        })?;
+    })?;
     Ok(done == 1)
 }
 

@@ -68,6 +68,7 @@ pub struct App {
     pub schemas: schema::Validators,
     pub stream_schemas: stream::SchemaBindings,
     pub bus: Arc<stream::events::Bus>,
+    pub appender: stream::Appender,
     pub metrics: ops::Metrics,
     /// Turns true when the server starts shutting down; live responses end.
     pub shutdown: watch::Receiver<bool>,
@@ -79,6 +80,7 @@ impl App {
     pub fn new(db: db::Db, config: Config, shutdown: watch::Receiver<bool>) -> Self {
         Self {
             limiter: agent::RateLimiter::new(config.rate_limit),
+            appender: stream::Appender::start(&db),
             db,
             config,
             keys: agent::KeyCache::default(),

@@ -7,6 +7,7 @@
 //! first, then new entries as they land, from any host process sharing the
 //! database (see [`events`]).
 
+mod appender;
 pub mod events;
 mod store;
 
@@ -33,6 +34,7 @@ use crate::error::{Error, Json, Path, Query, Result};
 use crate::schema::{self, Binding, Target};
 use crate::{AppState, clock, name};
 
+pub use appender::Appender;
 use store::{EntryQuery, EntryRow, StreamRow};
 pub use store::{count_bound, discover, sweep};
 
@@ -279,7 +281,9 @@ async fn append(
     }
     let data = serde_json::to_string(&req.data).map_err(|e| Error::internal(e.to_string()))?;
     let now = clock::now_ms();
-    let Some(seq) = store::append(&app.db, &id, req.label.as_deref(), &data, &caller.name, now).await? else {
+    let append =
+        appender::Append { stream_id: id.clone(), label: req.label.clone(), data, agent: caller.name.clone(), now };
+    let Some(seq) = app.appender.append(append).await? else {
         return Err(not_found(&id));
     };
     app.bus.publish(&id, seq);

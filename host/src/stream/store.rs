@@ -1,7 +1,7 @@
-//! Stream queries. `streams.last_seq` is the stream's counter: an append
-//! bumps it and inserts the entry in one transaction, so the bump's row lock
-//! (PostgreSQL) or the single writer (SQLite) orders concurrent appends and
-//! seqs come out 1, 2, 3... with no gaps and no duplicates.
+//! Stream queries. `streams.last_seq` is the stream's counter: appends bump
+//! it and insert their entries in one transaction (see [`super::appender`]),
+//! so the bump's row lock (PostgreSQL) or the single writer (SQLite) orders
+//! concurrent appends, and seqs come out 1, 2, 3... with no gaps.
 
 use serde_json::value::RawValue;
 
@@ -118,38 +118,6 @@ pub async fn insert(db: &Db, s: &StreamRow) -> Result<Insert> {
         Err(e) if is_unique_violation(&e) => Ok(Insert::NameTaken),
         Err(e) => Err(e.into()),
     }
-}
-
-/// Appends one entry; `None` when the stream is gone or expired.
-pub async fn append(db: &Db, id: &str, label: Option<&str>, data: &str, agent: &str, now: i64) -> Result<Option<i64>> {
-    Ok(with_db!(db, write, |pool| {
-        async {
-        let mut tx = pool.begin().await?;
-        let seq: Option<(i64,)> = sqlx::query_as(
-            "UPDATE streams SET last_seq = last_seq + 1, updated_at = $2
-             WHERE stream_id = $1 AND expires_at > $2 RETURNING last_seq",
-        )
-        .bind(id)
-        .bind(now)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some((seq,)) = seq else { return Ok(None) };
-        sqlx::query(
-            "INSERT INTO stream_entries (stream_id, seq, label, data, agent, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(id)
-        .bind(seq)
-        .bind(label)
-        .bind(data)
-        .bind(agent)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(Some(seq))
-    }
-    .await
-    })?)
 }
 
 pub struct EntryQuery<'a> {

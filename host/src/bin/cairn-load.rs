@@ -1,0 +1,240 @@
+//! `cairn-load`: a load generator for a live Cairn host.
+//!
+//! Each connection is one HTTP/1.1 keep-alive socket driven by one task, so
+//! the generator costs little next to the server it measures. It registers
+//! its own agent, sets up a stream and stashes, then runs each scenario for
+//! `--duration` after a `--warmup`, and prints a Markdown table: requests per
+//! second and latency percentiles, for docs/benchmarks.md.
+//!
+//! Start the host with rate limiting off (the default) and run, e.g.:
+//!
+//! ```text
+//! cargo run --release -- serve --database sqlite:///tmp/bench.db &
+//! cargo run --release --bin cairn-load -- --url http://127.0.0.1:8080 --connections 64
+//! ```
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+
+#[derive(Parser, Clone)]
+#[command(about = "Load generator for a live Cairn host")]
+struct Args {
+    /// The host to load.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Seconds each scenario is measured.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Seconds each scenario runs before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Scenarios to run (comma-separated): stream-append, stream-read, stash-write, stash-read.
+    #[arg(long, default_value = "stream-append,stream-read,stash-write,stash-read", value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Bytes in each stash body.
+    #[arg(long, default_value_t = 256)]
+    stash_bytes: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let authority = args.url.trim_start_matches("http://").trim_end_matches('/').to_string();
+    if args.url.starts_with("https://") {
+        bail!("cairn-load speaks plain HTTP; point it at the host directly");
+    }
+    let mut setup = Conn::open(&authority).await?;
+    let agent = format!("load-{}", std::process::id());
+    let reg = setup.call(Method::POST, "/register/agent", None, Some(json!({"agent_name": agent}).to_string())).await?;
+    let key = reg.1["api_key"].as_str().context("registration failed; is registration open?")?.to_string();
+    let stream = setup
+        .call(
+            Method::POST,
+            "/stream",
+            Some(&key),
+            Some(json!({"name": "bench", "create_if_missing": true}).to_string()),
+        )
+        .await?;
+    let stream_id = stream.1["stream_id"].as_str().context("creating the bench stream failed")?.to_string();
+    let body = "x".repeat(args.stash_bytes);
+    setup.put(&format!("/stash/bench-read?persistent=true"), &key, &body).await?;
+    for n in 0..200 {
+        setup
+            .call(
+                Method::POST,
+                &format!("/stream/{stream_id}"),
+                Some(&key),
+                Some(json!({"data": {"n": n}, "label": "seed"}).to_string()),
+            )
+            .await?;
+    }
+
+    println!("| scenario | connections | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for scenario in &args.scenarios {
+        let report = run(&args, &authority, scenario, &key, &stream_id, &body).await?;
+        println!(
+            "| {scenario} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+            args.connections,
+            report.rate,
+            report.pct(50.0),
+            report.pct(90.0),
+            report.pct(99.0),
+            report.pct(99.9),
+            report.errors
+        );
+    }
+    Ok(())
+}
+
+struct Report {
+    rate: f64,
+    micros: Vec<u32>,
+    errors: u64,
+}
+
+impl Report {
+    fn pct(&self, p: f64) -> f64 {
+        if self.micros.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((p / 100.0) * (self.micros.len() - 1) as f64).round() as usize;
+        f64::from(self.micros[i]) / 1000.0
+    }
+}
+
+async fn run(
+    args: &Args,
+    authority: &str,
+    scenario: &str,
+    key: &str,
+    stream_id: &str,
+    body: &str,
+) -> anyhow::Result<Report> {
+    let warmup = Duration::from_secs(args.warmup);
+    let measure = Duration::from_secs(args.duration);
+    let start = Instant::now() + Duration::from_millis(200);
+    let mut tasks = Vec::new();
+    for conn in 0..args.connections {
+        let mut c = Conn::open(authority).await?;
+        let (key, stream_id, body, scenario) =
+            (key.to_string(), stream_id.to_string(), body.to_string(), scenario.to_string());
+        tasks.push(tokio::spawn(async move {
+            let (mut micros, mut errors) = (Vec::with_capacity(1 << 16), 0u64);
+            tokio::time::sleep_until(start.into()).await;
+            let (measure_from, stop) = (start + warmup, start + warmup + measure);
+            let mut n = 0u64;
+            while Instant::now() < stop {
+                n += 1;
+                let t = Instant::now();
+                let ok = match scenario.as_str() {
+                    "stream-append" => c
+                        .call(
+                            Method::POST,
+                            &format!("/stream/{stream_id}"),
+                            Some(&key),
+                            Some(format!(r#"{{"data":{{"conn":{conn},"n":{n}}},"label":"bench"}}"#)),
+                        )
+                        .await
+                        .is_ok_and(|r| r.0 == 201),
+                    "stream-read" => c
+                        .call(Method::GET, &format!("/stream/{stream_id}?limit=10"), Some(&key), None)
+                        .await
+                        .is_ok_and(|r| r.0 == 200),
+                    "stash-write" => {
+                        c.put(&format!("/stash/bench-{conn}"), &key, &body).await.is_ok_and(|s| s == 200 || s == 201)
+                    }
+                    "stash-read" => c.get_raw("/stash/bench-read?persistent=true", &key).await.is_ok_and(|s| s == 200),
+                    other => return Err(anyhow::anyhow!("unknown scenario {other:?}")),
+                };
+                if t >= measure_from {
+                    if ok {
+                        micros.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            Ok((micros, errors))
+        }));
+    }
+    let (mut micros, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (m, e) = t.await??;
+        micros.extend(m);
+        errors += e;
+    }
+    micros.sort_unstable();
+    Ok(Report { rate: micros.len() as f64 / measure.as_secs_f64(), micros, errors })
+}
+
+struct Conn {
+    authority: String,
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(authority: &str) -> anyhow::Result<Self> {
+        let tcp = TcpStream::connect(authority).await.with_context(|| format!("cannot connect to {authority}"))?;
+        tcp.set_nodelay(true)?;
+        let (sender, conn) = http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        Ok(Self { authority: authority.to_string(), sender })
+    }
+
+    async fn send(&mut self, req: Request<Full<Bytes>>) -> anyhow::Result<(u16, Bytes)> {
+        self.sender.ready().await?;
+        let res = self.sender.send_request(req).await?;
+        let status = res.status().as_u16();
+        let body = res.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    fn request(&self, method: Method, path: &str, key: Option<&str>) -> hyper::http::request::Builder {
+        let mut b = Request::builder().method(method).uri(path).header("host", &self.authority);
+        if let Some(k) = key {
+            b = b.header("x-api-key", k);
+        }
+        b
+    }
+
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        json: Option<String>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let req = self
+            .request(method, path, key)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(json.unwrap_or_default())))?;
+        let (status, body) = self.send(req).await?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    async fn put(&mut self, path: &str, key: &str, body: &str) -> anyhow::Result<u16> {
+        let req = self
+            .request(Method::PUT, path, Some(key))
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        Ok(self.send(req).await?.0)
+    }
+
+    async fn get_raw(&mut self, path: &str, key: &str) -> anyhow::Result<u16> {
+        let req = self.request(Method::GET, path, Some(key)).body(Full::new(Bytes::new()))?;
+        Ok(self.send(req).await?.0)
+    }
+}
