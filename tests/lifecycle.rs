@@ -12,6 +12,25 @@ use support::{Backend, Server, SseReader};
 
 on_both_backends!(sigterm_loses_no_acknowledged_write, sigkill_loses_no_acknowledged_write, operations_endpoints);
 
+/// SQLite belongs to one host: a second one is refused, with the way out.
+#[test]
+fn second_host_on_one_sqlite_file_is_refused() {
+    let path = std::env::temp_dir().join(format!("cairn-lock-{}.db", std::process::id()));
+    let db = format!("sqlite://{}", path.display());
+    let first = Server::start_on(&db, &[]);
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db])
+        .env("CAIRN_ADMIN_KEY", support::ADMIN_KEY)
+        .output()
+        .expect("run a second cairn");
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("another cairn process is serving") && err.contains("PostgreSQL"), "{err}");
+    // Once the first host stops, the file is free again.
+    assert!(first.terminate().success());
+    drop(Server::start_on(&db, &[]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_share_live_streams() {
     let Some(db) = support::fresh_database(Backend::Postgres).await else { return };

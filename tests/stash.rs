@@ -17,6 +17,7 @@ on_both_backends!(
     ephemeral_expiry_and_renewal,
     size_limits,
     listing_own_stashes,
+    reads_see_every_acknowledged_write,
 );
 
 async fn versions_etags_and_if_match(backend: Backend) {
@@ -250,4 +251,63 @@ async fn listing_own_stashes(backend: Backend) {
     assert_eq!(names, ["s1", "s2"]);
     w.get("/stashes?limit=1001").await.expect(400);
     w.get("/stashes?limit=0").await.expect(400);
+}
+
+/// Hot reads may be served from memory; they must still see every write
+/// that was acknowledged before the read began.
+async fn reads_see_every_acknowledged_write(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let alice = server.register("alice").await;
+    let bob = server.register("bob").await;
+    let (a, b) = (server.as_agent(&alice), server.as_agent(&bob));
+    a.put_text("/stash/board?shared=true", "v0").await.expect(201);
+    for i in 1..=20 {
+        assert_eq!(b.get("/stash/board").await.expect(200).text, format!("v{}", i - 1));
+        a.put_text("/stash/board", &format!("v{i}")).await.expect(200);
+        assert_eq!(b.get("/stash/board").await.text, format!("v{i}"), "bob sees alice's write {i}");
+        assert_eq!(a.get("/stash/board").await.text, format!("v{i}"));
+    }
+    a.patch_text("/stash/board/append", "+").await.expect(200);
+    assert_eq!(b.get("/stash/board").await.text, "v20+");
+    // A known-absent name becomes present the moment it is written.
+    b.get("/stash/later").await.expect(404);
+    b.put_text("/stash/later", "here").await.expect(201);
+    assert_eq!(b.get("/stash/later").await.expect(200).text, "here");
+    // Bob's own stash shadows the shared one as soon as it exists...
+    a.put_text("/stash/shadow?discoverable=true", "alice's").await.expect(201);
+    assert_eq!(b.get("/stash/shadow").await.text, "alice's");
+    b.put_text("/stash/shadow", "bob's").await.expect(409);
+    a.delete("/stash/shadow").await.expect(204);
+    b.get("/stash/shadow").await.expect(404);
+    b.put_text("/stash/shadow", "bob's").await.expect(201);
+    assert_eq!(b.get("/stash/shadow").await.text, "bob's");
+
+    // Concurrent readers never see a version older than one already acknowledged.
+    let (http, url) = (server.http.clone(), server.url.clone());
+    let writer = {
+        let (http, url, key) = (http.clone(), url.clone(), alice.key.clone());
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let r = http
+                    .put(format!("{url}/stash/counter?shared=true"))
+                    .header("X-API-KEY", &key)
+                    .body(i.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.status().is_success());
+            }
+        })
+    };
+    let mut last = -1i64;
+    while !writer.is_finished() {
+        let r = http.get(format!("{url}/stash/counter")).header("X-API-KEY", &bob.key).send().await.unwrap();
+        if r.status() == 200 {
+            let v: i64 = r.text().await.unwrap().parse().unwrap();
+            assert!(v >= last, "read went back in time: {v} after {last}");
+            last = v;
+        }
+    }
+    writer.await.unwrap();
+    assert_eq!(b.get("/stash/counter").await.text, "199");
 }

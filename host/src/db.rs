@@ -23,6 +23,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Clone, Debug)]
 pub struct Db {
     backend: Backend,
+    /// SQLite only: held while the process runs, so a second host cannot
+    /// open the same file (the host caches what it alone writes).
+    _owner_lock: Option<std::sync::Arc<std::fs::File>>,
 }
 
 #[derive(Clone, Debug)]
@@ -155,6 +158,7 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
 impl Db {
     /// Opens `url` (`sqlite://path` or `postgres://...`) and runs migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let mut owner_lock = None;
         let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let pool = PgPoolOptions::new()
                 .max_connections(16)
@@ -172,6 +176,9 @@ impl Db {
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if !in_memory {
+                owner_lock = Some(std::sync::Arc::new(lock_owner(opts.get_filename())?));
+            }
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(10))
@@ -183,7 +190,7 @@ impl Db {
                 write.clone()
             } else {
                 SqlitePoolOptions::new()
-                    .max_connections(4)
+                    .max_connections(8)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(opts.read_only(true))
                     .await
@@ -193,7 +200,7 @@ impl Db {
         } else {
             anyhow::bail!("unsupported database URL {:?}: use sqlite://FILE or postgres://...", redact(url));
         };
-        let db = Self { backend };
+        let db = Self { backend, _owner_lock: owner_lock };
         db.migrate().await?;
         Ok(db)
     }
@@ -238,6 +245,27 @@ impl Db {
             }
             Backend::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// Takes `<database>.lock` exclusively, or explains who holds it.
+fn lock_owner(db_path: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let mut path = db_path.as_os_str().to_owned();
+    path.push(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot create the lock file {}", std::path::Path::new(&path).display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another cairn process is serving {}: a SQLite database belongs to one host; \
+             use PostgreSQL (--database postgres://...) to run several",
+            db_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).context("cannot lock the SQLite database"),
     }
 }
 

@@ -66,6 +66,7 @@ pub struct App {
     pub keys: agent::KeyCache,
     pub limiter: agent::RateLimiter,
     pub schemas: schema::Validators,
+    pub stash_cache: stash::Cache,
     pub stream_schemas: stream::SchemaBindings,
     pub bus: Arc<stream::events::Bus>,
     pub appender: stream::Appender,
@@ -81,6 +82,7 @@ impl App {
         Self {
             limiter: agent::RateLimiter::new(config.rate_limit),
             appender: stream::Appender::start(&db),
+            stash_cache: stash::Cache::new(db.postgres().is_none()),
             db,
             config,
             keys: agent::KeyCache::default(),

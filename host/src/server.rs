@@ -85,7 +85,7 @@ async fn sweep(app: AppState, mut stopping: watch::Receiver<bool>) {
             _ = every.tick() => {}
             _ = stopping.changed() => return,
         }
-        match stash::sweep(&app.db).await {
+        match stash::sweep(&app).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(stashes = n, "swept expired stashes"),
             Err(e) => tracing::warn!("stash sweep failed: {e}"),

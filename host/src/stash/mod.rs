@@ -14,8 +14,11 @@
 //! writes only when a tenth of the TTL (at most one second) has passed since
 //! the last renewal, so hot reads stay reads.
 
+mod cache;
 mod patch;
 mod store;
+
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header::{CONTENT_TYPE, ETAG};
@@ -33,8 +36,9 @@ use crate::precondition::{IfMatch, etag};
 use crate::schema::{self, Binding, Target};
 use crate::{AppState, clock, name};
 
+pub use cache::Cache;
 use store::Stash;
-pub use store::{count_bound, discover, sweep};
+pub use store::{count_bound, discover};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
 /// Optimistic writes retried this often before reporting contention.
@@ -200,8 +204,7 @@ async fn put(
 
     for _ in 0..MAX_ATTEMPTS {
         let now = clock::now_ms();
-        store::purge_expired(&app.db, &name, p.persistent).await?;
-        let current = store::lookup(&app.db, true, &caller.name, &name, p.persistent).await?;
+        let current = store::lookup(&app.db, &caller.name, &name, p.persistent).await?;
         if let Some(cur) = &current
             && cur.owner != caller.name
             && !caller.admin
@@ -257,14 +260,22 @@ async fn put(
         match current {
             Some(cur) => {
                 if store::update(&app.db, &next, cur.version).await? {
+                    app.stash_cache.invalidate(p.persistent, &name);
                     return Ok(with_etag(StatusCode::OK, next.version, Json(Written::from(&next))));
                 }
             }
-            None => {
-                if let store::Insert::Done = store::insert(&app.db, &next).await? {
+            None => match store::insert(&app.db, &next).await? {
+                store::Insert::Done => {
+                    app.stash_cache.invalidate(p.persistent, &name);
                     return Ok(with_etag(StatusCode::CREATED, next.version, Json(Written::from(&next))));
                 }
-            }
+                // An expired stash may still hold the name until the sweeper
+                // runs; it no longer counts, so clear it and look again.
+                store::Insert::Raced => {
+                    store::purge_expired(&app.db, &name, p.persistent).await?;
+                    app.stash_cache.invalidate(p.persistent, &name);
+                }
+            },
         }
         // The row moved under us: with If-Match that is the caller's 412.
         if if_match.is_present() {
@@ -284,15 +295,17 @@ async fn get(
     Query(p): Query<StoreParam>,
 ) -> Result<Response> {
     name::check("stash", &name)?;
-    let Some(mut s) = store::lookup(&app.db, false, &caller.name, &name, p.persistent).await? else {
+    let Some(s) = read_through(&app, &caller, &name, p.persistent).await? else {
         return Err(not_found(&name, p.persistent));
     };
+    let mut expires_at = s.expires_at;
     if let Some(ttl) = s.ttl.filter(|_| !s.persistent) {
         let now = clock::now_ms();
         let ttl_ms = clock::secs_to_ms(ttl);
         if now - s.renewed_at >= (ttl_ms / 10).min(1000) {
             store::renew(&app.db, &s, now + ttl_ms, now).await?;
-            s.expires_at = Some(now + ttl_ms);
+            app.stash_cache.invalidate(s.persistent, &s.name);
+            expires_at = Some(now + ttl_ms);
         }
     }
     let mut headers = HeaderMap::new();
@@ -306,10 +319,30 @@ async fn get(
     set(HeaderName::from_static("x-stash-persistent"), s.persistent.to_string());
     set(HeaderName::from_static("x-stash-size"), s.size.to_string());
     set(HeaderName::from_static("x-stash-version"), s.version.to_string());
-    if let Some(at) = s.expires_at {
+    if let Some(at) = expires_at {
         set(HeaderName::from_static("x-stash-expires-at"), clock::rfc3339(at));
     }
-    Ok((StatusCode::OK, headers, s.body).into_response())
+    Ok((StatusCode::OK, headers, s.body.clone()).into_response())
+}
+
+/// [`store::lookup`] through the cache (a no-op on PostgreSQL).
+async fn read_through(app: &AppState, caller: &Caller, name: &str, persistent: bool) -> Result<Option<Arc<Stash>>> {
+    if let Some(hit) = app.stash_cache.get(&caller.name, persistent, name, clock::now_ms()) {
+        return Ok(hit);
+    }
+    let ticket = app.stash_cache.ticket();
+    let found = store::lookup(&app.db, &caller.name, name, persistent).await?;
+    app.stash_cache.fill(ticket, &caller.name, persistent, name, found.as_ref());
+    Ok(found.map(Arc::new))
+}
+
+/// Deletes what has expired; returns how many stashes.
+pub async fn sweep(app: &AppState) -> Result<u64> {
+    let n = store::sweep(&app.db).await?;
+    if n > 0 {
+        app.stash_cache.clear();
+    }
+    Ok(n)
 }
 
 /// Deletes a stash (owner or admin).
@@ -324,12 +357,14 @@ async fn delete(
 ) -> Result<StatusCode> {
     name::check("stash", &name)?;
     let if_match = IfMatch::from_headers(&headers)?;
-    let Some(cur) = store::lookup(&app.db, true, &caller.name, &name, p.persistent).await? else {
+    let Some(cur) = store::lookup(&app.db, &caller.name, &name, p.persistent).await? else {
         return Err(not_found(&name, p.persistent));
     };
     owner_only(&caller, &cur)?;
     if_match.check(Some(cur.version))?;
-    if !store::delete(&app.db, &cur.owner, &name, p.persistent, if_match.single()).await? {
+    let deleted = store::delete(&app.db, &cur.owner, &name, p.persistent, if_match.single()).await?;
+    app.stash_cache.invalidate(p.persistent, &name);
+    if !deleted {
         return Err(Error::precondition_failed(format!("stash {name:?} changed while deleting; read it again")));
     }
     Ok(StatusCode::NO_CONTENT)
@@ -442,7 +477,7 @@ async fn write<T>(
     name::check("stash", name)?;
     let if_match = IfMatch::from_headers(headers)?;
     for _ in 0..MAX_ATTEMPTS {
-        let Some(cur) = store::lookup(&app.db, true, &caller.name, name, persistent).await? else {
+        let Some(cur) = store::lookup(&app.db, &caller.name, name, persistent).await? else {
             return Err(not_found(name, persistent));
         };
         owner_only(caller, &cur)?;
@@ -464,6 +499,7 @@ async fn write<T>(
             ..cur.clone()
         };
         if store::update(&app.db, &next, cur.version).await? {
+            app.stash_cache.invalidate(persistent, name);
             return Ok((next, result));
         }
         if if_match.is_present() {
@@ -525,7 +561,7 @@ fn contention(name: &str) -> Error {
 /// streams that link to one).
 pub async fn visible(db: &crate::db::Db, caller: &Caller, name: &str) -> Result<bool> {
     for persistent in [true, false] {
-        if store::lookup(db, false, &caller.name, name, persistent).await?.is_some() {
+        if store::lookup(db, &caller.name, name, persistent).await?.is_some() {
             return Ok(true);
         }
     }

@@ -47,33 +47,21 @@ const COLUMNS: &str = "owner, name, persistent, body, content_type, size, versio
     schema_id, schema_version, schema_name, shared, discoverable, description, labels, created_at, updated_at";
 
 /// The caller's own stash of this name first, then a shared or discoverable
-/// one; never an expired one. `fresh` reads through the writer (SQLite), for
-/// read-modify-write.
-pub async fn lookup(db: &Db, fresh: bool, caller: &str, name: &str, persistent: bool) -> Result<Option<Stash>> {
+/// one; never an expired one. Writers read through here too: their
+/// versioned update catches anything that moved since.
+pub async fn lookup(db: &Db, caller: &str, name: &str, persistent: bool) -> Result<Option<Stash>> {
     let sql = format!(
         "SELECT {COLUMNS} FROM stashes WHERE persistent = $1 AND name = $2
          AND (owner = $3 OR public_name IS NOT NULL) AND (expires_at IS NULL OR expires_at > $4)
          ORDER BY CASE WHEN owner = $3 THEN 0 ELSE 1 END LIMIT 1"
     );
-    let now = clock::now_ms();
-    let row = if fresh {
-        with_db!(db, write, |pool| sqlx::query_as(&sql)
-            .bind(persistent)
-            .bind(name)
-            .bind(caller)
-            .bind(now)
-            .fetch_optional(pool)
-            .await)
-    } else {
-        with_db!(db, read, |pool| sqlx::query_as(&sql)
-            .bind(persistent)
-            .bind(name)
-            .bind(caller)
-            .bind(now)
-            .fetch_optional(pool)
-            .await)
-    };
-    Ok(row?)
+    Ok(with_db!(db, read, |pool| sqlx::query_as(&sql)
+        .bind(persistent)
+        .bind(name)
+        .bind(caller)
+        .bind(clock::now_ms())
+        .fetch_optional(pool)
+        .await)?)
 }
 
 /// Drops expired rows of this name, so an expired stash never holds a name.
@@ -92,7 +80,7 @@ pub async fn purge_expired(db: &Db, name: &str, persistent: bool) -> Result<()> 
 
 pub enum Insert {
     Done,
-    /// Someone else wrote this name first; look again.
+    /// The name is held: by a concurrent writer, or by an expired row.
     Raced,
 }
 
