@@ -244,15 +244,6 @@ async fn find_by_hash(db: &Db, hash: &str) -> Result<Option<Caller>> {
     Ok(row.map(|(name, admin)| Caller { name, admin }))
 }
 
-/// Whether an agent of this name exists (for checks by other resources).
-pub async fn exists(db: &Db, name: &str) -> Result<bool> {
-    let row: Option<(i64,)> = with_db!(db, read, |pool| sqlx::query_as("SELECT 1 FROM agents WHERE name = $1")
-        .bind(name)
-        .fetch_optional(pool)
-        .await)?;
-    Ok(row.is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -269,6 +269,20 @@ fn lock_owner(db_path: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
+/// A PostgreSQL URL with its database name replaced (for test databases).
+pub fn with_database(base: &str, name: &str) -> String {
+    let (head, query) = base.split_once('?').map_or((base, None), |(h, q)| (h, Some(q)));
+    let after_scheme = head.find("://").map_or(0, |i| i + 3);
+    let head = match head[after_scheme..].find('/') {
+        Some(slash) => &head[..after_scheme + slash],
+        None => head,
+    };
+    match query {
+        Some(q) => format!("{head}/{name}?{q}"),
+        None => format!("{head}/{name}"),
+    }
+}
+
 /// Hides the password in a database URL for logs and errors.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -303,6 +317,13 @@ mod tests {
         assert_eq!(label_pattern("x_y"), "%,x\\_y,%");
         assert_eq!(encode_labels(&["a".into(), "b".into()]), ",a,b,");
         assert_eq!(decode_labels(",a,b,"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn replaces_database_names() {
+        assert_eq!(with_database("postgres://u@h:5/postgres", "t1"), "postgres://u@h:5/t1");
+        assert_eq!(with_database("postgres://u@h/db?sslmode=disable", "t2"), "postgres://u@h/t2?sslmode=disable");
+        assert_eq!(with_database("postgres://h", "t3"), "postgres://h/t3");
     }
 
     #[test]

@@ -39,19 +39,5 @@ async fn postgres() -> Option<Db> {
     let name = unique("cairn_unit_");
     let mut admin = sqlx::PgConnection::connect(&base).await.expect("connect to CAIRN_TEST_POSTGRES_URL");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create a test database");
-    Some(Db::connect(&with_database(&base, &name)).await.expect("open the PostgreSQL test database"))
-}
-
-/// `base` with its database name replaced.
-pub fn with_database(base: &str, name: &str) -> String {
-    let (head, query) = base.split_once('?').map_or((base, None), |(h, q)| (h, Some(q)));
-    let after_scheme = head.find("://").map_or(0, |i| i + 3);
-    let head = match head[after_scheme..].find('/') {
-        Some(slash) => &head[..after_scheme + slash],
-        None => head,
-    };
-    match query {
-        Some(q) => format!("{head}/{name}?{q}"),
-        None => format!("{head}/{name}"),
-    }
+    Some(Db::connect(&crate::db::with_database(&base, &name)).await.expect("open the PostgreSQL test database"))
 }

@@ -69,21 +69,8 @@ pub async fn fresh_database(backend: Backend) -> Option<String> {
             let name = unique("cairn_e2e_");
             let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to CAIRN_TEST_POSTGRES_URL");
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
-            Some(with_database(&base, &name))
+            Some(cairn_host::db::with_database(&base, &name))
         }
-    }
-}
-
-fn with_database(base: &str, name: &str) -> String {
-    let (head, query) = base.split_once('?').map_or((base, None), |(h, q)| (h, Some(q)));
-    let after_scheme = head.find("://").map_or(0, |i| i + 3);
-    let head = match head[after_scheme..].find('/') {
-        Some(slash) => &head[..after_scheme + slash],
-        None => head,
-    };
-    match query {
-        Some(q) => format!("{head}/{name}?{q}"),
-        None => format!("{head}/{name}"),
     }
 }
 

@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let stream_id = stream.1["stream_id"].as_str().context("creating the bench stream failed")?.to_string();
     let body = "x".repeat(args.stash_bytes);
-    setup.put(&format!("/stash/bench-read?persistent=true"), &key, &body).await?;
+    setup.put("/stash/bench-read?persistent=true", &key, &body).await?;
     for n in 0..200 {
         setup
             .call(
