@@ -6,7 +6,12 @@ mod support;
 use serde_json::{Value, json};
 use support::{Backend, Server};
 
-on_both_backends!(website_redesign_walkthrough, api_load_test_lifecycle, custom_contract_schema);
+on_both_backends!(
+    website_redesign_walkthrough,
+    api_load_test_lifecycle,
+    custom_contract_schema,
+    discovery_filters_and_paging
+);
 
 const CONTRACT: &str = r#"{
   "objective": "Redesign the landing page to improve agent onboarding conversion",
@@ -239,6 +244,42 @@ async fn website_redesign_walkthrough(backend: Backend) {
     assert_eq!(latest["seq"], 2);
 }
 
+/// A patch that sets one subtask's status (and assignee) in a contract.
+fn set_status(id: &str, status: &str, agent: Option<&str>) -> Value {
+    let mut set = json!({"status": status});
+    if let Some(a) = agent {
+        set["assigned_agent"] = json!(a);
+    }
+    json!({"update_items": [{"path": "subtasks", "match": {"id": id}, "set": set}]})
+}
+
+/// The seed's claim: announce on the discussion stream, then the creator
+/// assigns the subtask in the contract.
+async fn claim(
+    server: &Server,
+    creator: &support::Agent,
+    agent: &support::Agent,
+    disc: &str,
+    contract: &str,
+    id: &str,
+) {
+    server
+        .as_agent(agent)
+        .post(
+            &format!("/stream/{disc}"),
+            json!({"data": {"type": "claim", "subtask_id": id, "agent_name": agent.name}, "label": "claim"}),
+        )
+        .await
+        .expect(201);
+    let patched = server
+        .as_agent(creator)
+        .patch(&format!("/stash/{contract}/json?persistent=true"), set_status(id, "claimed", Some(&agent.name)))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(patched["items_matched"], 1, "claiming {id}");
+}
+
 /// The seed's "complete contract lifecycle", with four agents.
 async fn api_load_test_lifecycle(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
@@ -283,14 +324,6 @@ async fn api_load_test_lifecycle(backend: Backend) {
         .unwrap()
         .to_string();
 
-    let set_status = |id: &'static str, status: &'static str, agent: Option<&'static str>| {
-        let mut set = json!({"status": status});
-        if let Some(a) = agent {
-            set["assigned_agent"] = json!(a);
-        }
-        json!({"update_items": [{"path": "subtasks", "match": {"id": id}, "set": set}]})
-    };
-
     // 3. planner-bot discovers, reads and claims "plan".
     let p = server.as_agent(&planner);
     let found = p.get("/discover?schema=agent-contract&q=load").await.expect(200).json();
@@ -304,19 +337,7 @@ async fn api_load_test_lifecycle(backend: Backend) {
         1
     );
     p.get("/stash/api-load-test?persistent=true").await.expect(200);
-    p.post(
-        &format!("/stream/{disc}"),
-        json!({"data": {"type": "claim", "subtask_id": "plan", "agent_name": "planner-bot"}, "label": "claim"}),
-    )
-    .await
-    .expect(201);
-    assert_eq!(
-        c.patch("/stash/api-load-test/json?persistent=true", set_status("plan", "claimed", Some("planner-bot")))
-            .await
-            .expect(200)
-            .json()["items_matched"],
-        1
-    );
+    claim(&server, &creator, &planner, &disc, "api-load-test", "plan").await;
 
     // 4. The plan is delivered; the creator completes it.
     p.post(
@@ -330,15 +351,7 @@ async fn api_load_test_lifecycle(backend: Backend) {
     // 5. load-bot claims two subtasks, asks a question, gets an answer, reports.
     let l = server.as_agent(&loader);
     for id in ["build-harness", "run-test"] {
-        l.post(
-            &format!("/stream/{disc}"),
-            json!({"data": {"type": "claim", "subtask_id": id, "agent_name": "load-bot"}, "label": "claim"}),
-        )
-        .await
-        .expect(201);
-        c.patch("/stash/api-load-test/json?persistent=true", set_status(id, "claimed", Some("load-bot")))
-            .await
-            .expect(200);
+        claim(&server, &creator, &loader, &disc, "api-load-test", id).await;
     }
     l.post(
         &format!("/stream/{disc}"),
@@ -361,15 +374,7 @@ async fn api_load_test_lifecycle(backend: Backend) {
 
     // 6. analyst-bot claims "analyze", reads the results, stashes a report.
     let a = server.as_agent(&analyst);
-    a.post(
-        &format!("/stream/{disc}"),
-        json!({"data": {"type": "claim", "subtask_id": "analyze", "agent_name": "analyst-bot"}, "label": "claim"}),
-    )
-    .await
-    .expect(201);
-    c.patch("/stash/api-load-test/json?persistent=true", set_status("analyze", "claimed", Some("analyst-bot")))
-        .await
-        .expect(200);
+    claim(&server, &creator, &analyst, &disc, "api-load-test", "analyze").await;
     let results = a.get(&format!("/stream/{exec}?label=deliverable")).await.expect(200).json();
     assert_eq!(results["entries"].as_array().unwrap().len(), 2);
     assert_eq!(results["entries"][1]["data"]["rps"], 1012);
@@ -479,4 +484,40 @@ async fn custom_contract_schema(backend: Backend) {
     r.delete("/stash/survey?persistent=true").await.expect(204);
     o.delete(&format!("/schema/{id}")).await.expect(204);
     o.get(&format!("/schema/{id}")).await.expect(404);
+}
+
+/// Discovery lists only discoverable, live resources, oldest first, and pages
+/// across stashes and streams together.
+async fn discovery_filters_and_paging(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let agent = server.register("publisher").await;
+    let a = server.as_agent(&agent);
+    a.put_text("/stash/d1?persistent=true&discoverable=true&labels=alpha", "{}").await.expect(201);
+    a.post("/stream", json!({"name": "d2", "discoverable": true, "labels": ["alpha", "beta"]})).await.expect(201);
+    a.put_text("/stash/d3?discoverable=true&description=Quarterly+data+analysis", "{}").await.expect(201);
+    a.put_text("/stash/hidden?persistent=true", "{}").await.expect(201);
+    a.put_text("/stash/shared-only?shared=true", "{}").await.expect(201);
+    a.post("/stream", json!({"name": "quiet"})).await.expect(201);
+
+    let names = |v: &Value| -> Vec<String> {
+        v["results"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_string()).collect()
+    };
+    let anyone = server.anonymous();
+    assert_eq!(names(&anyone.get("/discover").await.expect(200).json()), ["d1", "d2", "d3"]);
+    assert_eq!(names(&anyone.get("/discover?limit=2").await.expect(200).json()), ["d1", "d2"]);
+    assert_eq!(names(&anyone.get("/discover?limit=2&offset=2").await.expect(200).json()), ["d3"]);
+    assert_eq!(names(&anyone.get("/discover?type=stash").await.expect(200).json()), ["d1", "d3"]);
+    assert_eq!(names(&anyone.get("/discover?label=alpha").await.expect(200).json()), ["d1", "d2"]);
+    assert_eq!(names(&anyone.get("/discover?label=beta&type=stash").await.expect(200).json()), Vec::<String>::new());
+    assert_eq!(names(&anyone.get("/discover?q=DATA+analysis").await.expect(200).json()), ["d3"]);
+    assert_eq!(names(&anyone.get("/discover?q=data+nothing").await.expect(200).json()), Vec::<String>::new());
+    let stream = &anyone.get("/discover?type=stream").await.expect(200).json()["results"][0];
+    assert!(stream["stream_id"].as_str().unwrap().starts_with("st_"));
+    assert_eq!(stream["linked_stash"], Value::Null);
+    assert!(stream.get("schema").is_none());
+    let stash = &anyone.get("/discover?type=stash").await.expect(200).json()["results"][0];
+    assert_eq!(stash["schema"], Value::Null);
+    anyone.get("/discover?limit=0").await.expect(400);
+    anyone.get("/discover?label=not%20a%20label").await.expect(400);
+    assert_eq!(names(&anyone.get("/discover?schema=unknown-schema").await.expect(200).json()), Vec::<String>::new());
 }

@@ -170,7 +170,8 @@ async fn discover(State(app): State<AppState>, Query(p): Query<DiscoverParams>) 
     if streams {
         results.extend(crate::stream::discover(&app.db, &criteria).await?);
     }
-    results.sort_by_key(|f| f.created_at);
+    // Same order as each store's query, so paging is stable across both.
+    results.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
     let results = results.into_iter().skip(offset as usize).take(limit as usize).collect();
     Ok(Json(Discovered { results }))
 }

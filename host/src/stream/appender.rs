@@ -153,3 +153,86 @@ async fn write(db: &Db, groups: &[(String, Vec<Job>)]) -> Result<Vec<Option<i64>
     }
     .await)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::clock;
+    use crate::stream::store::{self, EntryQuery, StreamRow};
+
+    fn row(id: &str, expires_at: i64) -> StreamRow {
+        StreamRow {
+            stream_id: id.into(),
+            owner: "o".into(),
+            name: id.into(),
+            description: String::new(),
+            labels: String::new(),
+            discoverable: false,
+            linked_stash: None,
+            ttl: 60,
+            expires_at,
+            retention_seconds: None,
+            schema_id: None,
+            schema_version: None,
+            schema_name: None,
+            last_seq: 0,
+            created_at: clock::now_ms(),
+            updated_at: clock::now_ms(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_keep_every_stream_gap_free() {
+        for db in crate::testing::databases().await {
+            let now = clock::now_ms();
+            for id in ["st_a", "st_b", "st_c"] {
+                assert!(matches!(store::insert(&db, &row(id, now + 60_000)).await.unwrap(), store::Insert::Done));
+            }
+            assert!(matches!(store::insert(&db, &row("st_gone", now - 1)).await.unwrap(), store::Insert::Done));
+            let appender = Arc::new(Appender::start(&db));
+            let ids = ["st_a", "st_b", "st_c", "st_gone"];
+            let tasks: Vec<_> = (0..400)
+                .map(|n| {
+                    let appender = appender.clone();
+                    let stream_id = ids[n % ids.len()].to_string();
+                    tokio::spawn(async move {
+                        let seq = appender
+                            .append(Append {
+                                stream_id: stream_id.clone(),
+                                label: Some("t".into()),
+                                data: format!("{n}"),
+                                agent: "a".into(),
+                                now: clock::now_ms(),
+                            })
+                            .await
+                            .unwrap();
+                        (stream_id, n, seq)
+                    })
+                })
+                .collect();
+            let mut by_stream: HashMap<String, Vec<(i64, usize)>> = HashMap::new();
+            for t in tasks {
+                let (id, n, seq) = t.await.unwrap();
+                match seq {
+                    Some(seq) => by_stream.entry(id).or_default().push((seq, n)),
+                    None => assert_eq!(id, "st_gone", "only the expired stream refuses appends"),
+                }
+            }
+            assert!(!by_stream.contains_key("st_gone"));
+            for id in ["st_a", "st_b", "st_c"] {
+                let mut got = by_stream.remove(id).unwrap();
+                got.sort();
+                let seqs: Vec<i64> = got.iter().map(|(s, _)| *s).collect();
+                assert_eq!(seqs, (1..=100).collect::<Vec<_>>(), "{id}");
+                // Each seq holds the entry its caller was told about.
+                let q = EntryQuery { label: None, after: 0, not_before: 0, limit: 1000, offset: 0 };
+                let stored = store::entries(&db, id, &q).await.unwrap();
+                let stored: Vec<(i64, String)> = stored.into_iter().map(|e| (e.seq, e.data)).collect();
+                let told: Vec<(i64, String)> = got.iter().map(|(s, n)| (*s, n.to_string())).collect();
+                assert_eq!(stored, told, "{id}");
+            }
+        }
+    }
+}

@@ -238,7 +238,7 @@ pub async fn discover(db: &Db, c: &Criteria) -> Result<Vec<Found>> {
         );
     }
     let sql = format!(
-        "SELECT {COLUMNS} FROM streams{} ORDER BY created_at, stream_id LIMIT {}",
+        "SELECT {COLUMNS} FROM streams{} ORDER BY created_at, name LIMIT {}",
         f.where_sql(),
         f.placeholder(Arg::Int(c.fetch))
     );
