@@ -40,6 +40,7 @@ pub mod error;
 pub mod name;
 pub mod ops;
 pub mod pagination;
+pub mod policy;
 pub mod precondition;
 pub mod schema;
 pub mod server;

@@ -341,3 +341,4 @@ impl SseReader {
         }
     }
 }
+pub mod guests;

@@ -1,0 +1,63 @@
+//! Precompiled components on disk, so a restart (or a large Python
+//! component) loads in milliseconds instead of compiling for seconds.
+//!
+//! An artifact is native code for one engine configuration: fuel, epoch
+//! interruption and the feature set all change it. Files are therefore keyed
+//! by the component's sha256 and the engine's compatibility hash, and an
+//! artifact that fails to load for any reason is recompiled and replaced.
+//!
+//! Loaded artifacts are memory-mapped, so files are only ever replaced by
+//! renaming a finished file over them, never rewritten in place: a running
+//! host keeps its mapping of the old file. Do the same if you clean the
+//! cache by hand (delete files; do not truncate them).
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+pub struct ArtifactCache {
+    dir: PathBuf,
+    engine: Engine,
+    fingerprint: String,
+}
+
+impl ArtifactCache {
+    pub fn new(dir: PathBuf, engine: &Engine) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        Self { dir, engine: engine.clone(), fingerprint: format!("{:016x}", h.finish()) }
+    }
+
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}-{}.cwasm", self.fingerprint))
+    }
+
+    pub fn load_or_compile(&self, sha256: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
+        let path = self.path(sha256);
+        if path.exists() {
+            // SAFETY: only this cache writes files here, and only from
+            // `Component::serialize` on an engine with the same fingerprint;
+            // an unreadable or incompatible file is an error, not UB, and is
+            // replaced below.
+            match unsafe { Component::deserialize_file(&self.engine, &path) } {
+                Ok(component) => return Ok(component),
+                Err(e) => tracing::warn!(path = %path.display(), "recompiling: cached artifact unusable: {e:#}"),
+            }
+        }
+        let component = Component::new(&self.engine, wasm)?;
+        if let Err(e) = self.store(&path, &component) {
+            tracing::warn!(path = %path.display(), "cannot cache the compiled policy: {e:#}");
+        }
+        Ok(component)
+    }
+
+    fn store(&self, path: &std::path::Path, component: &Component) -> wasmtime::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, component.serialize()?)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}

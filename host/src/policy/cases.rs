@@ -1,0 +1,213 @@
+//! `cairn policy test`: run a policy against a file of cases, offline, in
+//! the spirit of `opa test`. Each case gives an input, optionally a config
+//! and the state the policy's imports see, and what to expect.
+//!
+//! ```json
+//! {"cases": [{
+//!   "name": "approves an open subtask",
+//!   "config": {"max_open_claims": 2},
+//!   "input": {"claimant": "research-bot", "target": {"subtask": {"contract": "c", "subtask_id": "research"}}},
+//!   "state": {"stashes": [{"name": "c", "persistent": true, "body": {"objective": "o"}}]},
+//!   "expect": {"verdict": "approve"}
+//! }]}
+//! ```
+//!
+//! `expect` takes `verdict` (with `reason_contains`) for claims,
+//! `violations` (the fields, in any order) for handoffs, `actions` (their
+//! types, in order) for escalations, and `error_contains` for decisions that
+//! must fail closed.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::input::{self, ClaimInput, HandoffInput, SignalInput};
+use super::{Fixture, Hook, Limits, Loaded, Runtime};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    #[serde(default)]
+    pub config: Value,
+    pub input: Value,
+    #[serde(default)]
+    pub state: Fixture,
+    #[serde(default)]
+    pub limits: Limits,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub verdict: Option<String>,
+    pub reason_contains: Option<String>,
+    pub violations: Option<Vec<String>>,
+    pub actions: Option<Vec<String>>,
+    pub error_contains: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct CaseResult {
+    pub name: String,
+    /// The decision as JSON (`{"error": ...}` when it failed).
+    pub actual: Value,
+    /// Why the case failed; None when it passed.
+    pub failure: Option<String>,
+}
+
+/// Runs every case; a case whose input does not parse fails on its own.
+pub fn run(runtime: &Runtime, loaded: &Loaded, policy: &str, file: CaseFile) -> Vec<CaseResult> {
+    file.cases.into_iter().map(|case| run_one(runtime, loaded, policy, case)).collect()
+}
+
+fn run_one(runtime: &Runtime, loaded: &Loaded, policy: &str, case: Case) -> CaseResult {
+    let config = if case.config.is_null() { "{}".to_string() } else { case.config.to_string() };
+    let state = Arc::new(case.state);
+    let actual = match decide(runtime, loaded, policy, &case.limits, &config, case.input, state) {
+        Ok(v) => v,
+        Err(bad_input) => {
+            return CaseResult {
+                name: case.name,
+                actual: Value::Null,
+                failure: Some(format!("bad input: {bad_input}")),
+            };
+        }
+    };
+    let failure = compare(&case.expect, &actual);
+    CaseResult { name: case.name, actual, failure }
+}
+
+/// One decision as JSON, or why the input is not one this hook takes.
+pub fn decide(
+    runtime: &Runtime,
+    loaded: &Loaded,
+    policy: &str,
+    limits: &Limits,
+    config: &str,
+    input: Value,
+    state: Arc<dyn super::State>,
+) -> Result<Value, String> {
+    let rendered = match loaded.hook {
+        Hook::Claim => {
+            let input: ClaimInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
+            let out = runtime.decide_claim(loaded, policy, limits, config, &input.into(), state);
+            out.result.map(|v| input::verdict_json(&v))
+        }
+        Hook::Handoff => {
+            let input: HandoffInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
+            let out = runtime.check_handoff(loaded, policy, limits, config, &input.into(), state);
+            out.result.map(|v| input::violations_json(&v))
+        }
+        Hook::Escalation => {
+            let input: SignalInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
+            let out = runtime.escalate(loaded, policy, limits, config, &input.into(), state);
+            out.result.map(|v| input::actions_json(&v))
+        }
+        Hook::Agent => return Err("agent components are not tested with cases".into()),
+    };
+    Ok(rendered.unwrap_or_else(|error| serde_json::json!({ "error": error })))
+}
+
+fn compare(expect: &Expect, actual: &Value) -> Option<String> {
+    if let Some(error) = actual.get("error").and_then(Value::as_str) {
+        return match &expect.error_contains {
+            Some(want) if error.contains(want.as_str()) => None,
+            Some(want) => Some(format!("expected an error containing {want:?}, got error {error:?}")),
+            None => Some(format!("the decision failed: {error}")),
+        };
+    }
+    if let Some(want) = &expect.error_contains {
+        return Some(format!("expected an error containing {want:?}, got {actual}"));
+    }
+    if let Some(want) = &expect.verdict {
+        let got = actual.get("verdict").and_then(Value::as_str).unwrap_or("none");
+        if got != want {
+            return Some(format!("expected verdict {want}, got {actual}"));
+        }
+    }
+    if let Some(want) = &expect.reason_contains {
+        let got = actual.get("reason").and_then(Value::as_str).unwrap_or_default();
+        if !got.contains(want.as_str()) {
+            return Some(format!("expected a reason containing {want:?}, got {actual}"));
+        }
+    }
+    if let Some(want) = &expect.violations {
+        let mut got: Vec<&str> =
+            actual["violations"].as_array().into_iter().flatten().filter_map(|v| v["field"].as_str()).collect();
+        let mut want: Vec<&str> = want.iter().map(String::as_str).collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        if got != want {
+            return Some(format!("expected violations of {want:?}, got {actual}"));
+        }
+    }
+    if let Some(want) = &expect.actions {
+        let got: Vec<&str> =
+            actual["actions"].as_array().into_iter().flatten().filter_map(|a| a["type"].as_str()).collect();
+        if got != *want {
+            return Some(format!("expected actions {want:?}, got {actual}"));
+        }
+    }
+    None
+}
+
+/// The table `cairn policy test` prints, ending in "N passed, N failed".
+pub fn report(results: &[CaseResult]) -> String {
+    let width = results.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    let mut out = String::new();
+    for r in results {
+        match &r.failure {
+            None => out.push_str(&format!("PASS  {:width$}  {}\n", r.name, r.actual)),
+            Some(why) => out.push_str(&format!("FAIL  {:width$}  {why}\n", r.name)),
+        }
+    }
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    out.push_str(&format!("{} passed, {failed} failed\n", results.len() - failed));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn expect(v: Value) -> Expect {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn compares_each_kind_of_expectation() {
+        let deny = json!({"verdict": "deny", "reason": "over budget"});
+        assert_eq!(compare(&expect(json!({"verdict": "deny", "reason_contains": "budget"})), &deny), None);
+        assert!(compare(&expect(json!({"verdict": "approve"})), &deny).unwrap().contains("expected verdict approve"));
+        let v = json!({"violations": [{"field": "b", "message": ""}, {"field": "a", "message": ""}]});
+        assert_eq!(compare(&expect(json!({"violations": ["a", "b"]})), &v), None);
+        assert!(compare(&expect(json!({"violations": ["a"]})), &v).is_some());
+        let a = json!({"actions": [{"type": "halt-scope"}, {"type": "notify"}]});
+        assert_eq!(compare(&expect(json!({"actions": ["halt-scope", "notify"]})), &a), None);
+        assert!(compare(&expect(json!({"actions": ["notify", "halt-scope"]})), &a).is_some());
+        let e = json!({"error": "timed out after 5 ms"});
+        assert_eq!(compare(&expect(json!({"error_contains": "timed out"})), &e), None);
+        assert!(compare(&expect(json!({"verdict": "deny"})), &e).unwrap().contains("the decision failed"));
+    }
+
+    #[test]
+    fn the_report_ends_with_the_totals() {
+        let r = vec![
+            CaseResult { name: "a".into(), actual: json!({"verdict": "approve"}), failure: None },
+            CaseResult { name: "bb".into(), actual: Value::Null, failure: Some("expected x".into()) },
+        ];
+        let text = report(&r);
+        assert!(text.starts_with("PASS  a     {\"verdict\":\"approve\"}\nFAIL  bb    expected x\n"), "{text}");
+        assert!(text.ends_with("1 passed, 1 failed\n"));
+    }
+}

@@ -1,0 +1,165 @@
+//! Policies: user code, compiled to WebAssembly components, that makes
+//! Cairn's decisions: whether a claim is granted, whether a HANDOFF is
+//! complete, and what an algedonic signal sets off.
+//!
+//! # The sandbox
+//!
+//! A policy is a component built against one world of `wit/worlds.wit`.
+//! It gets an input and its config, and returns a decision; the host
+//! carries out any effects. What it can reach:
+//!
+//! - **The `cairn:coord` interfaces it is granted**, and no others:
+//!   `stash-read`, `stream-read`, `task-read` and `log` for the decision
+//!   worlds (all granted by default); `stash-write` and `stream-write` only
+//!   for the `agent` world. A component importing an interface its world
+//!   does not offer, or one it is not granted, is refused when loaded, with
+//!   the import named.
+//! - **WASI, emptied.** Toolchains make every guest import WASI, so it is
+//!   linked, but the context has no preopened directories (file access
+//!   fails), no environment variables, no arguments, empty stdin, and every
+//!   socket address denied. Wall clocks, monotonic clocks and randomness
+//!   are the host's. Stdout and stderr are captured, 16 KiB each per
+//!   decision, into the decision log. `wasi:http` and any other interface
+//!   are refused at load time.
+//!
+//! What happens at each limit (see [`limits::Limits`]):
+//!
+//! - **Time** (`timeout_ms`, default 100): an epoch ticker advances every
+//!   millisecond; past the deadline the guest traps at its next loop
+//!   back-edge or function entry. The decision fails with "timed out".
+//! - **Memory** (`memory_bytes`, default 64 MiB per linear memory): growth
+//!   past it fails inside the guest, which usually traps (Rust aborts on
+//!   allocation failure). The decision fails with "exceeded its memory
+//!   limit". Host-side lifting of results is bounded by the same cap,
+//!   since a guest cannot return more than it could allocate.
+//! - **Fuel** (`fuel`): counted only when the host runs with fuel on.
+//!   Exhausted, the decision fails with "ran out of fuel".
+//! - **Stack**: unbounded recursion traps with a stack overflow.
+//! - **Traps and panics** fail the decision with the trap's message.
+//!
+//! A failed decision fails closed: the hook treats it as a deny and the
+//! error is recorded. Every decision runs in a fresh store and instance, so
+//! nothing a guest does outlives its decision.
+
+pub mod bindings;
+pub mod cache;
+pub mod cases;
+pub mod input;
+pub mod limits;
+pub mod runtime;
+pub mod state;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+pub use limits::Limits;
+pub use runtime::{LoadError, Loaded, Options, Outcome, Runtime};
+pub use state::{Fixture, State};
+
+/// Where a policy plugs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    /// Claims of tasks and contract subtasks (`claim-policy` world).
+    Claim,
+    /// HANDOFFs on completion (`handoff-policy` world).
+    Handoff,
+    /// Algedonic signals (`escalation-policy` world).
+    Escalation,
+    /// Sandboxed agent logic reacting to stream entries (`agent` world).
+    Agent,
+}
+
+impl Hook {
+    pub fn world(self) -> &'static str {
+        match self {
+            Hook::Claim => "claim-policy",
+            Hook::Handoff => "handoff-policy",
+            Hook::Escalation => "escalation-policy",
+            Hook::Agent => "agent",
+        }
+    }
+
+    /// Whether the hook's world imports this capability at all.
+    pub fn offers(self, cap: Capability) -> bool {
+        match cap {
+            Capability::StashWrite | Capability::StreamWrite => self == Hook::Agent,
+            _ => true,
+        }
+    }
+
+    /// What a policy on this hook is granted unless its settings say less.
+    pub fn default_grants(self) -> BTreeSet<Capability> {
+        Capability::ALL.into_iter().filter(|c| self.offers(*c) && !c.writes()).collect()
+    }
+}
+
+/// A `cairn:coord` interface that can be granted to a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    StashRead,
+    StashWrite,
+    StreamRead,
+    StreamWrite,
+    TaskRead,
+    Log,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 6] = [
+        Capability::StashRead,
+        Capability::StashWrite,
+        Capability::StreamRead,
+        Capability::StreamWrite,
+        Capability::TaskRead,
+        Capability::Log,
+    ];
+
+    /// The interface's name in `cairn:coord`, as in grants.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::StashRead => "stash-read",
+            Capability::StashWrite => "stash-write",
+            Capability::StreamRead => "stream-read",
+            Capability::StreamWrite => "stream-write",
+            Capability::TaskRead => "task-read",
+            Capability::Log => "log",
+        }
+    }
+
+    pub fn writes(self) -> bool {
+        matches!(self, Capability::StashWrite | Capability::StreamWrite)
+    }
+
+    /// `cairn:coord/stash-read@0.1.0` → `StashRead`. `types` carries no
+    /// functions and is always linked, so it is no capability.
+    pub fn from_import(import: &str) -> Option<Self> {
+        let rest = import.strip_prefix("cairn:coord/")?;
+        let iface = rest.split('@').next()?;
+        Self::ALL.into_iter().find(|c| c.name() == iface)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_map_to_capabilities() {
+        assert_eq!(Capability::from_import("cairn:coord/stash-read@0.1.0"), Some(Capability::StashRead));
+        assert_eq!(Capability::from_import("cairn:coord/log@0.1.0"), Some(Capability::Log));
+        assert_eq!(Capability::from_import("cairn:coord/types@0.1.0"), None);
+        assert_eq!(Capability::from_import("wasi:http/types@0.2.0"), None);
+    }
+
+    #[test]
+    fn decision_worlds_are_granted_reads_only() {
+        let g = Hook::Claim.default_grants();
+        assert!(g.contains(&Capability::StashRead) && g.contains(&Capability::Log));
+        assert!(!g.contains(&Capability::StashWrite));
+        assert!(!Hook::Handoff.offers(Capability::StreamWrite));
+        assert!(Hook::Agent.offers(Capability::StreamWrite));
+    }
+}

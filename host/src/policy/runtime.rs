@@ -1,0 +1,416 @@
+//! The wasmtime side: one [`Engine`] for the host, components compiled once
+//! (or loaded from the precompiled cache) and pre-linked into an
+//! [`InstancePre`], and a fresh [`Store`] and instance for every decision.
+//!
+//! A store carries the decision's budget: an epoch deadline (a ticker thread
+//! advances the engine's epoch every millisecond), fuel when the engine
+//! counts it, and a memory cap through [`StoreLimits`]. Whatever the guest
+//! does (loops, allocates, recurses, traps) ends as an [`Outcome`] whose
+//! error says what happened; the host itself never goes down with it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::bindings::{claim, coord, escalation, handoff};
+use super::cache::ArtifactCache;
+use super::limits::{self, Limits};
+use super::state::{LogLine, State};
+use super::{Capability, Hook};
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Settings for the engine, fixed for the host's life.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Count fuel in every decision (costs roughly 6–35% of guest speed).
+    pub fuel: bool,
+    /// Where precompiled artifacts are kept; None compiles every time.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    fuel: bool,
+    cache: Option<ArtifactCache>,
+}
+
+impl Runtime {
+    pub fn new(options: Options) -> anyhow::Result<Arc<Self>> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.epoch_interruption(true);
+        config.consume_fuel(options.fuel);
+        config.parallel_compilation(true);
+        // Instances come from a pool of pre-reserved slots, and linear
+        // memories start from copy-on-write images of their data segments,
+        // so a fresh instance per decision costs microseconds.
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(256)
+            .total_core_instances(512)
+            .total_memories(512)
+            .total_tables(512)
+            .max_memory_size(limits::MAX_MEMORY_BYTES as usize)
+            .max_core_instance_size(8 << 20)
+            .max_component_instance_size(8 << 20)
+            .table_elements(200_000);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
+        let cache = options.cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
+        let runtime = Arc::new(Self { engine, fuel: options.fuel, cache });
+        start_ticker(Arc::downgrade(&runtime));
+        Ok(runtime)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles (or loads from the cache) a component for `hook` and checks
+    /// that it fits the hook's world with only `grants` linked.
+    pub fn load(&self, hook: Hook, wasm: &[u8], grants: &BTreeSet<Capability>) -> Result<Loaded, LoadError> {
+        let sha256 = hex::encode(Sha256::digest(wasm));
+        let component = match &self.cache {
+            Some(cache) => cache.load_or_compile(&sha256, wasm),
+            None => Component::new(&self.engine, wasm),
+        }
+        .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let imports = check_imports(&component, &self.engine, hook, grants)?;
+        let linker = linker(&self.engine, grants).map_err(|e| LoadError::Internal(format!("{e:#}")))?;
+        let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Unlinkable(format!("{e:#}")))?;
+        let pre = HookPre::new(hook, pre)
+            .map_err(|e| LoadError::WorldMismatch { world: hook.world(), detail: format!("{e:#}") })?;
+        Ok(Loaded { sha256, hook, imports, pre })
+    }
+
+    fn store(&self, limits: &Limits, state: Arc<dyn State>, policy: &str) -> (Store<Sandbox>, Pipes) {
+        let pipes = Pipes {
+            stdout: MemoryOutputPipe::new(limits::MAX_OUTPUT_BYTES),
+            stderr: MemoryOutputPipe::new(limits::MAX_OUTPUT_BYTES),
+        };
+        // Nothing is preopened, inherited or allowed: no files, no
+        // environment, no arguments, no sockets (every address is denied by
+        // default). Clocks and randomness are the host's.
+        let wasi = WasiCtxBuilder::new().stdout(pipes.stdout.clone()).stderr(pipes.stderr.clone()).build();
+        let meter = Meter {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(limits.memory_bytes as usize)
+                .instances(64)
+                .tables(64)
+                .memories(16)
+                .build(),
+            memory_refused: false,
+        };
+        let sandbox = Sandbox {
+            wasi,
+            table: ResourceTable::new(),
+            meter,
+            state,
+            policy: policy.to_string(),
+            logs: Vec::new(),
+            logs_dropped: 0,
+        };
+        let mut store = Store::new(&self.engine, sandbox);
+        store.limiter(|s| &mut s.meter);
+        // A new store has an epoch deadline of 0: set one every time.
+        store.set_epoch_deadline(limits.timeout_ms.div_ceil(TICK.as_millis() as u64) + 1);
+        store.epoch_deadline_trap();
+        if self.fuel {
+            let _ = store.set_fuel(limits.fuel);
+        }
+        (store, pipes)
+    }
+
+    /// Runs one decision: fresh store, fresh instance, the call, the result.
+    pub fn run<T>(
+        &self,
+        loaded: &Loaded,
+        policy: &str,
+        limits: &Limits,
+        state: Arc<dyn State>,
+        call: impl FnOnce(&mut Store<Sandbox>, &HookPre) -> wasmtime::Result<T>,
+    ) -> Outcome<T> {
+        let started = Instant::now();
+        let (mut store, pipes) = self.store(limits, state, policy);
+        let result = call(&mut store, &loaded.pre);
+        let duration = started.elapsed();
+        let fuel_used = self.fuel.then(|| limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
+        let result = result.map_err(|e| explain(e, limits, store.data().meter.memory_refused));
+        let sandbox = store.into_data();
+        Outcome {
+            result,
+            duration,
+            fuel_used,
+            logs: sandbox.logs,
+            logs_dropped: sandbox.logs_dropped,
+            stdout: String::from_utf8_lossy(&pipes.stdout.contents()).into_owned(),
+            stderr: String::from_utf8_lossy(&pipes.stderr.contents()).into_owned(),
+        }
+    }
+
+    pub fn decide_claim(
+        &self,
+        loaded: &Loaded,
+        policy: &str,
+        limits: &Limits,
+        config: &str,
+        input: &coord::types::Claim,
+        state: Arc<dyn State>,
+    ) -> Outcome<coord::types::Verdict> {
+        self.run(loaded, policy, limits, state, |store, pre| match pre {
+            HookPre::Claim(pre) => pre.instantiate(&mut *store)?.call_decide(&mut *store, config, input),
+            _ => Err(wasmtime::Error::msg(format!("policy {policy} is not a claim policy"))),
+        })
+    }
+
+    pub fn check_handoff(
+        &self,
+        loaded: &Loaded,
+        policy: &str,
+        limits: &Limits,
+        config: &str,
+        input: &coord::types::Handoff,
+        state: Arc<dyn State>,
+    ) -> Outcome<Vec<coord::types::Violation>> {
+        self.run(loaded, policy, limits, state, |store, pre| match pre {
+            HookPre::Handoff(pre) => pre.instantiate(&mut *store)?.call_check(&mut *store, config, input),
+            _ => Err(wasmtime::Error::msg(format!("policy {policy} is not a handoff policy"))),
+        })
+    }
+
+    pub fn escalate(
+        &self,
+        loaded: &Loaded,
+        policy: &str,
+        limits: &Limits,
+        config: &str,
+        input: &coord::types::Signal,
+        state: Arc<dyn State>,
+    ) -> Outcome<Vec<coord::types::Action>> {
+        self.run(loaded, policy, limits, state, |store, pre| match pre {
+            HookPre::Escalation(pre) => pre.instantiate(&mut *store)?.call_escalate(&mut *store, config, input),
+            _ => Err(wasmtime::Error::msg(format!("policy {policy} is not an escalation policy"))),
+        })
+    }
+}
+
+/// Advances the epoch until the runtime is gone.
+fn start_ticker(runtime: Weak<Runtime>) {
+    let spawned = std::thread::Builder::new().name("cairn-epoch".into()).spawn(move || {
+        while let Some(rt) = runtime.upgrade() {
+            rt.engine.increment_epoch();
+            drop(rt);
+            std::thread::sleep(TICK);
+        }
+    });
+    if let Err(e) = spawned {
+        // Without a ticker no deadline fires; fuel (if on) still bounds guests.
+        tracing::error!("cannot start the epoch ticker: {e}");
+    }
+}
+
+/// A component checked against its hook's world, ready to instantiate.
+pub struct Loaded {
+    pub sha256: String,
+    pub hook: Hook,
+    /// The component's imports, by name, for display.
+    pub imports: Vec<String>,
+    pub pre: HookPre,
+}
+
+/// The typed, pre-linked form of each world.
+pub enum HookPre {
+    Claim(claim::ClaimPolicyPre<Sandbox>),
+    Handoff(handoff::HandoffPolicyPre<Sandbox>),
+    Escalation(escalation::EscalationPolicyPre<Sandbox>),
+    Agent(super::bindings::agent::AgentPre<Sandbox>),
+}
+
+impl HookPre {
+    fn new(hook: Hook, pre: InstancePre<Sandbox>) -> wasmtime::Result<Self> {
+        Ok(match hook {
+            Hook::Claim => Self::Claim(claim::ClaimPolicyPre::new(pre)?),
+            Hook::Handoff => Self::Handoff(handoff::HandoffPolicyPre::new(pre)?),
+            Hook::Escalation => Self::Escalation(escalation::EscalationPolicyPre::new(pre)?),
+            Hook::Agent => Self::Agent(super::bindings::agent::AgentPre::new(pre)?),
+        })
+    }
+}
+
+/// Why a component was refused at load time.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("not a loadable wasm component: {0}")]
+    NotAComponent(String),
+    #[error("the component imports `{import}`, which {why}")]
+    Import { import: String, why: String },
+    #[error("the component does not fit world `{world}`: {detail}")]
+    WorldMismatch { world: &'static str, detail: String },
+    #[error("the component cannot be linked: {0}")]
+    Unlinkable(String),
+    #[error("internal error while loading: {0}")]
+    Internal(String),
+}
+
+/// The WASI interfaces a guest may import (all answered by the empty
+/// sandbox context). Anything else, `wasi:http` included, is refused.
+const WASI_OFFERED: [&str; 6] =
+    ["wasi:cli/", "wasi:clocks/", "wasi:filesystem/", "wasi:io/", "wasi:random/", "wasi:sockets/"];
+
+fn check_imports(
+    component: &Component,
+    engine: &Engine,
+    hook: Hook,
+    grants: &BTreeSet<Capability>,
+) -> Result<Vec<String>, LoadError> {
+    let ty = component.component_type();
+    let mut names = Vec::new();
+    for (name, item) in ty.imports(engine) {
+        names.push(name.to_string());
+        if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            return Err(LoadError::Import {
+                import: name.to_string(),
+                why: "is not an interface: Cairn links interfaces only".into(),
+            });
+        }
+        // `types` has no functions: it is always linked, never granted.
+        if WASI_OFFERED.iter().any(|p| name.starts_with(p)) || name.starts_with("cairn:coord/types@") {
+            continue;
+        }
+        match Capability::from_import(name) {
+            Some(cap) if !hook.offers(cap) => {
+                return Err(LoadError::Import {
+                    import: name.into(),
+                    why: format!("the `{}` world does not offer", hook.world()),
+                });
+            }
+            Some(cap) if !grants.contains(&cap) => {
+                return Err(LoadError::Import {
+                    import: name.into(),
+                    why: format!("this policy is not granted (add \"{}\" to its grants)", cap.name()),
+                });
+            }
+            Some(_) => {}
+            None => {
+                return Err(LoadError::Import { import: name.into(), why: "Cairn does not offer to policies".into() });
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// WASI (sandboxed) plus the granted `cairn:coord` interfaces.
+fn linker(engine: &Engine, grants: &BTreeSet<Capability>) -> wasmtime::Result<Linker<Sandbox>> {
+    use wasmtime::component::HasSelf;
+    let mut linker = Linker::<Sandbox>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    coord::types::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?;
+    for cap in grants {
+        match cap {
+            Capability::StashRead => coord::stash_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?,
+            Capability::StashWrite => {
+                coord::stash_write::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?
+            }
+            Capability::StreamRead => {
+                coord::stream_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?
+            }
+            Capability::StreamWrite => {
+                coord::stream_write::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?
+            }
+            Capability::TaskRead => coord::task_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?,
+            Capability::Log => coord::log::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?,
+        }
+    }
+    Ok(linker)
+}
+
+/// The store's data: the sandboxed WASI context, the meter, and what the
+/// host imports need.
+pub struct Sandbox {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    meter: Meter,
+    pub(super) state: Arc<dyn State>,
+    pub(super) policy: String,
+    pub(super) logs: Vec<LogLine>,
+    pub(super) logs_dropped: usize,
+}
+
+impl WasiView for Sandbox {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+struct Pipes {
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+}
+
+/// [`StoreLimits`], remembering whether it refused memory, so the error can
+/// name the memory cap instead of the guest's own reaction to it.
+struct Meter {
+    limits: StoreLimits,
+    memory_refused: bool,
+}
+
+impl ResourceLimiter for Meter {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum)?;
+        self.memory_refused |= !allowed;
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
+/// One decision's result and what was seen on the way.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub result: Result<T, String>,
+    pub duration: Duration,
+    pub fuel_used: Option<u64>,
+    pub logs: Vec<LogLine>,
+    pub logs_dropped: usize,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Turns a failed call into a sentence for the decision log.
+fn explain(err: wasmtime::Error, limits: &Limits, memory_refused: bool) -> String {
+    if memory_refused {
+        return format!("exceeded its memory limit of {} bytes ({:#})", limits.memory_bytes, err);
+    }
+    match err.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => format!("timed out after {} ms", limits.timeout_ms),
+        Some(Trap::OutOfFuel) => format!("ran out of fuel ({} units)", limits.fuel),
+        Some(Trap::StackOverflow) => "overflowed its stack (unbounded recursion?)".to_string(),
+        Some(Trap::UnreachableCodeReached) => format!("trapped: {err:#} (a panic in the guest?)"),
+        Some(trap) => format!("trapped: {trap}: {err:#}"),
+        None => format!("failed: {err:#}"),
+    }
+}

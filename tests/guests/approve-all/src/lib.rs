@@ -1,0 +1,11 @@
+//! Approves every claim.
+wit_bindgen::generate!({ path: "../../../wit", world: "cairn:policy/claim-policy", generate_all });
+
+struct Policy;
+export!(Policy);
+
+impl Guest for Policy {
+    fn decide(_config: String, _claim: Claim) -> Verdict {
+        Verdict::Approve
+    }
+}

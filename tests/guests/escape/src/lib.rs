@@ -1,0 +1,26 @@
+//! Tries to leave the sandbox: read a file, read the environment, open a
+//! socket, and print. Reports each attempt in its deny reason.
+wit_bindgen::generate!({ path: "../../../wit", world: "cairn:policy/claim-policy", generate_all });
+
+struct Policy;
+export!(Policy);
+
+impl Guest for Policy {
+    fn decide(_config: String, _claim: Claim) -> Verdict {
+        let file = match std::fs::read_to_string("/etc/passwd") {
+            Ok(_) => "file:READ".to_string(),
+            Err(e) => format!("file:refused({e})"),
+        };
+        let env = match std::env::var("HOME") {
+            Ok(v) => format!("env:READ({v})"),
+            Err(_) => format!("env:empty({})", std::env::vars().count()),
+        };
+        let net = match std::net::TcpStream::connect("127.0.0.1:80") {
+            Ok(_) => "net:CONNECTED".to_string(),
+            Err(e) => format!("net:refused({e})"),
+        };
+        println!("escape attempt finished");
+        eprintln!("to stderr");
+        Verdict::Deny(format!("{file} {env} {net}"))
+    }
+}

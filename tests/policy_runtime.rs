@@ -1,0 +1,232 @@
+//! The policy sandbox, exercised with real components compiled from
+//! `tests/guests/`: each guest's exact outcome, and a working host after
+//! every one of them.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, Handoff, SubtaskRef, TaskRef, Verdict};
+use cairn_host::policy::{Capability, Fixture, Hook, Limits, LoadError, Loaded, Options, Runtime, State};
+use support::guests;
+
+fn runtime() -> Arc<Runtime> {
+    Runtime::new(Options::default()).expect("engine")
+}
+
+fn load(rt: &Runtime, guest: &str) -> Loaded {
+    rt.load(Hook::Claim, &guests::wasm(guest), &Hook::Claim.default_grants()).unwrap_or_else(|e| panic!("{guest}: {e}"))
+}
+
+fn claim(claimant: &str) -> Claim {
+    Claim {
+        claimant: claimant.into(),
+        target: ClaimTarget::Subtask(SubtaskRef { contract: "website-redesign".into(), subtask_id: "research".into() }),
+        request: "{}".into(),
+    }
+}
+
+fn nothing() -> Arc<dyn State> {
+    Arc::new(Fixture::default())
+}
+
+fn decide(rt: &Runtime, loaded: &Loaded, limits: &Limits, config: &str) -> cairn_host::policy::Outcome<Verdict> {
+    rt.decide_claim(loaded, "test", limits, config, &claim("research-bot"), nothing())
+}
+
+/// After any failure the same runtime still decides.
+fn still_serving(rt: &Runtime) {
+    let ok = decide(rt, &load(rt, "approve-all"), &Limits::default(), "{}");
+    assert!(matches!(ok.result, Ok(Verdict::Approve)), "{:?}", ok.result);
+}
+
+#[test]
+fn approve_all_and_deny_all() {
+    let rt = runtime();
+    assert!(matches!(decide(&rt, &load(&rt, "approve-all"), &Limits::default(), "{}").result, Ok(Verdict::Approve)));
+    match decide(&rt, &load(&rt, "deny-all"), &Limits::default(), "{}").result {
+        Ok(Verdict::Deny(reason)) => assert_eq!(reason, "deny-all refuses research-bot"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn config_reaches_the_guest() {
+    let rt = runtime();
+    let g = load(&rt, "config-driven");
+    let verdict = |who: &str| {
+        rt.decide_claim(
+            &g,
+            "t",
+            &Limits::default(),
+            r#"{"allow": ["a", "b"], "escalate": ["c"]}"#,
+            &claim(who),
+            nothing(),
+        )
+        .result
+    };
+    assert!(matches!(verdict("a"), Ok(Verdict::Approve)));
+    assert!(matches!(verdict("c"), Ok(Verdict::Escalate(r)) if r == "c needs a human"));
+    assert!(matches!(verdict("z"), Ok(Verdict::Deny(r)) if r.contains(r#""allow": ["a", "b"]"#)));
+}
+
+#[test]
+fn stash_import_reads_fixture_state_and_logs() {
+    let rt = runtime();
+    let g = load(&rt, "stash-reader");
+    let state = |status: &str| -> Arc<dyn State> {
+        let fixture: Fixture = serde_json::from_value(serde_json::json!({"stashes": [{
+            "name": "website-redesign", "persistent": true, "owner": "orchestrator",
+            "body": {"objective": "o", "subtasks": [{"id": "research", "description": "d", "status": status}]}
+        }]}))
+        .unwrap();
+        Arc::new(fixture)
+    };
+    let open = rt.decide_claim(&g, "reader", &Limits::default(), "{}", &claim("bot"), state("open"));
+    assert!(matches!(open.result, Ok(Verdict::Approve)), "{:?}", open.result);
+    assert_eq!(open.logs.len(), 1);
+    assert_eq!(open.logs[0].level, "info");
+    assert!(open.logs[0].message.starts_with("read website-redesign version 1"), "{:?}", open.logs);
+    let taken = rt.decide_claim(&g, "reader", &Limits::default(), "{}", &claim("bot"), state("claimed"));
+    assert!(matches!(taken.result, Ok(Verdict::Deny(r)) if r == "subtask research is not open"));
+    let none = rt.decide_claim(&g, "reader", &Limits::default(), "{}", &claim("bot"), nothing());
+    assert!(matches!(none.result, Ok(Verdict::Deny(r)) if r == "no contract website-redesign"));
+}
+
+#[test]
+fn infinite_loop_times_out() {
+    let rt = runtime();
+    let limits = Limits { timeout_ms: 50, ..Limits::default() };
+    let out = decide(&rt, &load(&rt, "infinite-loop"), &limits, "{}");
+    assert_eq!(out.result.unwrap_err(), "timed out after 50 ms");
+    assert!(out.duration < Duration::from_secs(2), "stopped promptly: {:?}", out.duration);
+    still_serving(&rt);
+}
+
+#[test]
+fn memory_bomb_hits_the_cap() {
+    let rt = runtime();
+    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
+    let err = decide(&rt, &load(&rt, "memory-bomb"), &limits, "{}").result.unwrap_err();
+    assert!(err.starts_with("exceeded its memory limit of 16777216 bytes"), "{err}");
+    still_serving(&rt);
+}
+
+#[test]
+fn unbounded_recursion_overflows_the_stack() {
+    let rt = runtime();
+    let err = decide(&rt, &load(&rt, "recursion"), &Limits { timeout_ms: 5000, ..Limits::default() }, "{}")
+        .result
+        .unwrap_err();
+    assert_eq!(err, "overflowed its stack (unbounded recursion?)");
+    still_serving(&rt);
+}
+
+#[test]
+fn a_panic_traps_and_its_message_is_captured() {
+    let rt = runtime();
+    let out = decide(&rt, &load(&rt, "panic"), &Limits::default(), "{}");
+    let err = out.result.unwrap_err();
+    assert!(err.starts_with("trapped:") && err.contains("a panic in the guest"), "{err}");
+    assert!(out.stderr.contains("policy bug while deciding for research-bot"), "stderr: {:?}", out.stderr);
+    still_serving(&rt);
+}
+
+#[test]
+fn a_100_mb_result_cannot_be_built() {
+    let rt = runtime();
+    let err = decide(&rt, &load(&rt, "huge-result"), &Limits::default(), "{}").result.unwrap_err();
+    assert!(err.starts_with("exceeded its memory limit of 67108864 bytes"), "{err}");
+    still_serving(&rt);
+}
+
+#[test]
+fn files_environment_and_sockets_are_out_of_reach() {
+    let rt = runtime();
+    let out = decide(&rt, &load(&rt, "escape"), &Limits::default(), "{}");
+    let Ok(Verdict::Deny(report)) = out.result else { panic!("{:?}", out.result) };
+    assert!(report.contains("file:refused"), "{report}");
+    assert!(report.contains("env:empty(0)"), "{report}");
+    assert!(report.contains("net:refused"), "{report}");
+    assert_eq!(out.stdout, "escape attempt finished\n");
+    assert_eq!(out.stderr, "to stderr\n");
+}
+
+#[test]
+fn every_decision_gets_a_fresh_instance() {
+    let rt = runtime();
+    let g = load(&rt, "counter");
+    for _ in 0..3 {
+        assert!(matches!(decide(&rt, &g, &Limits::default(), "{}").result, Ok(Verdict::Deny(r)) if r == "call 1"));
+    }
+}
+
+#[test]
+fn a_component_for_another_world_is_refused() {
+    let rt = runtime();
+    let err = rt.load(Hook::Handoff, &guests::wasm("approve-all"), &Hook::Handoff.default_grants()).err().unwrap();
+    assert!(matches!(err, LoadError::WorldMismatch { world: "handoff-policy", .. }), "{err}");
+    assert!(err.to_string().contains("check"), "names the missing export: {err}");
+    let handoff = rt.load(Hook::Handoff, &guests::wasm("handoff-basic"), &Hook::Handoff.default_grants()).unwrap();
+    let input = Handoff {
+        agent: "a".into(),
+        task: Some(TaskRef { team: "t".into(), id: 1 }),
+        subject: "s".into(),
+        metadata: "{}".into(),
+        structured: Some(r#"{"produced": ["x"]}"#.into()),
+        text: None,
+    };
+    let out = rt.check_handoff(&handoff, "h", &Limits::default(), "{}", &input, nothing());
+    assert!(out.result.unwrap().is_empty(), "a HANDOFF with produced passes");
+    let bare = Handoff { structured: None, ..input };
+    let v = rt.check_handoff(&handoff, "h", &Limits::default(), "{}", &bare, nothing()).result.unwrap();
+    assert_eq!((v.len(), v[0].field.as_str()), (1, "produced"));
+}
+
+#[test]
+fn ungranted_imports_and_non_components_are_refused() {
+    let rt = runtime();
+    let only_log: BTreeSet<_> = [Capability::Log].into();
+    let err = rt.load(Hook::Claim, &guests::wasm("stash-reader"), &only_log).err().unwrap();
+    let text = err.to_string();
+    assert!(text.contains("cairn:coord/stash-read@0.1.0") && text.contains("not granted"), "{text}");
+    let err = rt.load(Hook::Claim, b"\0asm not really", &Hook::Claim.default_grants()).err().unwrap();
+    assert!(matches!(err, LoadError::NotAComponent(_)), "{err}");
+}
+
+#[test]
+fn fuel_bounds_guests_when_on() {
+    let rt = Runtime::new(Options { fuel: true, ..Options::default() }).unwrap();
+    let limits = Limits { fuel: 5_000_000, timeout_ms: 10_000, ..Limits::default() };
+    let out = decide(&rt, &load(&rt, "infinite-loop"), &limits, "{}");
+    assert_eq!(out.result.unwrap_err(), "ran out of fuel (5000000 units)");
+    let ok = decide(&rt, &load(&rt, "approve-all"), &limits, "{}");
+    assert!(ok.fuel_used.is_some_and(|f| f > 0 && f < 5_000_000), "{:?}", ok.fuel_used);
+}
+
+#[test]
+fn precompiled_artifacts_are_reused() {
+    let dir = std::env::temp_dir().join(format!("cairn-cache-{}", std::process::id()));
+    let rt = Runtime::new(Options { cache_dir: Some(dir.clone()), ..Options::default() }).unwrap();
+    let first = load(&rt, "approve-all");
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    assert!(files[0].to_string_lossy().contains(&first.sha256));
+    // A new engine with the same settings loads the artifact instead of compiling.
+    let again = Runtime::new(Options { cache_dir: Some(dir.clone()), ..Options::default() }).unwrap();
+    let second = load(&again, "approve-all");
+    assert!(matches!(decide(&again, &second, &Limits::default(), "{}").result, Ok(Verdict::Approve)));
+    // A corrupt artifact is replaced, not trusted. (Written aside and renamed
+    // in, as the cache itself does: loaded artifacts are memory-mapped, so a
+    // file must never be changed in place under a running host.)
+    drop((second, first));
+    let tmp = files[0].with_extension("corrupt");
+    std::fs::write(&tmp, b"garbage").unwrap();
+    std::fs::rename(&tmp, &files[0]).unwrap();
+    let third = load(&again, "approve-all");
+    assert!(matches!(decide(&again, &third, &Limits::default(), "{}").result, Ok(Verdict::Approve)));
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,51 @@
+//! Test guests: Rust components in `tests/guests/`, compiled from source for
+//! `wasm32-wasip2` once per test process (cargo makes repeat builds no-ops
+//! across processes).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Every guest crate, by directory name.
+pub const ALL: [&str; 12] = [
+    "approve-all",
+    "deny-all",
+    "config-driven",
+    "stash-reader",
+    "infinite-loop",
+    "memory-bomb",
+    "recursion",
+    "panic",
+    "huge-result",
+    "escape",
+    "handoff-basic",
+    "counter",
+];
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
+}
+
+fn build_all() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace()).args(["build", "--quiet", "--target", "wasm32-wasip2"]);
+    for g in ALL {
+        cmd.args(["-p", &format!("guest-{g}")]);
+    }
+    let status = cmd.status().expect("run cargo to build the test guests");
+    assert!(status.success(), "building the test guests failed (is the wasm32-wasip2 target installed?)");
+    target_dir().join("wasm32-wasip2").join("debug")
+}
+
+/// The compiled component of guest `name`.
+pub fn wasm(name: &str) -> Vec<u8> {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    let dir = DIR.get_or_init(build_all);
+    let path = dir.join(format!("guest_{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
