@@ -49,3 +49,9 @@ pub fn wasm(name: &str) -> Vec<u8> {
     let path = dir.join(format!("guest_{}.wasm", name.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
+
+/// Where guest `name`'s component is, after building it if needed.
+pub fn path(name: &str) -> PathBuf {
+    wasm(name);
+    target_dir().join("wasm32-wasip2").join("debug").join(format!("guest_{}.wasm", name.replace('-', "_")))
+}
