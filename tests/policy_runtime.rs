@@ -108,7 +108,7 @@ fn infinite_loop_times_out() {
 #[test]
 fn memory_bomb_hits_the_cap() {
     let rt = runtime();
-    let limits = Limits { memory_bytes: 16 << 20, ..Limits::default() };
+    let limits = Limits { memory_bytes: 16 << 20, timeout_ms: 10_000, ..Limits::default() };
     let err = decide(&rt, &load(&rt, "memory-bomb"), &limits, "{}").result.unwrap_err();
     assert!(err.starts_with("exceeded its memory limit of 16777216 bytes"), "{err}");
     still_serving(&rt);
@@ -137,7 +137,8 @@ fn a_panic_traps_and_its_message_is_captured() {
 #[test]
 fn a_100_mb_result_cannot_be_built() {
     let rt = runtime();
-    let err = decide(&rt, &load(&rt, "huge-result"), &Limits::default(), "{}").result.unwrap_err();
+    let limits = Limits { timeout_ms: 10_000, ..Limits::default() };
+    let err = decide(&rt, &load(&rt, "huge-result"), &limits, "{}").result.unwrap_err();
     assert!(err.starts_with("exceeded its memory limit of 67108864 bytes"), "{err}");
     still_serving(&rt);
 }

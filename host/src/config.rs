@@ -55,6 +55,16 @@ pub struct Config {
     #[arg(long = "sse-keep-alive", env = "CAIRN_SSE_KEEP_ALIVE", default_value_t = 10)]
     pub sse_keep_alive_secs: u64,
 
+    /// Count fuel in every policy decision (a policy's `limits.fuel`
+    /// then applies). Costs roughly 6–35% of guest speed.
+    #[arg(long, env = "CAIRN_POLICY_FUEL")]
+    pub policy_fuel: bool,
+
+    /// Where compiled policies are cached. Default: beside a SQLite
+    /// database (`FILE.policy-cache`), or in the temp directory.
+    #[arg(long, env = "CAIRN_POLICY_CACHE")]
+    pub policy_cache: Option<std::path::PathBuf>,
+
     /// How often expired stashes, expired streams and entries past their
     /// retention are deleted, in seconds. Reads never serve expired data,
     /// whatever this is.
@@ -75,12 +85,27 @@ impl Config {
             max_json_bytes: 1 << 20,
             rate_limit: 0,
             sse_keep_alive_secs: 10,
+            policy_fuel: false,
+            policy_cache: None,
             sweep_interval_secs: 30,
         }
     }
 
     pub fn sweep_interval(&self) -> Duration {
         Duration::from_secs(self.sweep_interval_secs.max(1))
+    }
+
+    pub fn policy_cache_dir(&self) -> std::path::PathBuf {
+        if let Some(dir) = &self.policy_cache {
+            return dir.clone();
+        }
+        match self.database_url.strip_prefix("sqlite://").or_else(|| self.database_url.strip_prefix("sqlite:")) {
+            Some(path) if !path.contains(":memory:") => {
+                let path = path.split('?').next().unwrap_or(path);
+                std::path::PathBuf::from(format!("{path}.policy-cache"))
+            }
+            _ => std::env::temp_dir().join("cairn-policy-cache"),
+        }
     }
 
     pub fn max_stash_bytes(&self, persistent: bool) -> usize {

@@ -20,8 +20,10 @@
 //!   - [`stream`]: append-only logs with labels, read by page or live (SSE);
 //!   - [`schema`]: JSON Schemas that stashes and streams bind to;
 //!   - [`discover`]: the public index over discoverable stashes and streams.
-//! - **policy hook**: where sandboxed WebAssembly policies decide claims,
-//!   handoffs and escalations (not yet built; see the project's issues).
+//! - **policy hook** ([`policy`]): sandboxed WebAssembly components decide
+//!   claims, handoffs and escalations; the registry serves them by name, and
+//!   every decision is logged with its input and result. (The hooks that
+//!   call them from tasks and contracts arrive with the teams work.)
 //! - **storage** ([`db`]): sqlx over SQLite or PostgreSQL, one query text for
 //!   both, behind [`db::Db`].
 //! - **events** ([`stream::events`]): appends wake live readers, in this
@@ -72,6 +74,7 @@ pub struct App {
     pub bus: Arc<stream::events::Bus>,
     pub appender: stream::Appender,
     pub metrics: ops::Metrics,
+    pub policies: Arc<policy::registry::Registry>,
     /// Turns true when the server starts shutting down; live responses end.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -79,8 +82,13 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 impl App {
-    pub fn new(db: db::Db, config: Config, shutdown: watch::Receiver<bool>) -> Self {
-        Self {
+    pub fn new(db: db::Db, config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let runtime = policy::Runtime::new(policy::Options {
+            fuel: config.policy_fuel,
+            cache_dir: Some(config.policy_cache_dir()),
+        })?;
+        Ok(Self {
+            policies: Arc::new(policy::registry::Registry::new(runtime)),
             limiter: agent::RateLimiter::new(config.rate_limit),
             appender: stream::Appender::start(&db),
             stash_cache: stash::Cache::new(db.postgres().is_none()),
@@ -92,7 +100,7 @@ impl App {
             bus: Arc::default(),
             metrics: ops::Metrics::default(),
             shutdown,
-        }
+        })
     }
 }
 
@@ -124,6 +132,7 @@ pub fn router(app: AppState) -> Router {
         .merge(schema::routes())
         .merge(discover::routes())
         .merge(ops::routes())
+        .merge(policy::api::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);
     // Stash bodies are the largest thing the API takes; each handler then

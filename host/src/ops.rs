@@ -39,10 +39,23 @@ struct RouteLabels {
     route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabels {
+    policy: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyNameLabel {
+    policy: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
+    policy_decisions: Family<PolicyLabels, Counter>,
+    policy_latency: Family<PolicyNameLabel, Histogram>,
 }
 
 impl Default for Metrics {
@@ -52,14 +65,38 @@ impl Default for Metrics {
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 18))
         });
+        let policy_decisions = Family::<PolicyLabels, Counter>::default();
+        // 5 µs to ~5 s, quadrupling.
+        let policy_latency = Family::<PolicyNameLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000005, 4.0, 11))
+        });
         let mut registry = Registry::with_prefix("cairn");
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
-        Self { registry: Mutex::new(registry), requests, latency }
+        registry.register(
+            "policy_decisions",
+            "Policy decisions by policy and outcome (ok, failed)",
+            policy_decisions.clone(),
+        );
+        registry.register(
+            "policy_decision_duration_seconds",
+            "Policy decision latency by policy",
+            policy_latency.clone(),
+        );
+        Self { registry: Mutex::new(registry), requests, latency, policy_decisions, policy_latency }
     }
 }
 
 impl Metrics {
+    /// One policy decision; `failed` when it failed closed.
+    pub fn observe_policy(&self, policy: &str, failed: bool, duration: std::time::Duration) {
+        let outcome = if failed { "failed" } else { "ok" };
+        self.policy_decisions.get_or_create(&PolicyLabels { policy: policy.to_string(), outcome }).inc();
+        self.policy_latency
+            .get_or_create(&PolicyNameLabel { policy: policy.to_string() })
+            .observe(duration.as_secs_f64());
+    }
+
     fn encode(&self) -> Result<String> {
         let registry = self.registry.lock().map_err(|_| Error::internal("metrics registry lock poisoned"))?;
         let mut out = String::new();

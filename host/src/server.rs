@@ -23,7 +23,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
 
     let (stop, stopping) = watch::channel(false);
-    let app: AppState = Arc::new(App::new(db.clone(), config.clone(), stopping.clone()));
+    let app: AppState = Arc::new(App::new(db.clone(), config.clone(), stopping.clone())?);
+    app.policies.load_all(&db).await.context("loading policies")?;
     let sweeper = tokio::spawn(sweep(app.clone(), stopping.clone()));
     let listener_task =
         db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));

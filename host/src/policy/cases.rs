@@ -22,8 +22,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::input::{self, ClaimInput, HandoffInput, SignalInput};
-use super::{Fixture, Hook, Limits, Loaded, Runtime};
+use super::{Fixture, Limits, Loaded, Runtime};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,7 +85,8 @@ fn run_one(runtime: &Runtime, loaded: &Loaded, policy: &str, case: Case) -> Case
     CaseResult { name: case.name, actual, failure }
 }
 
-/// One decision as JSON, or why the input is not one this hook takes.
+/// One decision as JSON (`{"error": ...}` when it failed closed), or why
+/// the input is not one this hook takes.
 pub fn decide(
     runtime: &Runtime,
     loaded: &Loaded,
@@ -96,25 +96,8 @@ pub fn decide(
     input: Value,
     state: Arc<dyn super::State>,
 ) -> Result<Value, String> {
-    let rendered = match loaded.hook {
-        Hook::Claim => {
-            let input: ClaimInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
-            let out = runtime.decide_claim(loaded, policy, limits, config, &input.into(), state);
-            out.result.map(|v| input::verdict_json(&v))
-        }
-        Hook::Handoff => {
-            let input: HandoffInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
-            let out = runtime.check_handoff(loaded, policy, limits, config, &input.into(), state);
-            out.result.map(|v| input::violations_json(&v))
-        }
-        Hook::Escalation => {
-            let input: SignalInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
-            let out = runtime.escalate(loaded, policy, limits, config, &input.into(), state);
-            out.result.map(|v| input::actions_json(&v))
-        }
-        Hook::Agent => return Err("agent components are not tested with cases".into()),
-    };
-    Ok(rendered.unwrap_or_else(|error| serde_json::json!({ "error": error })))
+    let e = super::evaluate(runtime, loaded, policy, limits, config, input, state)?;
+    Ok(e.result.unwrap_or_else(|error| serde_json::json!({ "error": error })))
 }
 
 fn compare(expect: &Expect, actual: &Value) -> Option<String> {

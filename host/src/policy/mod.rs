@@ -41,21 +41,90 @@
 //! error is recorded. Every decision runs in a fresh store and instance, so
 //! nothing a guest does outlives its decision.
 
+pub mod api;
 pub mod bindings;
 pub mod cache;
 pub mod cases;
 pub mod input;
 pub mod limits;
+pub mod live;
+pub mod registry;
 pub mod runtime;
 pub mod state;
+mod store;
 
 use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use input::{ClaimInput, HandoffInput, SignalInput};
 pub use limits::Limits;
 pub use runtime::{LoadError, Loaded, Options, Outcome, Runtime};
 pub use state::{Fixture, State};
+
+/// One evaluated decision, as JSON, with what was seen on the way.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// The decision, or why it failed (a failure denies).
+    pub result: Result<Value, String>,
+    pub duration: Duration,
+    pub fuel_used: Option<u64>,
+    pub logs: Vec<state::LogLine>,
+    pub logs_dropped: usize,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl<T> Outcome<T> {
+    fn render(self, f: impl FnOnce(&T) -> Value) -> Evaluation {
+        Evaluation {
+            result: self.result.map(|v| f(&v)),
+            duration: self.duration,
+            fuel_used: self.fuel_used,
+            logs: self.logs,
+            logs_dropped: self.logs_dropped,
+            stdout: self.stdout,
+            stderr: self.stderr,
+        }
+    }
+}
+
+/// Runs `loaded` on a JSON input of its hook. `Err` means the input is not
+/// one the hook takes (nothing ran).
+pub fn evaluate(
+    runtime: &Runtime,
+    loaded: &Loaded,
+    policy: &str,
+    limits: &Limits,
+    config: &str,
+    input: Value,
+    state: Arc<dyn State>,
+) -> Result<Evaluation, String> {
+    Ok(match loaded.hook {
+        Hook::Claim => {
+            let input: ClaimInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
+            runtime.decide_claim(loaded, policy, limits, config, &input.into(), state).render(input::verdict_json)
+        }
+        Hook::Handoff => {
+            let input: HandoffInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
+            runtime
+                .check_handoff(loaded, policy, limits, config, &input.into(), state)
+                .render(|v| input::violations_json(v))
+        }
+        Hook::Escalation => {
+            let input: SignalInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
+            runtime.escalate(loaded, policy, limits, config, &input.into(), state).render(|v| input::actions_json(v))
+        }
+        Hook::Agent => {
+            return Err("agent components react to stream entries; they are not evaluated on an input".into());
+        }
+    })
+}
 
 /// Where a policy plugs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum, utoipa::ToSchema)]

@@ -567,3 +567,23 @@ pub async fn visible(db: &crate::db::Db, caller: &Caller, name: &str) -> Result<
     }
     Ok(false)
 }
+
+/// A stash as a policy sees it: looked up as `caller` would over HTTP.
+pub async fn read_for_policy(
+    db: &crate::db::Db,
+    caller: &str,
+    name: &str,
+    persistent: bool,
+) -> Result<Option<crate::policy::bindings::coord::types::StashDocument>> {
+    Ok(store::lookup(db, caller, name, persistent).await?.map(|s| {
+        crate::policy::bindings::coord::types::StashDocument {
+            name: s.name,
+            owner: s.owner,
+            persistent: s.persistent,
+            version: s.version as u64,
+            content_type: s.content_type,
+            body: s.body,
+            schema_id: s.schema_id,
+        }
+    }))
+}

@@ -547,3 +547,39 @@ impl SchemaBindings {
         Ok(binding)
     }
 }
+
+/// Entries as a policy sees them: oldest first after `after`, or only the
+/// newest with `latest`. Expired streams and entries past retention are
+/// not there.
+pub async fn read_for_policy(
+    db: &crate::db::Db,
+    id: &str,
+    label: Option<&str>,
+    after: u64,
+    limit: u32,
+    latest: bool,
+) -> Result<Vec<crate::policy::bindings::coord::types::StreamEntry>> {
+    let Some(stream) = store::by_id(db, id).await? else { return Ok(Vec::new()) };
+    let rows = if latest {
+        store::latest(db, id, label, retention_cutoff(&stream)).await?.into_iter().collect()
+    } else {
+        let q = EntryQuery {
+            label,
+            after: after as i64,
+            not_before: retention_cutoff(&stream),
+            limit: i64::from(limit),
+            offset: 0,
+        };
+        store::entries(db, id, &q).await?
+    };
+    Ok(rows
+        .into_iter()
+        .map(|e| crate::policy::bindings::coord::types::StreamEntry {
+            seq: e.seq as u64,
+            label: e.label,
+            data: e.data,
+            agent: e.agent,
+            created_at: clock::rfc3339(e.created_at),
+        })
+        .collect())
+}

@@ -1,0 +1,311 @@
+//! The policy registry over HTTP: upload, settings, list, show, delete, dry
+//! runs and the decision log. Changes are for admins; any agent may read
+//! what rules it is under.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::registry::{Active, Settings, hook_str};
+use super::store::{self, DecisionRow};
+use super::{Hook, live};
+use crate::agent::Caller;
+use crate::error::{Error, Json, Path, Query, RawBody, Result};
+use crate::{AppState, clock};
+
+/// Largest component accepted (Python components run to tens of MB).
+pub const MAX_COMPONENT_BYTES: usize = 128 << 20;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload, show, remove))
+        .routes(routes!(list))
+        .routes(routes!(configure))
+        .routes(routes!(evaluate))
+        .routes(routes!(decisions))
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct HookParam {
+    /// The hook the component is for: claim, handoff, escalation or agent.
+    hook: Hook,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PolicyView {
+    name: String,
+    hook: Hook,
+    version: i64,
+    sha256: String,
+    world: &'static str,
+    imports: Vec<String>,
+    settings: Settings,
+    /// Decisions, failures and a latency histogram since the host started.
+    #[schema(value_type = Object)]
+    stats: Value,
+    /// Set when the stored component no longer loads; it then denies.
+    load_error: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&Active> for PolicyView {
+    fn from(a: &Active) -> Self {
+        Self {
+            name: a.name.clone(),
+            hook: a.hook,
+            version: a.version,
+            sha256: a.sha256.clone(),
+            world: a.hook.world(),
+            imports: a.imports.clone(),
+            settings: a.settings.clone(),
+            stats: a.stats.to_json(),
+            load_error: a.loaded.as_ref().err().cloned(),
+            created_at: clock::rfc3339(a.created_at),
+            updated_at: clock::rfc3339(a.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PolicyList {
+    policies: Vec<PolicyView>,
+}
+
+fn admin_only(caller: &Caller) -> Result<()> {
+    if caller.admin {
+        Ok(())
+    } else {
+        Err(Error::forbidden("only an admin may change policies or see their decisions"))
+    }
+}
+
+fn find(app: &AppState, name: &str) -> Result<Arc<Active>> {
+    app.policies.get(name).ok_or_else(|| Error::not_found(format!("policy {name:?}")))
+}
+
+/// Uploads a component (`application/wasm`): a new policy, or the next
+/// version of one, which serves the next decision.
+#[utoipa::path(put, path = "/policies/{name}", tag = "policies", params(("name" = String, Path), HookParam),
+    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    responses((status = 201, body = PolicyView), (status = 200, body = PolicyView, description = "a new version"),
+        (status = 403), (status = 422, description = "does not fit the hook's world, or imports what is not offered")))]
+async fn upload(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<HookParam>,
+    RawBody(body): RawBody,
+) -> Result<(StatusCode, Json<PolicyView>)> {
+    admin_only(&caller)?;
+    if body.is_empty() {
+        return Err(Error::bad_request(
+            "the body is empty: send the component's bytes (Content-Type: application/wasm)",
+        ));
+    }
+    let (active, created) = app.policies.install(&app.db, &name, p.hook, body.to_vec()).await?;
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(PolicyView::from(active.as_ref()))))
+}
+
+/// Every policy, with its settings and statistics.
+#[utoipa::path(get, path = "/policies", tag = "policies", responses((status = 200, body = PolicyList)))]
+async fn list(State(app): State<AppState>, _caller: Caller) -> Json<PolicyList> {
+    Json(PolicyList { policies: app.policies.list().iter().map(|a| PolicyView::from(a.as_ref())).collect() })
+}
+
+/// One policy.
+#[utoipa::path(get, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)),
+    responses((status = 200, body = PolicyView), (status = 404)))]
+async fn show(State(app): State<AppState>, _caller: Caller, Path(name): Path<String>) -> Result<Json<PolicyView>> {
+    Ok(Json(PolicyView::from(find(&app, &name)?.as_ref())))
+}
+
+/// Removes a policy; its decision log stays.
+#[utoipa::path(delete, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)),
+    responses((status = 204), (status = 403), (status = 404)))]
+async fn remove(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<StatusCode> {
+    admin_only(&caller)?;
+    if app.policies.remove(&app.db, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(Error::not_found(format!("policy {name:?}")))
+    }
+}
+
+/// Replaces a policy's settings: enabled, scope, config, grants, limits, order.
+#[utoipa::path(put, path = "/policies/{name}/settings", tag = "policies", params(("name" = String, Path)),
+    request_body = Settings, responses((status = 200, body = PolicyView), (status = 404), (status = 422)))]
+async fn configure(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(settings): Json<Settings>,
+) -> Result<Json<PolicyView>> {
+    admin_only(&caller)?;
+    let active = app.policies.configure(&app.db, &name, settings).await?;
+    Ok(Json(PolicyView::from(active.as_ref())))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluateRequest {
+    /// The hook's input: a claim, a HANDOFF or a signal, as JSON.
+    #[schema(value_type = Object)]
+    input: Value,
+    /// Use this config instead of the policy's own.
+    #[schema(value_type = Option<Object>)]
+    config: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Evaluated {
+    decision_id: String,
+    /// The decision; when the policy failed, the fail-closed one.
+    #[schema(value_type = Object)]
+    result: Value,
+    /// Why the policy failed, if it did.
+    error: Option<String>,
+    duration_us: u64,
+    fuel_used: Option<u64>,
+    #[schema(value_type = Vec<Object>)]
+    logs: Vec<super::state::LogLine>,
+    stdout: String,
+    stderr: String,
+}
+
+/// What a failed decision means for its hook.
+pub fn fail_closed(hook: Hook, error: &str) -> Value {
+    match hook {
+        Hook::Claim => json!({"verdict": "deny", "reason": format!("policy failed: {error}")}),
+        Hook::Handoff => json!({"violations": [{"field": "policy", "message": format!("policy failed: {error}")}]}),
+        Hook::Escalation | Hook::Agent => json!({"actions": []}),
+    }
+}
+
+/// A dry run: the decision, without any effect. It is recorded in the
+/// decision log, marked `dry_run`.
+#[utoipa::path(post, path = "/policies/{name}/evaluate", tag = "policies", params(("name" = String, Path)),
+    request_body = EvaluateRequest, responses((status = 200, body = Evaluated), (status = 404), (status = 422)))]
+async fn evaluate(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(req): Json<EvaluateRequest>,
+) -> Result<Json<Evaluated>> {
+    admin_only(&caller)?;
+    let active = find(&app, &name)?;
+    let loaded =
+        active.loaded.clone().map_err(|e| Error::validation(format!("policy {name:?} does not load: {e}"), vec![]))?;
+    let config = req.config.as_ref().unwrap_or(&active.settings.config).to_string();
+    let state = Arc::new(live::Live {
+        db: app.db.clone(),
+        agent: caller.name.clone(),
+        handle: tokio::runtime::Handle::current(),
+    });
+    let (runtime, limits, input, policy) =
+        (app.policies.runtime().clone(), active.settings.limits, req.input.clone(), name.clone());
+    let evaluation = tokio::task::spawn_blocking(move || {
+        super::evaluate(&runtime, &loaded, &policy, &limits, &config, input, state)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("evaluating {name}: {e}")))?
+    .map_err(|bad| Error::validation(format!("the input is not a {} input: {bad}", hook_str(active.hook)), vec![]))?;
+    let error = evaluation.result.as_ref().err().cloned();
+    let result = evaluation.result.unwrap_or_else(|e| fail_closed(active.hook, &e));
+    active.stats.observe(evaluation.duration, error.is_some());
+    app.metrics.observe_policy(&name, error.is_some(), evaluation.duration);
+    let decision_id = new_decision_id();
+    store::record(
+        &app.db,
+        &DecisionRow {
+            decision_id: decision_id.clone(),
+            policy: name,
+            version: active.version,
+            hook: hook_str(active.hook).into(),
+            dry_run: true,
+            agent: caller.name,
+            input: req.input.to_string(),
+            result: Some(result.to_string()),
+            error: error.clone(),
+            duration_us: evaluation.duration.as_micros() as i64,
+            fuel_used: evaluation.fuel_used.map(|f| f as i64),
+            logs: serde_json::to_string(&evaluation.logs).unwrap_or_else(|_| "[]".into()),
+            at: clock::now_ms(),
+        },
+    )
+    .await?;
+    Ok(Json(Evaluated {
+        decision_id,
+        result,
+        error,
+        duration_us: evaluation.duration.as_micros() as u64,
+        fuel_used: evaluation.fuel_used,
+        logs: evaluation.logs,
+        stdout: evaluation.stdout,
+        stderr: evaluation.stderr,
+    }))
+}
+
+pub fn new_decision_id() -> String {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    format!("dec_{}", hex::encode(b))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct DecisionParams {
+    limit: Option<i64>,
+    /// A decision_id: only decisions after it.
+    after: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DecisionList {
+    #[schema(value_type = Vec<Object>)]
+    decisions: Vec<Value>,
+}
+
+/// The decision log of one policy, oldest first.
+#[utoipa::path(get, path = "/policies/{name}/decisions", tag = "policies", params(("name" = String, Path), DecisionParams),
+    responses((status = 200, body = DecisionList), (status = 403)))]
+async fn decisions(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(p): Query<DecisionParams>,
+) -> Result<Json<DecisionList>> {
+    admin_only(&caller)?;
+    let (limit, _) = crate::pagination::page(p.limit, None)?;
+    let rows = store::decisions(&app.db, &name, p.after.as_deref(), limit).await?;
+    let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.to_string()));
+    let decisions = rows
+        .into_iter()
+        .map(|d| {
+            json!({
+                "decision_id": d.decision_id,
+                "policy": d.policy,
+                "version": d.version,
+                "hook": d.hook,
+                "dry_run": d.dry_run,
+                "agent": d.agent,
+                "input": parse(&d.input),
+                "result": d.result.as_deref().map(parse),
+                "error": d.error,
+                "duration_us": d.duration_us,
+                "fuel_used": d.fuel_used,
+                "logs": parse(&d.logs),
+                "at": clock::rfc3339(d.at),
+            })
+        })
+        .collect();
+    Ok(Json(DecisionList { decisions }))
+}

@@ -1,0 +1,440 @@
+//! The policies a host serves, by name. Each entry is an `Arc`, swapped
+//! whole on upload or settings change: a decision takes the current `Arc`
+//! when it starts, so a new version serves the next decision while those
+//! in flight finish on the version they began with. No restart, no lock
+//! held across a decision.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+use super::store::{self, PolicyRow};
+use super::{Capability, Hook, Limits, LoadError, Loaded, Runtime};
+use crate::db::Db;
+use crate::error::{Error, Result, Violation};
+use crate::{clock, name};
+
+/// Where a policy applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Everywhere its hook fires.
+    #[default]
+    Global,
+    /// Only for this contract stash.
+    Stash(String),
+    /// Only for this team.
+    Team(String),
+}
+
+/// A policy's settings (`PUT /policies/{name}/settings`). Fields left out
+/// take their defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub scope: Scope,
+    /// Handed to the policy as JSON text with every decision.
+    #[serde(default = "empty_config")]
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// The `cairn:coord` interfaces linked for it; its hook's defaults when absent.
+    #[serde(default)]
+    pub grants: Option<BTreeSet<Capability>>,
+    #[serde(default)]
+    pub limits: Limits,
+    /// Lower runs first among policies on one hook.
+    #[serde(default)]
+    pub order: i64,
+}
+
+fn enabled() -> bool {
+    true
+}
+
+fn empty_config() -> Value {
+    json!({})
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            scope: Scope::Global,
+            config: empty_config(),
+            grants: None,
+            limits: Limits::default(),
+            order: 0,
+        }
+    }
+}
+
+impl Settings {
+    pub fn grants_for(&self, hook: Hook) -> BTreeSet<Capability> {
+        self.grants.clone().unwrap_or_else(|| hook.default_grants())
+    }
+
+    fn validate(&self, hook: Hook) -> Result<()> {
+        self.limits.validate()?;
+        if let Scope::Stash(n) | Scope::Team(n) = &self.scope {
+            name::check("scope", n)?;
+        }
+        if !self.config.is_object() {
+            return Err(Error::validation("config must be a JSON object", vec![]));
+        }
+        for cap in self.grants.iter().flatten() {
+            if !hook.offers(*cap) {
+                return Err(Error::validation(
+                    format!("the {} world cannot be granted {}", hook.world(), cap.name()),
+                    vec![Violation { path: "/grants".into(), message: format!("{} is not offered", cap.name()) }],
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Latency buckets for `GET /policies`, in microseconds (the last is +Inf).
+pub const LATENCY_BUCKETS_US: [u64; 12] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 10_000, 50_000, 250_000, 1_000_000];
+
+/// Counters that survive new versions of a policy.
+#[derive(Default)]
+pub struct Stats {
+    pub decisions: AtomicU64,
+    pub failures: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+}
+
+impl Stats {
+    pub fn observe(&self, duration: Duration, failed: bool) {
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let us = duration.as_micros() as u64;
+        let i = LATENCY_BUCKETS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BUCKETS_US.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut histogram = serde_json::Map::new();
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            let key = LATENCY_BUCKETS_US.get(i).map_or_else(|| "inf".to_string(), |b| b.to_string());
+            histogram.insert(format!("le_{key}_us"), json!(bucket.load(Ordering::Relaxed)));
+        }
+        json!({
+            "decisions": self.decisions.load(Ordering::Relaxed),
+            "failures": self.failures.load(Ordering::Relaxed),
+            "latency": histogram,
+        })
+    }
+}
+
+/// One policy as served now.
+pub struct Active {
+    pub name: String,
+    pub hook: Hook,
+    pub version: i64,
+    pub sha256: String,
+    pub imports: Vec<String>,
+    pub settings: Settings,
+    /// The loaded component, or why it could not be loaded (then every
+    /// decision fails closed).
+    pub loaded: std::result::Result<Arc<Loaded>, String>,
+    pub stats: Arc<Stats>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub struct Registry {
+    runtime: Arc<Runtime>,
+    active: RwLock<HashMap<String, Arc<Active>>>,
+}
+
+impl Registry {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        Self { runtime, active: RwLock::default() }
+    }
+
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Active>> {
+        self.active.read().ok()?.get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Active>> {
+        let mut all: Vec<_> = self.active.read().map(|m| m.values().cloned().collect()).unwrap_or_default();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// The enabled policies on `hook` that apply in `scope`, in order.
+    pub fn for_hook(&self, hook: Hook, scope: &Scope) -> Vec<Arc<Active>> {
+        let mut found: Vec<_> = self
+            .list()
+            .into_iter()
+            .filter(|a| a.hook == hook && a.settings.enabled)
+            .filter(|a| a.settings.scope == Scope::Global || a.settings.scope == *scope)
+            .collect();
+        found.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
+        found
+    }
+
+    fn swap(&self, active: Arc<Active>) {
+        if let Ok(mut m) = self.active.write() {
+            m.insert(active.name.clone(), active);
+        }
+    }
+
+    fn stats_for(&self, name: &str) -> Arc<Stats> {
+        self.get(name).map(|a| a.stats.clone()).unwrap_or_default()
+    }
+
+    /// Loads every stored policy; one that no longer loads stays listed and
+    /// fails closed, with the reason.
+    pub async fn load_all(self: &Arc<Self>, db: &Db) -> Result<()> {
+        for row in store::all(db).await? {
+            let this = self.clone();
+            let name = row.name.clone();
+            let active = tokio::task::spawn_blocking(move || this.activate(row, None))
+                .await
+                .map_err(|e| Error::internal(format!("loading policy {name}: {e}")))?;
+            if let Err(e) = &active.loaded {
+                tracing::error!(policy = %active.name, "policy does not load and will deny: {e}");
+            }
+            self.swap(Arc::new(active));
+        }
+        Ok(())
+    }
+
+    fn activate(&self, row: PolicyRow, loaded: Option<Arc<Loaded>>) -> Active {
+        let hook = parse_hook(&row.hook);
+        let settings = settings_of(&row);
+        let loaded = match loaded {
+            Some(l) => Ok(l),
+            None => {
+                self.runtime.load(hook, &row.wasm, &settings.grants_for(hook)).map(Arc::new).map_err(|e| e.to_string())
+            }
+        };
+        Active {
+            imports: serde_json::from_str(&row.imports).unwrap_or_default(),
+            stats: self.stats_for(&row.name),
+            name: row.name,
+            hook,
+            version: row.version,
+            sha256: row.sha256,
+            settings,
+            loaded,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+
+    /// Uploads a component as the next version of `name` (keeping its
+    /// settings), or as a new policy. Returns it and whether it is new.
+    pub async fn install(
+        self: &Arc<Self>,
+        db: &Db,
+        name: &str,
+        hook: Hook,
+        wasm: Vec<u8>,
+    ) -> Result<(Arc<Active>, bool)> {
+        name::check("policy", name)?;
+        let existing = store::get(db, name).await?;
+        let settings = existing.as_ref().map(settings_of).unwrap_or_default();
+        settings.validate(hook)?;
+        let grants = settings.grants_for(hook);
+        let runtime = self.runtime.clone();
+        let (loaded, wasm) = tokio::task::spawn_blocking(move || (runtime.load(hook, &wasm, &grants), wasm))
+            .await
+            .map_err(|e| Error::internal(format!("compiling policy: {e}")))?;
+        let loaded = Arc::new(loaded.map_err(rejected)?);
+        let now = clock::now_ms();
+        let row = PolicyRow {
+            name: name.to_string(),
+            hook: hook_str(hook).into(),
+            version: existing.as_ref().map_or(1, |e| e.version + 1),
+            sha256: loaded.sha256.clone(),
+            wasm,
+            imports: serde_json::to_string(&loaded.imports).unwrap_or_else(|_| "[]".into()),
+            enabled: settings.enabled,
+            scope: to_json(&settings.scope),
+            config: settings.config.to_string(),
+            grants: to_json(&settings.grants),
+            limits: to_json(&settings.limits),
+            ord: settings.order,
+            created_at: existing.as_ref().map_or(now, |e| e.created_at),
+            updated_at: now,
+        };
+        store::save(db, &row).await?;
+        let active = Arc::new(self.activate(row, Some(loaded)));
+        self.swap(active.clone());
+        tracing::info!(policy = name, version = active.version, hook = hook.world(), "policy installed");
+        Ok((active, existing.is_none()))
+    }
+
+    /// Replaces a policy's settings; the component is re-linked with the
+    /// new grants before anything is stored.
+    pub async fn configure(self: &Arc<Self>, db: &Db, name: &str, settings: Settings) -> Result<Arc<Active>> {
+        let Some(mut row) = store::get(db, name).await? else {
+            return Err(Error::not_found(format!("policy {name:?}")));
+        };
+        let hook = parse_hook(&row.hook);
+        settings.validate(hook)?;
+        let runtime = self.runtime.clone();
+        let grants = settings.grants_for(hook);
+        let (loaded, r) = tokio::task::spawn_blocking(move || (runtime.load(hook, &row.wasm, &grants), row))
+            .await
+            .map_err(|e| Error::internal(format!("re-linking policy: {e}")))?;
+        row = r;
+        let loaded = Arc::new(loaded.map_err(rejected)?);
+        row.enabled = settings.enabled;
+        row.scope = to_json(&settings.scope);
+        row.config = settings.config.to_string();
+        row.grants = to_json(&settings.grants);
+        row.limits = to_json(&settings.limits);
+        row.ord = settings.order;
+        row.updated_at = clock::now_ms();
+        store::save(db, &row).await?;
+        let active = Arc::new(self.activate(row, Some(loaded)));
+        self.swap(active.clone());
+        Ok(active)
+    }
+
+    pub async fn remove(&self, db: &Db, name: &str) -> Result<bool> {
+        let gone = store::delete(db, name).await?;
+        if let Ok(mut m) = self.active.write() {
+            m.remove(name);
+        }
+        Ok(gone)
+    }
+}
+
+/// Several policies on one hook: any deny wins, then escalate, else approve.
+/// A failed decision counts as a deny.
+pub fn combine(verdicts: &[Value]) -> Value {
+    let reasons = |kind: &str| -> Vec<String> {
+        verdicts
+            .iter()
+            .filter_map(|v| match (v["verdict"].as_str(), v["error"].as_str()) {
+                (Some(k), _) if k == kind => Some(v["reason"].as_str().unwrap_or_default().to_string()),
+                (None, Some(e)) if kind == "deny" => Some(format!("policy failed: {e}")),
+                _ => None,
+            })
+            .collect()
+    };
+    let denies = reasons("deny");
+    if !denies.is_empty() {
+        return json!({"verdict": "deny", "reason": denies.join("; ")});
+    }
+    let escalations = reasons("escalate");
+    if !escalations.is_empty() {
+        return json!({"verdict": "escalate", "reason": escalations.join("; ")});
+    }
+    json!({"verdict": "approve"})
+}
+
+fn rejected(e: LoadError) -> Error {
+    let at = match &e {
+        LoadError::Import { import, .. } => {
+            Some(Violation { path: format!("imports/{import}"), message: e.to_string() })
+        }
+        LoadError::WorldMismatch { world, .. } => {
+            Some(Violation { path: format!("world/{world}"), message: e.to_string() })
+        }
+        _ => None,
+    };
+    Error::validation(e.to_string(), at.into_iter().collect()).with_code("policy_rejected")
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+pub fn hook_str(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Claim => "claim",
+        Hook::Handoff => "handoff",
+        Hook::Escalation => "escalation",
+        Hook::Agent => "agent",
+    }
+}
+
+fn parse_hook(s: &str) -> Hook {
+    match s {
+        "handoff" => Hook::Handoff,
+        "escalation" => Hook::Escalation,
+        "agent" => Hook::Agent,
+        _ => Hook::Claim,
+    }
+}
+
+fn settings_of(row: &PolicyRow) -> Settings {
+    Settings {
+        enabled: row.enabled,
+        scope: serde_json::from_str(&row.scope).unwrap_or_default(),
+        config: serde_json::from_str(&row.config).unwrap_or_else(|_| empty_config()),
+        grants: serde_json::from_str(&row.grants).unwrap_or_default(),
+        limits: serde_json::from_str(&row.limits).unwrap_or_default(),
+        order: row.ord,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_deny_wins_then_escalate_else_approve() {
+        let approve = json!({"verdict": "approve"});
+        let deny = json!({"verdict": "deny", "reason": "no"});
+        let escalate = json!({"verdict": "escalate", "reason": "ask"});
+        let failed = json!({"error": "timed out after 5 ms"});
+        assert_eq!(combine(&[approve.clone(), approve.clone()]), approve);
+        assert_eq!(combine(&[]), approve, "no policy: the hook's built-in rule decides before this");
+        assert_eq!(
+            combine(&[approve.clone(), escalate.clone(), deny.clone()]),
+            json!({"verdict": "deny", "reason": "no"})
+        );
+        assert_eq!(combine(&[approve.clone(), escalate.clone()]), json!({"verdict": "escalate", "reason": "ask"}));
+        assert_eq!(
+            combine(&[escalate, failed]),
+            json!({"verdict": "deny", "reason": "policy failed: timed out after 5 ms"})
+        );
+    }
+
+    #[test]
+    fn settings_take_defaults_and_refuse_what_the_world_lacks() {
+        let s: Settings = serde_json::from_value(json!({"config": {"max": 2}, "scope": {"team": "pact"}})).unwrap();
+        assert!(s.enabled);
+        assert_eq!(s.scope, Scope::Team("pact".into()));
+        assert_eq!(s.limits, Limits::default());
+        s.validate(Hook::Claim).unwrap();
+        let writes: Settings = serde_json::from_value(json!({"grants": ["stash-write"]})).unwrap();
+        assert!(writes.validate(Hook::Claim).is_err());
+        writes.validate(Hook::Agent).unwrap();
+        assert!(serde_json::from_value::<Settings>(json!({"scope": "everywhere"})).is_err());
+        let global: Settings = serde_json::from_value(json!({"scope": "global"})).unwrap();
+        assert_eq!(global.scope, Scope::Global);
+    }
+
+    #[test]
+    fn stats_fill_latency_buckets() {
+        let s = Stats::default();
+        s.observe(Duration::from_micros(20), false);
+        s.observe(Duration::from_secs(5), true);
+        let j = s.to_json();
+        assert_eq!((j["decisions"].as_u64(), j["failures"].as_u64()), (Some(2), Some(1)));
+        assert_eq!(j["latency"]["le_25_us"], 1);
+        assert_eq!(j["latency"]["le_inf_us"], 1);
+    }
+}

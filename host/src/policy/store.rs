@@ -1,0 +1,137 @@
+//! Policy rows and the decision log.
+
+use crate::db::{Arg, Db, Filter};
+use crate::error::Result;
+use crate::{bind_args, with_db};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PolicyRow {
+    pub name: String,
+    pub hook: String,
+    pub version: i64,
+    pub sha256: String,
+    pub wasm: Vec<u8>,
+    pub imports: String,
+    pub enabled: bool,
+    pub scope: String,
+    pub config: String,
+    pub grants: String,
+    pub limits: String,
+    pub ord: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const COLUMNS: &str =
+    "name, hook, version, sha256, wasm, imports, enabled, scope, config, grants, limits, ord, created_at, updated_at";
+
+pub async fn all(db: &Db) -> Result<Vec<PolicyRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM policies ORDER BY name");
+    Ok(with_db!(db, read, |pool| sqlx::query_as(&sql).fetch_all(pool).await)?)
+}
+
+pub async fn get(db: &Db, name: &str) -> Result<Option<PolicyRow>> {
+    let sql = format!("SELECT {COLUMNS} FROM policies WHERE name = $1");
+    Ok(with_db!(db, read, |pool| sqlx::query_as(&sql).bind(name).fetch_optional(pool).await)?)
+}
+
+/// Inserts or replaces the whole row.
+pub async fn save(db: &Db, p: &PolicyRow) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO policies ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (name) DO UPDATE SET hook = excluded.hook, version = excluded.version, sha256 = excluded.sha256,
+         wasm = excluded.wasm, imports = excluded.imports, enabled = excluded.enabled, scope = excluded.scope,
+         config = excluded.config, grants = excluded.grants, limits = excluded.limits, ord = excluded.ord,
+         updated_at = excluded.updated_at"
+    );
+    with_db!(db, write, |pool| sqlx::query(&sql)
+        .bind(&p.name)
+        .bind(&p.hook)
+        .bind(p.version)
+        .bind(&p.sha256)
+        .bind(&p.wasm)
+        .bind(&p.imports)
+        .bind(p.enabled)
+        .bind(&p.scope)
+        .bind(&p.config)
+        .bind(&p.grants)
+        .bind(&p.limits)
+        .bind(p.ord)
+        .bind(p.created_at)
+        .bind(p.updated_at)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+pub async fn delete(db: &Db, name: &str) -> Result<bool> {
+    let n = with_db!(db, write, |pool| sqlx::query("DELETE FROM policies WHERE name = $1")
+        .bind(name)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DecisionRow {
+    pub decision_id: String,
+    pub policy: String,
+    pub version: i64,
+    pub hook: String,
+    pub dry_run: bool,
+    pub agent: String,
+    pub input: String,
+    pub result: Option<String>,
+    pub error: Option<String>,
+    pub duration_us: i64,
+    pub fuel_used: Option<i64>,
+    pub logs: String,
+    pub at: i64,
+}
+
+const DECISION_COLUMNS: &str =
+    "decision_id, policy, version, hook, dry_run, agent, input, result, error, duration_us, fuel_used, logs, at";
+
+pub async fn record(db: &Db, d: &DecisionRow) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO policy_decisions ({DECISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    );
+    with_db!(db, write, |pool| sqlx::query(&sql)
+        .bind(&d.decision_id)
+        .bind(&d.policy)
+        .bind(d.version)
+        .bind(&d.hook)
+        .bind(d.dry_run)
+        .bind(&d.agent)
+        .bind(&d.input)
+        .bind(&d.result)
+        .bind(&d.error)
+        .bind(d.duration_us)
+        .bind(d.fuel_used)
+        .bind(&d.logs)
+        .bind(d.at)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// A policy's decisions, oldest first, after the decision `after` if given.
+pub async fn decisions(db: &Db, policy: &str, after: Option<&str>, limit: i64) -> Result<Vec<DecisionRow>> {
+    let mut f = Filter::default();
+    f.and("policy = ?", [Arg::Text(policy.into())]);
+    if let Some(after) = after {
+        f.and(
+            "(at > (SELECT at FROM policy_decisions WHERE decision_id = ?) OR (at = (SELECT at FROM policy_decisions WHERE decision_id = ?) AND decision_id > ?))",
+            [Arg::Text(after.into()), Arg::Text(after.into()), Arg::Text(after.into())],
+        );
+    }
+    let sql = format!(
+        "SELECT {DECISION_COLUMNS} FROM policy_decisions{} ORDER BY at, decision_id LIMIT {}",
+        f.where_sql(),
+        f.placeholder(Arg::Int(limit))
+    );
+    Ok(with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?)
+}

@@ -1,0 +1,267 @@
+//! Policies over HTTP against a real server: upload, settings, dry runs
+//! through live imports, the decision log, failing closed, hot swap under
+//! load, and reloading after a restart.
+
+mod support;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::{Backend, Call, Server, guests};
+
+on_both_backends!(
+    upload_evaluate_and_log,
+    refusals_name_what_is_wrong,
+    failures_fail_closed_and_are_counted,
+    hot_swap_under_concurrent_decisions
+);
+
+async fn upload(call: &Call<'_>, name: &str, hook: &str, guest: &str) -> support::Reply {
+    call.send(
+        call.req(Method::PUT, &format!("/policies/{name}?hook={hook}"))
+            .header("Content-Type", "application/wasm")
+            .body(guests::wasm(guest)),
+    )
+    .await
+}
+
+fn claim_input(claimant: &str, contract: &str) -> Value {
+    json!({"claimant": claimant, "target": {"subtask": {"contract": contract, "subtask_id": "research"}}})
+}
+
+async fn upload_evaluate_and_log(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let bot = server.register("research-bot").await;
+
+    let created = upload(&ad, "reader", "claim", "stash-reader").await.expect(201).json();
+    assert_eq!((created["version"].as_i64(), created["world"].as_str()), (Some(1), Some("claim-policy")));
+    assert_eq!(created["hook"], "claim");
+    assert_eq!(created["sha256"].as_str().unwrap().len(), 64);
+    let imports: Vec<&str> = created["imports"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
+    assert!(
+        imports.contains(&"cairn:coord/stash-read@0.1.0") && imports.contains(&"cairn:coord/log@0.1.0"),
+        "{imports:?}"
+    );
+    assert_eq!(created["settings"]["limits"]["timeout_ms"], 100);
+    assert_eq!(upload(&server.as_agent(&bot), "mine", "claim", "approve-all").await.expect(403).code(), "forbidden");
+
+    // The policy reads a real contract through its stash import.
+    server
+        .as_agent(&bot)
+        .put_text(
+            "/stash/website-redesign?persistent=true&discoverable=true",
+            r#"{"objective":"o","subtasks":[{"id":"research","description":"d","status":"open"}]}"#,
+        )
+        .await
+        .expect(201);
+    let verdict = ad
+        .post("/policies/reader/evaluate", json!({"input": claim_input("research-bot", "website-redesign")}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(verdict["result"], json!({"verdict": "approve"}));
+    assert_eq!(verdict["error"], Value::Null);
+    assert!(
+        verdict["logs"][0]["message"].as_str().unwrap().starts_with("read website-redesign version 1"),
+        "{verdict}"
+    );
+    let missing = ad
+        .post("/policies/reader/evaluate", json!({"input": claim_input("research-bot", "nowhere")}))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(missing["result"]["reason"], "no contract nowhere");
+    assert_eq!(
+        ad.post("/policies/reader/evaluate", json!({"input": {"claimant": "x"}})).await.expect(422).code(),
+        "validation_failed"
+    );
+    server.as_agent(&bot).post("/policies/reader/evaluate", json!({"input": {}})).await.expect(403);
+
+    // The decision log holds each decision with its input and result.
+    let log = ad.get("/policies/reader/decisions").await.expect(200).json();
+    let entries = log["decisions"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["input"]["target"]["subtask"]["contract"], "website-redesign");
+    assert_eq!(entries[0]["result"], json!({"verdict": "approve"}));
+    assert_eq!((entries[0]["version"].as_i64(), entries[0]["dry_run"].as_bool()), (Some(1), Some(true)));
+    assert_eq!(entries[0]["agent"], "admin");
+    assert!(entries[0]["duration_us"].as_i64().unwrap() > 0);
+    assert_eq!(entries[0]["logs"][0]["level"], "info");
+    assert_eq!(entries[1]["result"]["verdict"], "deny");
+    let after = ad
+        .get(&format!("/policies/reader/decisions?after={}", entries[0]["decision_id"].as_str().unwrap()))
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(after["decisions"].as_array().unwrap().len(), 1);
+    server.as_agent(&bot).get("/policies/reader/decisions").await.expect(403);
+
+    // Settings: a config-driven policy.
+    upload(&ad, "gate", "claim", "config-driven").await.expect(201);
+    let configured = ad
+        .send(
+            ad.req(Method::PUT, "/policies/gate/settings")
+                .json(&json!({"config": {"allow": ["research-bot"]}, "order": 2})),
+        )
+        .await
+        .expect(200)
+        .json();
+    assert_eq!(configured["settings"]["config"], json!({"allow": ["research-bot"]}));
+    assert_eq!(configured["settings"]["order"], 2);
+    let ok =
+        ad.post("/policies/gate/evaluate", json!({"input": claim_input("research-bot", "c")})).await.expect(200).json();
+    assert_eq!(ok["result"]["verdict"], "approve");
+    let no =
+        ad.post("/policies/gate/evaluate", json!({"input": claim_input("other-bot", "c")})).await.expect(200).json();
+    assert_eq!(no["result"]["verdict"], "deny");
+    let listed = server.as_agent(&bot).get("/policies").await.expect(200).json();
+    let names: Vec<&str> = listed["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["gate", "reader"]);
+
+    // Policies outlive a restart.
+    let db = server.database_url.clone();
+    assert!(server.terminate().success());
+    let again = Server::start_on(&db, &[]);
+    let ad = again.as_agent(&admin);
+    let shown = ad.get("/policies/gate").await.expect(200).json();
+    assert_eq!((shown["version"].as_i64(), shown["load_error"].clone()), (Some(1), Value::Null));
+    let ok =
+        ad.post("/policies/gate/evaluate", json!({"input": claim_input("research-bot", "c")})).await.expect(200).json();
+    assert_eq!(ok["result"]["verdict"], "approve");
+    ad.delete("/policies/gate").await.expect(204);
+    ad.get("/policies/gate").await.expect(404);
+    ad.delete("/policies/gate").await.expect(404);
+}
+
+async fn refusals_name_what_is_wrong(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let wrong = upload(&ad, "p", "handoff", "approve-all").await.expect(422).json();
+    assert_eq!(wrong["error"]["code"], "policy_rejected");
+    assert!(wrong["error"]["message"].as_str().unwrap().contains("does not fit world `handoff-policy`"), "{wrong}");
+    assert_eq!(wrong["error"]["details"][0]["path"], "world/handoff-policy");
+    let junk =
+        ad.send(ad.req(Method::PUT, "/policies/p?hook=claim").body(b"\0asm\x01\0\0\0".to_vec())).await.expect(422);
+    assert!(junk.json()["error"]["message"].as_str().unwrap().starts_with("not a loadable wasm component"));
+    ad.send(ad.req(Method::PUT, "/policies/p?hook=claim").body(Vec::new())).await.expect(400);
+    ad.send(ad.req(Method::PUT, "/policies/p?hook=judge").body(vec![1u8])).await.expect(400);
+    ad.send(ad.req(Method::PUT, "/policies/bad%20name?hook=claim").body(guests::wasm("approve-all"))).await.expect(400);
+    ad.get("/policies/p").await.expect(404);
+
+    // Grants: taking stash-read away from a policy that imports it is refused
+    // before anything changes.
+    upload(&ad, "reader", "claim", "stash-reader").await.expect(201);
+    let refused = ad
+        .send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"grants": ["log"]})))
+        .await
+        .expect(422)
+        .json();
+    assert!(refused["error"]["message"].as_str().unwrap().contains("cairn:coord/stash-read@0.1.0"), "{refused}");
+    assert_eq!(ad.get("/policies/reader").await.expect(200).json()["settings"]["grants"], Value::Null);
+    ad.send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"grants": ["stash-write"]})))
+        .await
+        .expect(422);
+    ad.send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"limits": {"timeout_ms": 0}})))
+        .await
+        .expect(422);
+    ad.send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"limit": {}}))).await.expect(400);
+    ad.send(ad.req(Method::PUT, "/policies/nobody/settings").json(&json!({}))).await.expect(404);
+}
+
+async fn failures_fail_closed_and_are_counted(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    for (name, guest) in [("loop", "infinite-loop"), ("bomb", "memory-bomb"), ("boom", "panic"), ("escape", "escape")] {
+        upload(&ad, name, "claim", guest).await.expect(201);
+    }
+    ad.send(ad.req(Method::PUT, "/policies/loop/settings").json(&json!({"limits": {"timeout_ms": 20}})))
+        .await
+        .expect(200);
+    // The bomb gets time to reach its (smaller) cap, so memory, not the clock, stops it.
+    ad.send(
+        ad.req(Method::PUT, "/policies/bomb/settings")
+            .json(&json!({"limits": {"timeout_ms": 10000, "memory_bytes": 16777216}})),
+    )
+    .await
+    .expect(200);
+    let input = json!({"input": claim_input("a", "c")});
+    let timed_out = ad.post("/policies/loop/evaluate", input.clone()).await.expect(200).json();
+    assert_eq!(timed_out["error"], "timed out after 20 ms");
+    assert_eq!(timed_out["result"], json!({"verdict": "deny", "reason": "policy failed: timed out after 20 ms"}));
+    let oom = ad.post("/policies/bomb/evaluate", input.clone()).await.expect(200).json();
+    assert!(oom["error"].as_str().unwrap().starts_with("exceeded its memory limit of 16777216 bytes"), "{oom}");
+    let panicked = ad.post("/policies/boom/evaluate", input.clone()).await.expect(200).json();
+    assert!(panicked["stderr"].as_str().unwrap().contains("policy bug"), "{panicked}");
+    let escape = ad.post("/policies/escape/evaluate", input.clone()).await.expect(200).json();
+    let report = escape["result"]["reason"].as_str().unwrap();
+    assert!(
+        report.contains("file:refused") && report.contains("env:empty(0)") && report.contains("net:refused"),
+        "{report}"
+    );
+
+    // The host is fine, and counts what happened.
+    server.wait_healthy().await;
+    let shown = ad.get("/policies/loop").await.expect(200).json();
+    assert_eq!((shown["stats"]["decisions"].as_u64(), shown["stats"]["failures"].as_u64()), (Some(1), Some(1)));
+    let metrics = server.anonymous().get("/metrics").await.expect(200).text;
+    assert!(metrics.contains(r#"cairn_policy_decisions_total{policy="loop",outcome="failed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"cairn_policy_decisions_total{policy="escape",outcome="ok"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"cairn_policy_decision_duration_seconds_count{policy="bomb"} 1"#), "{metrics}");
+    let log = ad.get("/policies/loop/decisions").await.expect(200).json();
+    assert_eq!(log["decisions"][0]["error"], "timed out after 20 ms");
+}
+
+async fn hot_swap_under_concurrent_decisions(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    upload(&ad, "swap", "claim", "approve-all").await.expect(201);
+    let (http, url) = (server.http.clone(), server.url.clone());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (http, url, stop) = (http.clone(), url.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = http
+                    .post(format!("{url}/policies/swap/evaluate"))
+                    .header("X-API-KEY", support::ADMIN_KEY)
+                    .json(&json!({"input": {"claimant": "a", "target": {"task": {"team": "t", "id": 1}}}}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "every decision during the swap is answered");
+                let v: Value = r.json().await.unwrap();
+                assert_eq!(v["error"], Value::Null, "{v}");
+                seen.push(v["result"]["verdict"].as_str().unwrap().to_string());
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let v2 = upload(&ad, "swap", "claim", "deny-all").await.expect(200).json();
+    assert_eq!(v2["version"], 2);
+    // From the moment the upload is answered, version 2 decides.
+    let after = ad.post("/policies/swap/evaluate", json!({"input": claim_input("a", "c")})).await.expect(200).json();
+    assert_eq!(after["result"]["verdict"], "deny");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    assert!(
+        all.iter().any(|v| v == "approve") && all.iter().any(|v| v == "deny"),
+        "both versions served: {}",
+        all.len()
+    );
+    let log = ad.get("/policies/swap/decisions?limit=1000").await.expect(200).json();
+    for d in log["decisions"].as_array().unwrap() {
+        let expect = if d["version"] == 1 { "approve" } else { "deny" };
+        assert_eq!(d["result"]["verdict"], expect, "each decision is its version's: {d}");
+    }
+}
