@@ -94,3 +94,124 @@ fn unusable_files_are_explained() {
     let out = policy_test("approve-all", "claim", &not_cases, &[]);
     assert!(text(&out).1.contains("is not a case file: unknown field `tests`"), "{}", text(&out).1);
 }
+
+fn cairn(args: &[&str], url: &str, key: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env("CAIRN_URL", url)
+        .env("CAIRN_ADMIN_KEY", key)
+        .output()
+        .expect("run cairn")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_list_and_eval_against_a_running_host() {
+    let Some(server) = support::Server::start(support::Backend::Sqlite).await else { return };
+    let dir = std::env::temp_dir().join(format!("cairn-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config.json");
+    std::fs::write(&config, r#"{"allow": ["research-bot"]}"#).unwrap();
+    let input = dir.join("input.json");
+    std::fs::write(&input, r#"{"claimant": "research-bot", "target": {"task": {"team": "t", "id": 1}}}"#).unwrap();
+    let wasm = guests::path("config-driven");
+    let (url, key) = (server.url.as_str(), support::ADMIN_KEY);
+
+    let add = cairn(
+        &[
+            "policy",
+            "add",
+            "gate",
+            wasm.to_str().unwrap(),
+            "--hook",
+            "claim",
+            "--config",
+            config.to_str().unwrap(),
+            "--scope",
+            "team:t",
+        ],
+        url,
+        key,
+    );
+    let (stdout, stderr) = text(&add);
+    assert!(add.status.success(), "{stdout}{stderr}");
+    assert!(stdout.starts_with("gate version 1 (claim-policy world, sha256 "), "{stdout}");
+    let shown = server.as_agent(&server.admin()).get("/policies/gate").await.expect(200).json();
+    assert_eq!(shown["settings"]["config"], serde_json::json!({"allow": ["research-bot"]}));
+    assert_eq!(shown["settings"]["scope"], serde_json::json!({"team": "t"}));
+
+    let eval = cairn(&["policy", "eval", "gate", "--input", input.to_str().unwrap()], url, key);
+    let (stdout, _) = text(&eval);
+    assert!(eval.status.success(), "{stdout}");
+    let decision: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(decision["result"]["verdict"], "approve");
+
+    let list = cairn(&["policy", "list"], url, key);
+    let (stdout, _) = text(&list);
+    assert!(stdout.lines().next().unwrap().starts_with("NAME"), "{stdout}");
+    let row: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row, ["gate", "claim", "1", "true", "1", "0"]);
+
+    // Errors carry the API's message; a wrong key is refused.
+    let bad = cairn(&["policy", "add", "p", wasm.to_str().unwrap(), "--hook", "handoff"], url, key);
+    let (_, stderr) = text(&bad);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(stderr.contains("422") && stderr.contains("does not fit world `handoff-policy`"), "{stderr}");
+    let denied = cairn(&["policy", "list"], url, "sk_wrong");
+    assert!(text(&denied).1.contains("401"), "{}", text(&denied).1);
+    let bad_scope =
+        cairn(&["policy", "add", "p", wasm.to_str().unwrap(), "--hook", "claim", "--scope", "room:1"], url, key);
+    assert!(text(&bad_scope).1.contains("--scope takes global, stash:NAME or team:NAME"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_declared_in_cairn_toml_are_installed_at_start() {
+    let Some(db) = support::fresh_database(support::Backend::Sqlite).await else { return };
+    let dir = std::env::temp_dir().join(format!("cairn-toml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(guests::path("config-driven"), dir.join("gate.wasm")).unwrap();
+    let toml = dir.join("cairn.toml");
+    std::fs::write(
+        &toml,
+        "[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\nconfig = { allow = [\"a\"] }\nscope = { stash = \"c\" }\nlimits = { timeout_ms = 50 }\norder = 3\n",
+    )
+    .unwrap();
+    let server = support::Server::start_on(&db, &["--config", toml.to_str().unwrap()]);
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let shown = ad.get("/policies/gate").await.expect(200).json();
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["settings"]["config"], serde_json::json!({"allow": ["a"]}));
+    assert_eq!(shown["settings"]["scope"], serde_json::json!({"stash": "c"}));
+    assert_eq!(
+        (shown["settings"]["limits"]["timeout_ms"].as_u64(), shown["settings"]["order"].as_i64()),
+        (Some(50), Some(3))
+    );
+    // A restart with the same file changes nothing.
+    assert!(server.terminate().success());
+    let server = support::Server::start_on(&db, &["--config", toml.to_str().unwrap()]);
+    assert_eq!(server.as_agent(&server.admin()).get("/policies/gate").await.expect(200).json()["version"], 1);
+    drop(server);
+    // A broken file stops the start with the reason.
+    std::fs::write(&toml, "[[policy]]\nname = \"gate\"\nfile = \"missing.wasm\"\nhook = \"claim\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db, "--config", toml.to_str().unwrap()])
+        .env("CAIRN_ADMIN_KEY", support::ADMIN_KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).1.contains("cannot read") && text(&out).1.contains("missing.wasm"), "{}", text(&out).1);
+    // So does a misspelt setting.
+    std::fs::write(&toml, "[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\ntimeout = 5\n")
+        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db, "--config", toml.to_str().unwrap()])
+        .env("CAIRN_ADMIN_KEY", support::ADMIN_KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("bad settings for policy \"gate\"") && text(&out).1.contains("unknown field `timeout`"),
+        "{}",
+        text(&out).1
+    );
+}

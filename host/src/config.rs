@@ -55,6 +55,11 @@ pub struct Config {
     #[arg(long = "sse-keep-alive", env = "CAIRN_SSE_KEEP_ALIVE", default_value_t = 10)]
     pub sse_keep_alive_secs: u64,
 
+    /// A config file whose `[[policy]]` entries are installed at start
+    /// (skipped if the file does not exist).
+    #[arg(long = "config", env = "CAIRN_CONFIG", default_value = "cairn.toml")]
+    pub config_file: std::path::PathBuf,
+
     /// Count fuel in every policy decision (a policy's `limits.fuel`
     /// then applies). Costs roughly 6–35% of guest speed.
     #[arg(long, env = "CAIRN_POLICY_FUEL")]
@@ -85,6 +90,7 @@ impl Config {
             max_json_bytes: 1 << 20,
             rate_limit: 0,
             sse_keep_alive_secs: 10,
+            config_file: "cairn.toml".into(),
             policy_fuel: false,
             policy_cache: None,
             sweep_interval_secs: 30,

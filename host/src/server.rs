@@ -10,7 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::{App, AppState, Config, agent, db, router, schema, stash, stream};
+use crate::{App, AppState, Config, agent, db, policy, router, schema, stash, stream};
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = db::Db::connect(&config.database_url).await?;
@@ -25,6 +25,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop, stopping) = watch::channel(false);
     let app: AppState = Arc::new(App::new(db.clone(), config.clone(), stopping.clone())?);
     app.policies.load_all(&db).await.context("loading policies")?;
+    let declared = policy::file::install(&config.config_file, &app.policies, &db).await?;
+    if declared > 0 {
+        tracing::info!(file = %config.config_file.display(), policies = declared, "policies from the config file");
+    }
     let sweeper = tokio::spawn(sweep(app.clone(), stopping.clone()));
     let listener_task =
         db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));

@@ -45,6 +45,8 @@ pub mod api;
 pub mod bindings;
 pub mod cache;
 pub mod cases;
+pub mod cli;
+pub mod file;
 pub mod input;
 pub mod limits;
 pub mod live;

@@ -1,0 +1,198 @@
+//! `cairn policy ...`: `test` runs offline; `add`, `list` and `eval` talk
+//! to a running host over HTTP (plain `http://`, as agents on the same
+//! network do), with an admin key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{Value, json};
+
+use super::Hook;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Upload a component as a policy (or its next version), and set its
+    /// config and scope if given.
+    Add {
+        name: String,
+        /// The component (.wasm).
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        hook: Hook,
+        /// A JSON file with the policy's config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `global`, `stash:NAME` or `team:NAME`.
+        #[arg(long)]
+        scope: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// List the host's policies.
+    List {
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Evaluate a policy on an input (a dry run), and print the decision.
+    Eval {
+        name: String,
+        /// A JSON file with the hook's input.
+        #[arg(long)]
+        input: PathBuf,
+        #[command(flatten)]
+        server: Server,
+    },
+    /// Run a policy against a case file, offline; exits 1 if any case fails.
+    Test {
+        /// The component (.wasm).
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        hook: Hook,
+        /// The case file (JSON): {"cases": [{"name", "input", "expect", ...}]}.
+        #[arg(long)]
+        cases: PathBuf,
+        /// Count fuel, as a host started with fuel on would.
+        #[arg(long)]
+        fuel: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct Server {
+    /// The host to talk to.
+    #[arg(long, env = "CAIRN_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// An admin key.
+    #[arg(long, env = "CAIRN_ADMIN_KEY", hide_env_values = true)]
+    key: Option<String>,
+}
+
+/// Runs a command; `Ok(false)` means "ran, but the answer is a failure".
+pub async fn run(command: Command) -> anyhow::Result<bool> {
+    match command {
+        Command::Test { file, hook, cases, fuel } => test(&file, hook, &cases, fuel),
+        Command::Add { name, file, hook, config, scope, server } => {
+            let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let hook_name = serde_json::to_value(hook)?.as_str().unwrap_or_default().to_string();
+            let mut policy =
+                server.call("PUT", &format!("/policies/{name}?hook={hook_name}"), "application/wasm", wasm).await?;
+            if config.is_some() || scope.is_some() {
+                let mut settings = policy["settings"].clone();
+                if let Some(path) = config {
+                    let text =
+                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+                    settings["config"] =
+                        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+                }
+                if let Some(scope) = scope {
+                    settings["scope"] = parse_scope(&scope)?;
+                }
+                policy = server
+                    .call(
+                        "PUT",
+                        &format!("/policies/{name}/settings"),
+                        "application/json",
+                        settings.to_string().into_bytes(),
+                    )
+                    .await?;
+            }
+            println!(
+                "{} version {} ({} world, sha256 {})",
+                policy["name"].as_str().unwrap_or_default(),
+                policy["version"],
+                policy["world"].as_str().unwrap_or_default(),
+                policy["sha256"].as_str().unwrap_or_default()
+            );
+            Ok(true)
+        }
+        Command::List { server } => {
+            let list = server.call("GET", "/policies", "application/json", Vec::new()).await?;
+            println!(
+                "{:<24} {:<11} {:>7} {:>8} {:>10} {:>9}",
+                "NAME", "HOOK", "VERSION", "ENABLED", "DECISIONS", "FAILURES"
+            );
+            for p in list["policies"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<11} {:>7} {:>8} {:>10} {:>9}",
+                    p["name"].as_str().unwrap_or_default(),
+                    p["hook"].as_str().unwrap_or_default(),
+                    p["version"],
+                    p["settings"]["enabled"],
+                    p["stats"]["decisions"],
+                    p["stats"]["failures"]
+                );
+            }
+            Ok(true)
+        }
+        Command::Eval { name, input, server } => {
+            let text = std::fs::read_to_string(&input).with_context(|| format!("cannot read {}", input.display()))?;
+            let input: Value =
+                serde_json::from_str(&text).with_context(|| format!("{} is not JSON", input.display()))?;
+            let body = json!({ "input": input }).to_string().into_bytes();
+            let decision = server.call("POST", &format!("/policies/{name}/evaluate"), "application/json", body).await?;
+            println!("{}", serde_json::to_string_pretty(&decision)?);
+            Ok(decision["error"].is_null())
+        }
+    }
+}
+
+fn parse_scope(s: &str) -> anyhow::Result<Value> {
+    Ok(match s.split_once(':') {
+        None if s == "global" => json!("global"),
+        Some(("stash", name)) => json!({ "stash": name }),
+        Some(("team", name)) => json!({ "team": name }),
+        _ => bail!("--scope takes global, stash:NAME or team:NAME, not {s:?}"),
+    })
+}
+
+impl Server {
+    /// One request; a non-2xx answer becomes an error carrying the API's message.
+    async fn call(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        let authority = self
+            .url
+            .strip_prefix("http://")
+            .context("--url must be an http:// address")?
+            .trim_end_matches('/')
+            .to_string();
+        let key = self.key.as_deref().context("an admin key is needed: pass --key or set CAIRN_ADMIN_KEY")?;
+        let tcp =
+            tokio::net::TcpStream::connect(&authority).await.with_context(|| format!("cannot reach {}", self.url))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &authority)
+            .header("x-api-key", key)
+            .header("content-type", content_type)
+            .body(Full::new(Bytes::from(body)))?;
+        let res = sender.send_request(req).await?;
+        let status = res.status();
+        let bytes = res.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().unwrap_or("no message");
+            bail!("{method} {path}: {status}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+/// `cairn policy test`: true when every case passed.
+fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool) -> anyhow::Result<bool> {
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read the policy {}", file.display()))?;
+    let text = std::fs::read_to_string(cases).with_context(|| format!("cannot read the cases {}", cases.display()))?;
+    let case_file: super::cases::CaseFile =
+        serde_json::from_str(&text).with_context(|| format!("{} is not a case file", cases.display()))?;
+    let runtime = super::Runtime::new(super::Options { fuel, cache_dir: None })?;
+    let loaded = runtime
+        .load(hook, &wasm, &hook.default_grants())
+        .with_context(|| format!("cannot load {} as a {hook:?} policy", file.display()))?;
+    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let results = super::cases::run(&runtime, &loaded, &name, case_file);
+    print!("{}", super::cases::report(&results));
+    Ok(results.iter().all(|r| r.failure.is_none()))
+}
