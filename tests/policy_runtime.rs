@@ -231,3 +231,27 @@ fn precompiled_artifacts_are_reused() {
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn reuse_keeps_instances_warm_and_replaces_failed_ones() {
+    use cairn_host::policy::Isolation;
+    let rt = runtime();
+    let g = load(&rt, "counter");
+    let reuse = |rt: &Runtime, g: &Loaded| {
+        rt.decide_claim_with(g, "t", &Limits::default(), Isolation::Reuse, "{}", &claim("a"), nothing()).result
+    };
+    // The trade-off of reuse, made visible: the guest's globals carry over.
+    assert!(matches!(reuse(&rt, &g), Ok(Verdict::Deny(r)) if r == "call 1"));
+    assert!(matches!(reuse(&rt, &g), Ok(Verdict::Deny(r)) if r == "call 2"));
+    assert!(matches!(reuse(&rt, &g), Ok(Verdict::Deny(r)) if r == "call 3"));
+    // Fresh isolation on the same component still starts from scratch.
+    assert!(matches!(decide(&rt, &g, &Limits::default(), "{}").result, Ok(Verdict::Deny(r)) if r == "call 1"));
+    // A warm instance that fails is dropped; the next call gets a new one.
+    let p = load(&rt, "panic");
+    for _ in 0..3 {
+        let out = rt.decide_claim_with(&p, "t", &Limits::default(), Isolation::Reuse, "{}", &claim("a"), nothing());
+        assert!(out.result.unwrap_err().starts_with("trapped:"));
+        assert!(out.stderr.contains("policy bug"), "each failure's own output: {:?}", out.stderr);
+    }
+    still_serving(&rt);
+}

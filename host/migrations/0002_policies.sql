@@ -14,6 +14,7 @@ CREATE TABLE policies (
     grants      TEXT NOT NULL,
     limits      TEXT NOT NULL,
     ord         BIGINT NOT NULL,
+    isolation   TEXT NOT NULL,
     created_at  BIGINT NOT NULL,
     updated_at  BIGINT NOT NULL
 );

@@ -211,10 +211,11 @@ async fn evaluate(
         agent: caller.name.clone(),
         handle: tokio::runtime::Handle::current(),
     });
-    let (runtime, limits, input, policy) =
-        (app.policies.runtime().clone(), active.settings.limits, req.input.clone(), name.clone());
+    let (runtime, limits, isolation) =
+        (app.policies.runtime().clone(), active.settings.limits, active.settings.isolation);
+    let (input, policy) = (req.input.clone(), name.clone());
     let evaluation = tokio::task::spawn_blocking(move || {
-        super::evaluate(&runtime, &loaded, &policy, &limits, &config, input, state)
+        super::evaluate(&runtime, &loaded, &policy, &limits, isolation, &config, input, state)
     })
     .await
     .map_err(|e| Error::internal(format!("evaluating {name}: {e}")))?

@@ -96,7 +96,7 @@ pub fn decide(
     input: Value,
     state: Arc<dyn super::State>,
 ) -> Result<Value, String> {
-    let e = super::evaluate(runtime, loaded, policy, limits, config, input, state)?;
+    let e = super::evaluate(runtime, loaded, policy, limits, super::Isolation::Fresh, config, input, state)?;
     Ok(e.result.unwrap_or_else(|error| serde_json::json!({ "error": error })))
 }
 

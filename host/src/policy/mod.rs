@@ -66,7 +66,7 @@ use serde_json::Value;
 
 use input::{ClaimInput, HandoffInput, SignalInput};
 pub use limits::Limits;
-pub use runtime::{LoadError, Loaded, Options, Outcome, Runtime};
+pub use runtime::{Isolation, LoadError, Loaded, Options, Outcome, Runtime};
 pub use state::{Fixture, State};
 
 /// One evaluated decision, as JSON, with what was seen on the way.
@@ -98,29 +98,49 @@ impl<T> Outcome<T> {
 
 /// Runs `loaded` on a JSON input of its hook. `Err` means the input is not
 /// one the hook takes (nothing ran).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     runtime: &Runtime,
     loaded: &Loaded,
     policy: &str,
     limits: &Limits,
+    isolation: Isolation,
     config: &str,
     input: Value,
     state: Arc<dyn State>,
 ) -> Result<Evaluation, String> {
+    use runtime::HookInstance as I;
+    let wrong = || wasmtime::Error::msg(format!("policy {policy} is not a {} policy", loaded.hook.world()));
     Ok(match loaded.hook {
         Hook::Claim => {
-            let input: ClaimInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
-            runtime.decide_claim(loaded, policy, limits, config, &input.into(), state).render(input::verdict_json)
+            let input: bindings::coord::types::Claim =
+                serde_json::from_value::<ClaimInput>(input).map_err(|e| e.to_string())?.into();
+            runtime
+                .run(loaded, policy, limits, isolation, state, |store, i| match i {
+                    I::Claim(i) => i.call_decide(store, config, &input),
+                    _ => Err(wrong()),
+                })
+                .render(input::verdict_json)
         }
         Hook::Handoff => {
-            let input: HandoffInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
+            let input: bindings::coord::types::Handoff =
+                serde_json::from_value::<HandoffInput>(input).map_err(|e| e.to_string())?.into();
             runtime
-                .check_handoff(loaded, policy, limits, config, &input.into(), state)
+                .run(loaded, policy, limits, isolation, state, |store, i| match i {
+                    I::Handoff(i) => i.call_check(store, config, &input),
+                    _ => Err(wrong()),
+                })
                 .render(|v| input::violations_json(v))
         }
         Hook::Escalation => {
-            let input: SignalInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
-            runtime.escalate(loaded, policy, limits, config, &input.into(), state).render(|v| input::actions_json(v))
+            let input: bindings::coord::types::Signal =
+                serde_json::from_value::<SignalInput>(input).map_err(|e| e.to_string())?.into();
+            runtime
+                .run(loaded, policy, limits, isolation, state, |store, i| match i {
+                    I::Escalation(i) => i.call_escalate(store, config, &input),
+                    _ => Err(wrong()),
+                })
+                .render(|v| input::actions_json(v))
         }
         Hook::Agent => {
             return Err("agent components react to stream entries; they are not evaluated on an input".into());

@@ -53,6 +53,10 @@ pub struct Settings {
     /// Lower runs first among policies on one hook.
     #[serde(default)]
     pub order: i64,
+    /// `fresh` (default): a new instance per decision. `reuse`: warm
+    /// instances, faster, but the policy's globals survive between decisions.
+    #[serde(default)]
+    pub isolation: super::Isolation,
 }
 
 fn enabled() -> bool {
@@ -72,6 +76,7 @@ impl Default for Settings {
             grants: None,
             limits: Limits::default(),
             order: 0,
+            isolation: super::Isolation::Fresh,
         }
     }
 }
@@ -272,6 +277,7 @@ impl Registry {
             grants: to_json(&settings.grants),
             limits: to_json(&settings.limits),
             ord: settings.order,
+            isolation: to_json(&settings.isolation),
             created_at: existing.as_ref().map_or(now, |e| e.created_at),
             updated_at: now,
         };
@@ -303,6 +309,7 @@ impl Registry {
         row.grants = to_json(&settings.grants);
         row.limits = to_json(&settings.limits);
         row.ord = settings.order;
+        row.isolation = to_json(&settings.isolation);
         row.updated_at = clock::now_ms();
         store::save(db, &row).await?;
         let active = Arc::new(self.activate(row, Some(loaded)));
@@ -386,6 +393,7 @@ fn settings_of(row: &PolicyRow) -> Settings {
         grants: serde_json::from_str(&row.grants).unwrap_or_default(),
         limits: serde_json::from_str(&row.limits).unwrap_or_default(),
         order: row.ord,
+        isolation: serde_json::from_str(&row.isolation).unwrap_or_default(),
     }
 }
 

@@ -9,7 +9,7 @@
 //! error says what happened; the host itself never goes down with it.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -90,7 +90,7 @@ impl Runtime {
         let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Unlinkable(format!("{e:#}")))?;
         let pre = HookPre::new(hook, pre)
             .map_err(|e| LoadError::WorldMismatch { world: hook.world(), detail: format!("{e:#}") })?;
-        Ok(Loaded { sha256, hook, imports, pre })
+        Ok(Loaded { sha256, hook, imports, pre, warm: Mutex::new(Vec::new()) })
     }
 
     fn store(&self, limits: &Limits, state: Arc<dyn State>, policy: &str) -> (Store<Sandbox>, Pipes) {
@@ -122,40 +122,75 @@ impl Runtime {
         };
         let mut store = Store::new(&self.engine, sandbox);
         store.limiter(|s| &mut s.meter);
-        // A new store has an epoch deadline of 0: set one every time.
-        store.set_epoch_deadline(limits.timeout_ms.div_ceil(TICK.as_millis() as u64) + 1);
         store.epoch_deadline_trap();
-        if self.fuel {
-            let _ = store.set_fuel(limits.fuel);
-        }
         (store, pipes)
     }
 
-    /// Runs one decision: fresh store, fresh instance, the call, the result.
+    /// The decision's budget. A new store has an epoch deadline of 0 and no
+    /// fuel, and a reused one has spent some: set both before every call.
+    fn arm(&self, store: &mut Store<Sandbox>, limits: &Limits) {
+        store.set_epoch_deadline(limits.timeout_ms.div_ceil(TICK.as_millis() as u64) + 1);
+        if self.fuel {
+            let _ = store.set_fuel(limits.fuel);
+        }
+        store.data_mut().meter.memory_refused = false;
+    }
+
+    /// Runs one decision: a fresh store and instance (or, with
+    /// [`Isolation::Reuse`], a warm one), the call, the result.
     pub fn run<T>(
         &self,
         loaded: &Loaded,
         policy: &str,
         limits: &Limits,
+        isolation: Isolation,
         state: Arc<dyn State>,
-        call: impl FnOnce(&mut Store<Sandbox>, &HookPre) -> wasmtime::Result<T>,
+        call: impl FnOnce(&mut Store<Sandbox>, &HookInstance) -> wasmtime::Result<T>,
     ) -> Outcome<T> {
         let started = Instant::now();
-        let (mut store, pipes) = self.store(limits, state, policy);
-        let result = call(&mut store, &loaded.pre);
+        let warm = match isolation {
+            Isolation::Reuse => loaded.warm.lock().ok().and_then(|mut w| w.pop()),
+            Isolation::Fresh => None,
+        };
+        let (mut store, pipes, instance, out_before) = match warm {
+            Some(mut w) => {
+                w.store.data_mut().state = state;
+                let before = (w.pipes.stdout.contents().len(), w.pipes.stderr.contents().len());
+                (w.store, w.pipes, Ok(w.instance), before)
+            }
+            None => {
+                let (mut store, pipes) = self.store(limits, state, policy);
+                self.arm(&mut store, limits);
+                let instance = loaded.pre.instantiate(&mut store);
+                (store, pipes, instance, (0, 0))
+            }
+        };
+        self.arm(&mut store, limits);
+        let result = instance.and_then(|i| call(&mut store, &i).map(|r| (r, i)));
         let duration = started.elapsed();
         let fuel_used = self.fuel.then(|| limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
-        let result = result.map_err(|e| explain(e, limits, store.data().meter.memory_refused));
-        let sandbox = store.into_data();
-        Outcome {
-            result,
-            duration,
-            fuel_used,
-            logs: sandbox.logs,
-            logs_dropped: sandbox.logs_dropped,
-            stdout: String::from_utf8_lossy(&pipes.stdout.contents()).into_owned(),
-            stderr: String::from_utf8_lossy(&pipes.stderr.contents()).into_owned(),
-        }
+        let memory_refused = store.data().meter.memory_refused;
+        let logs = std::mem::take(&mut store.data_mut().logs);
+        let logs_dropped = std::mem::take(&mut store.data_mut().logs_dropped);
+        let stdout = String::from_utf8_lossy(&pipes.stdout.contents()[out_before.0..]).into_owned();
+        let stderr = String::from_utf8_lossy(&pipes.stderr.contents()[out_before.1..]).into_owned();
+        let result = match result {
+            Ok((value, instance)) => {
+                // Keep it warm unless its captured output is filling up.
+                let roomy = pipes.stdout.contents().len() < limits::MAX_OUTPUT_BYTES / 2
+                    && pipes.stderr.contents().len() < limits::MAX_OUTPUT_BYTES / 2;
+                if isolation == Isolation::Reuse
+                    && roomy
+                    && let Ok(mut w) = loaded.warm.lock()
+                {
+                    w.push(Warm { store, instance, pipes });
+                }
+                Ok(value)
+            }
+            // A failed instance is never reused.
+            Err(e) => Err(explain(e, limits, memory_refused)),
+        };
+        Outcome { result, duration, fuel_used, logs, logs_dropped, stdout, stderr }
     }
 
     pub fn decide_claim(
@@ -167,8 +202,22 @@ impl Runtime {
         input: &coord::types::Claim,
         state: Arc<dyn State>,
     ) -> Outcome<coord::types::Verdict> {
-        self.run(loaded, policy, limits, state, |store, pre| match pre {
-            HookPre::Claim(pre) => pre.instantiate(&mut *store)?.call_decide(&mut *store, config, input),
+        self.decide_claim_with(loaded, policy, limits, Isolation::Fresh, config, input, state)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_claim_with(
+        &self,
+        loaded: &Loaded,
+        policy: &str,
+        limits: &Limits,
+        isolation: Isolation,
+        config: &str,
+        input: &coord::types::Claim,
+        state: Arc<dyn State>,
+    ) -> Outcome<coord::types::Verdict> {
+        self.run(loaded, policy, limits, isolation, state, |store, instance| match instance {
+            HookInstance::Claim(i) => i.call_decide(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not a claim policy"))),
         })
     }
@@ -182,8 +231,8 @@ impl Runtime {
         input: &coord::types::Handoff,
         state: Arc<dyn State>,
     ) -> Outcome<Vec<coord::types::Violation>> {
-        self.run(loaded, policy, limits, state, |store, pre| match pre {
-            HookPre::Handoff(pre) => pre.instantiate(&mut *store)?.call_check(&mut *store, config, input),
+        self.run(loaded, policy, limits, Isolation::Fresh, state, |store, instance| match instance {
+            HookInstance::Handoff(i) => i.call_check(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not a handoff policy"))),
         })
     }
@@ -197,8 +246,8 @@ impl Runtime {
         input: &coord::types::Signal,
         state: Arc<dyn State>,
     ) -> Outcome<Vec<coord::types::Action>> {
-        self.run(loaded, policy, limits, state, |store, pre| match pre {
-            HookPre::Escalation(pre) => pre.instantiate(&mut *store)?.call_escalate(&mut *store, config, input),
+        self.run(loaded, policy, limits, Isolation::Fresh, state, |store, instance| match instance {
+            HookInstance::Escalation(i) => i.call_escalate(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not an escalation policy"))),
         })
     }
@@ -226,6 +275,37 @@ pub struct Loaded {
     /// The component's imports, by name, for display.
     pub imports: Vec<String>,
     pub pre: HookPre,
+    /// Warm instances for [`Isolation::Reuse`], at most one per concurrent caller.
+    warm: Mutex<Vec<Warm>>,
+}
+
+/// How decisions get their instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// A fresh store and instance per decision: nothing a decision does can
+    /// be seen by the next. The default.
+    #[default]
+    Fresh,
+    /// Warm instances reused across decisions (one per concurrent caller),
+    /// replaced after any failure. Faster, but a policy's own globals and
+    /// memory carry over from one decision to the next.
+    Reuse,
+}
+
+/// A live instance kept between decisions.
+struct Warm {
+    store: Store<Sandbox>,
+    instance: HookInstance,
+    pipes: Pipes,
+}
+
+/// An instantiated world.
+pub enum HookInstance {
+    Claim(claim::ClaimPolicy),
+    Handoff(handoff::HandoffPolicy),
+    Escalation(escalation::EscalationPolicy),
+    Agent(super::bindings::agent::Agent),
 }
 
 /// The typed, pre-linked form of each world.
@@ -237,6 +317,15 @@ pub enum HookPre {
 }
 
 impl HookPre {
+    fn instantiate(&self, store: &mut Store<Sandbox>) -> wasmtime::Result<HookInstance> {
+        Ok(match self {
+            Self::Claim(pre) => HookInstance::Claim(pre.instantiate(store)?),
+            Self::Handoff(pre) => HookInstance::Handoff(pre.instantiate(store)?),
+            Self::Escalation(pre) => HookInstance::Escalation(pre.instantiate(store)?),
+            Self::Agent(pre) => HookInstance::Agent(pre.instantiate(store)?),
+        })
+    }
+
     fn new(hook: Hook, pre: InstancePre<Sandbox>) -> wasmtime::Result<Self> {
         Ok(match hook {
             Hook::Claim => Self::Claim(claim::ClaimPolicyPre::new(pre)?),
