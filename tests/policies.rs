@@ -195,6 +195,16 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     assert!(oom["error"].as_str().unwrap().starts_with("exceeded its memory limit of 16777216 bytes"), "{oom}");
     let panicked = ad.post("/policies/boom/evaluate", input.clone()).await.expect(200).json();
     assert!(panicked["stderr"].as_str().unwrap().contains("policy bug"), "{panicked}");
+    // Under a raised memory cap the 100 MB reason can be built; the result limit still refuses it.
+    upload(&ad, "huge", "claim", "huge-result").await.expect(201);
+    ad.send(
+        ad.req(Method::PUT, "/policies/huge/settings")
+            .json(&json!({"limits": {"timeout_ms": 20000, "memory_bytes": 536870912}})),
+    )
+    .await
+    .expect(200);
+    let huge = ad.post("/policies/huge/evaluate", input.clone()).await.expect(200).json();
+    assert!(huge["error"].as_str().unwrap().ends_with("decision, over the 262144-byte limit"), "{}", huge["error"]);
     let escape = ad.post("/policies/escape/evaluate", input.clone()).await.expect(200).json();
     let report = escape["result"]["reason"].as_str().unwrap();
     assert!(

@@ -55,3 +55,17 @@ pub fn path(name: &str) -> PathBuf {
     wasm(name);
     target_dir().join("wasm32-wasip2").join("debug").join(format!("guest_{}.wasm", name.replace('-', "_")))
 }
+
+/// Guest `name` built with optimisations, for benchmarks.
+pub fn release_wasm(name: &str) -> Vec<u8> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(workspace())
+        .args(["build", "--quiet", "--release", "--target", "wasm32-wasip2", "-p", &format!("guest-{name}")])
+        .status()
+        .expect("run cargo to build a guest");
+    assert!(status.success(), "building guest {name} failed");
+    let path =
+        target_dir().join("wasm32-wasip2").join("release").join(format!("guest_{}.wasm", name.replace('-', "_")));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}

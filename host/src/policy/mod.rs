@@ -84,8 +84,18 @@ pub struct Evaluation {
 
 impl<T> Outcome<T> {
     fn render(self, f: impl FnOnce(&T) -> Value) -> Evaluation {
+        // A decision is a verdict and a reason, or a short list; anything
+        // this large is a policy bug, and would bloat the decision log.
+        let result = self.result.map(|v| f(&v)).and_then(|v| {
+            let size = v.to_string().len();
+            if size > limits::MAX_RESULT_BYTES {
+                Err(format!("returned a {size}-byte decision, over the {}-byte limit", limits::MAX_RESULT_BYTES))
+            } else {
+                Ok(v)
+            }
+        });
         Evaluation {
-            result: self.result.map(|v| f(&v)),
+            result,
             duration: self.duration,
             fuel_used: self.fuel_used,
             logs: self.logs,

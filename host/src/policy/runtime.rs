@@ -63,7 +63,11 @@ impl Runtime {
             .max_memory_size(limits::MAX_MEMORY_BYTES as usize)
             .max_core_instance_size(8 << 20)
             .max_component_instance_size(8 << 20)
-            .table_elements(200_000);
+            .table_elements(200_000)
+            // Return freed slots' memory to the kernel 32 at a time: each
+            // madvise takes the process's mmap lock, and one per decision
+            // made two threads slower than one (see docs/benchmarks.md).
+            .decommit_batch_size(32);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
         let cache = options.cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
