@@ -222,6 +222,12 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     assert!(metrics.contains(r#"cairn_policy_decision_duration_seconds_count{policy="bomb"} 1"#), "{metrics}");
     let log = ad.get("/policies/loop/decisions").await.expect(200).json();
     assert_eq!(log["decisions"][0]["error"], "timed out after 20 ms");
+    // A guest's stdout and stderr are kept with its decision.
+    let log = ad.get("/policies/escape/decisions").await.expect(200).json();
+    assert_eq!(log["decisions"][0]["stdout"], "escape attempt finished\n");
+    assert_eq!(log["decisions"][0]["stderr"], "to stderr\n");
+    let log = ad.get("/policies/boom/decisions").await.expect(200).json();
+    assert!(log["decisions"][0]["stderr"].as_str().unwrap().contains("policy bug while deciding for a"), "{log}");
 }
 
 async fn hot_swap_under_concurrent_decisions(backend: Backend) {
@@ -274,4 +280,36 @@ async fn hot_swap_under_concurrent_decisions(backend: Backend) {
         let expect = if d["version"] == 1 { "approve" } else { "deny" };
         assert_eq!(d["result"]["verdict"], expect, "each decision is its version's: {d}");
     }
+}
+
+/// Two hosts on one PostgreSQL: a policy uploaded, changed or deleted
+/// through one is served accordingly by the other, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_sharing_postgres_follow_each_others_policies() {
+    let Some(db) = support::fresh_database(Backend::Postgres).await else { return };
+    let one = Server::start_on(&db, &[]);
+    let two = Server::start_on(&db, &[]);
+    let admin = one.admin();
+    let (a1, a2) = (one.as_agent(&admin), two.as_agent(&admin));
+    let input = json!({"input": claim_input("a", "c")});
+    // Waits until host two gives `want` (it hears of changes by NOTIFY).
+    async fn served_by_two(a2: &Call<'_>, input: &Value, want: Option<&str>) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let r = a2.post("/policies/shared/evaluate", input.clone()).await;
+            let got = (r.status == 200).then(|| r.json()["result"]["verdict"].as_str().unwrap_or_default().to_string());
+            if got.as_deref() == want {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "host two still gives {got:?}, want {want:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    upload(&a1, "shared", "claim", "approve-all").await.expect(201);
+    served_by_two(&a2, &input, Some("approve")).await;
+    upload(&a1, "shared", "claim", "deny-all").await.expect(200);
+    served_by_two(&a2, &input, Some("deny")).await;
+    assert_eq!(a2.get("/policies/shared").await.expect(200).json()["version"], 2);
+    a1.delete("/policies/shared").await.expect(204);
+    served_by_two(&a2, &input, None).await;
 }

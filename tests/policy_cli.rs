@@ -191,27 +191,20 @@ async fn policies_declared_in_cairn_toml_are_installed_at_start() {
     let server = support::Server::start_on(&db, &["--config", toml.to_str().unwrap()]);
     assert_eq!(server.as_agent(&server.admin()).get("/policies/gate").await.expect(200).json()["version"], 1);
     drop(server);
-    // A broken file stops the start with the reason.
-    std::fs::write(&toml, "[[policy]]\nname = \"gate\"\nfile = \"missing.wasm\"\nhook = \"claim\"\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db, "--config", toml.to_str().unwrap()])
-        .env("CAIRN_ADMIN_KEY", support::ADMIN_KEY)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(text(&out).1.contains("cannot read") && text(&out).1.contains("missing.wasm"), "{}", text(&out).1);
-    // So does a misspelt setting.
-    std::fs::write(&toml, "[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\ntimeout = 5\n")
-        .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database", &db, "--config", toml.to_str().unwrap()])
-        .env("CAIRN_ADMIN_KEY", support::ADMIN_KEY)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out).1.contains("bad settings for policy \"gate\"") && text(&out).1.contains("unknown field `timeout`"),
-        "{}",
+    // A broken file stops the start with the reason: a missing component,
+    // or a misspelt setting.
+    let refused = |contents: &str| -> String {
+        std::fs::write(&toml, contents).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", &db, "--config", toml.to_str().unwrap()])
+            .env("CAIRN_ADMIN_KEY", support::ADMIN_KEY)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
         text(&out).1
-    );
+    };
+    let err = refused("[[policy]]\nname = \"gate\"\nfile = \"missing.wasm\"\nhook = \"claim\"\n");
+    assert!(err.contains("cannot read") && err.contains("missing.wasm"), "{err}");
+    let err = refused("[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\ntimeout = 5\n");
+    assert!(err.contains("bad settings for policy \"gate\"") && err.contains("unknown field `timeout`"), "{err}");
 }

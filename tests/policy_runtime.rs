@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, Handoff, SubtaskRef, TaskRef, Verdict};
-use cairn_host::policy::{Capability, Fixture, Hook, Limits, LoadError, Loaded, Options, Runtime, State};
+use cairn_host::policy::{Capability, Fixture, Hook, Isolation, Limits, LoadError, Loaded, Options, Runtime, State};
 use support::guests;
 
 fn runtime() -> Arc<Runtime> {
@@ -179,10 +179,11 @@ fn a_component_for_another_world_is_refused() {
         structured: Some(r#"{"produced": ["x"]}"#.into()),
         text: None,
     };
-    let out = rt.check_handoff(&handoff, "h", &Limits::default(), "{}", &input, nothing());
+    let out = rt.check_handoff(&handoff, "h", &Limits::default(), Isolation::Fresh, "{}", &input, nothing());
     assert!(out.result.unwrap().is_empty(), "a HANDOFF with produced passes");
     let bare = Handoff { structured: None, ..input };
-    let v = rt.check_handoff(&handoff, "h", &Limits::default(), "{}", &bare, nothing()).result.unwrap();
+    let v =
+        rt.check_handoff(&handoff, "h", &Limits::default(), Isolation::Fresh, "{}", &bare, nothing()).result.unwrap();
     assert_eq!((v.len(), v[0].field.as_str()), (1, "produced"));
 }
 
@@ -234,7 +235,6 @@ fn precompiled_artifacts_are_reused() {
 
 #[test]
 fn reuse_keeps_instances_warm_and_replaces_failed_ones() {
-    use cairn_host::policy::Isolation;
     let rt = runtime();
     let g = load(&rt, "counter");
     let reuse = |rt: &Runtime, g: &Loaded| {

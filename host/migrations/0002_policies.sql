@@ -32,6 +32,8 @@ CREATE TABLE policy_decisions (
     duration_us BIGINT NOT NULL,
     fuel_used   BIGINT,
     logs        TEXT NOT NULL,
+    stdout      TEXT NOT NULL,
+    stderr      TEXT NOT NULL,
     at          BIGINT NOT NULL
 );
 CREATE INDEX policy_decisions_by_policy ON policy_decisions (policy, at, decision_id);

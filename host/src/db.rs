@@ -248,6 +248,54 @@ impl Db {
     }
 }
 
+/// Listens on a PostgreSQL notification channel until `shutdown` fires,
+/// calling `on` with each payload, and with `None` whenever the connection
+/// was re-established: notifications sent while it was down are lost, so
+/// the caller should re-read whatever it follows.
+pub async fn listen(
+    pool: PgPool,
+    channel: &'static str,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut on: impl FnMut(Option<&str>),
+) {
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(channel, "listener cannot connect, retrying: {e}");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = shutdown.changed() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(channel).await {
+            tracing::warn!(channel, "cannot LISTEN, retrying: {e}");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        on(None);
+        loop {
+            tokio::select! {
+                msg = listener.try_recv() => match msg {
+                    Ok(Some(n)) => on(Some(n.payload())),
+                    Ok(None) => on(None), // reconnected inside sqlx
+                    Err(e) => {
+                        tracing::warn!(channel, "listener lost its connection: {e}");
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Sends one notification on a PostgreSQL channel.
+pub async fn notify(pool: &PgPool, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2)").bind(channel).bind(payload).execute(pool).await.map(|_| ())
+}
+
 /// Takes `<database>.lock` exclusively, or explains who holds it.
 fn lock_owner(db_path: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let mut path = db_path.as_os_str().to_owned();

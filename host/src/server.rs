@@ -32,6 +32,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let sweeper = tokio::spawn(sweep(app.clone(), stopping.clone()));
     let listener_task =
         db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));
+    let policy_follower = tokio::spawn(app.policies.clone().follow(db.clone(), stopping.clone()));
 
     tracing::info!(%addr, database = db.kind(), "cairn serving");
     // Tests and scripts read this line to learn the port.
@@ -47,6 +48,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .context("server error")?;
 
     sweeper.abort();
+    policy_follower.abort();
     if let Some(t) = listener_task {
         t.abort();
     }

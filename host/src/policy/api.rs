@@ -240,6 +240,8 @@ async fn evaluate(
             duration_us: evaluation.duration.as_micros() as i64,
             fuel_used: evaluation.fuel_used.map(|f| f as i64),
             logs: serde_json::to_string(&evaluation.logs).unwrap_or_else(|_| "[]".into()),
+            stdout: evaluation.stdout.clone(),
+            stderr: evaluation.stderr.clone(),
             at: clock::now_ms(),
         },
     )
@@ -304,6 +306,8 @@ async fn decisions(
                 "duration_us": d.duration_us,
                 "fuel_used": d.fuel_used,
                 "logs": parse(&d.logs),
+                "stdout": d.stdout,
+                "stderr": d.stderr,
                 "at": clock::rfc3339(d.at),
             })
         })

@@ -119,37 +119,23 @@ pub fn evaluate(
     input: Value,
     state: Arc<dyn State>,
 ) -> Result<Evaluation, String> {
-    use runtime::HookInstance as I;
-    let wrong = || wasmtime::Error::msg(format!("policy {policy} is not a {} policy", loaded.hook.world()));
     Ok(match loaded.hook {
         Hook::Claim => {
-            let input: bindings::coord::types::Claim =
-                serde_json::from_value::<ClaimInput>(input).map_err(|e| e.to_string())?.into();
+            let input: ClaimInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
             runtime
-                .run(loaded, policy, limits, isolation, state, |store, i| match i {
-                    I::Claim(i) => i.call_decide(store, config, &input),
-                    _ => Err(wrong()),
-                })
+                .decide_claim_with(loaded, policy, limits, isolation, config, &input.into(), state)
                 .render(input::verdict_json)
         }
         Hook::Handoff => {
-            let input: bindings::coord::types::Handoff =
-                serde_json::from_value::<HandoffInput>(input).map_err(|e| e.to_string())?.into();
+            let input: HandoffInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
             runtime
-                .run(loaded, policy, limits, isolation, state, |store, i| match i {
-                    I::Handoff(i) => i.call_check(store, config, &input),
-                    _ => Err(wrong()),
-                })
+                .check_handoff(loaded, policy, limits, isolation, config, &input.into(), state)
                 .render(|v| input::violations_json(v))
         }
         Hook::Escalation => {
-            let input: bindings::coord::types::Signal =
-                serde_json::from_value::<SignalInput>(input).map_err(|e| e.to_string())?.into();
+            let input: SignalInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
             runtime
-                .run(loaded, policy, limits, isolation, state, |store, i| match i {
-                    I::Escalation(i) => i.call_escalate(store, config, &input),
-                    _ => Err(wrong()),
-                })
+                .escalate(loaded, policy, limits, isolation, config, &input.into(), state)
                 .render(|v| input::actions_json(v))
         }
         Hook::Agent => {

@@ -2,7 +2,8 @@
 //! whole on upload or settings change: a decision takes the current `Arc`
 //! when it starts, so a new version serves the next decision while those
 //! in flight finish on the version they began with. No restart, no lock
-//! held across a decision.
+//! held across a decision. Hosts sharing a PostgreSQL tell each other of
+//! every change (`NOTIFY cairn_policy`), and each reloads what changed.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -284,6 +285,7 @@ impl Registry {
         store::save(db, &row).await?;
         let active = Arc::new(self.activate(row, Some(loaded)));
         self.swap(active.clone());
+        announce(db, name).await;
         tracing::info!(policy = name, version = active.version, hook = hook.world(), "policy installed");
         Ok((active, existing.is_none()))
     }
@@ -314,6 +316,7 @@ impl Registry {
         store::save(db, &row).await?;
         let active = Arc::new(self.activate(row, Some(loaded)));
         self.swap(active.clone());
+        announce(db, name).await;
         Ok(active)
     }
 
@@ -322,7 +325,72 @@ impl Registry {
         if let Ok(mut m) = self.active.write() {
             m.remove(name);
         }
+        announce(db, name).await;
         Ok(gone)
+    }
+
+    /// Brings one policy in line with the database (after another host
+    /// changed it): loads a new version or settings, or drops a deleted one.
+    pub async fn refresh(self: &Arc<Self>, db: &Db, name: &str) -> Result<()> {
+        let Some(row) = store::get(db, name).await? else {
+            if let Ok(mut m) = self.active.write() {
+                m.remove(name);
+            }
+            return Ok(());
+        };
+        if self.get(name).is_some_and(|a| a.version == row.version && a.updated_at == row.updated_at) {
+            return Ok(());
+        }
+        let this = self.clone();
+        let active = tokio::task::spawn_blocking(move || this.activate(row, None))
+            .await
+            .map_err(|e| Error::internal(format!("reloading policy {name}: {e}")))?;
+        tracing::info!(policy = name, version = active.version, "policy reloaded: changed by another host");
+        self.swap(Arc::new(active));
+        Ok(())
+    }
+
+    /// Follows changes made by other hosts on the same PostgreSQL.
+    pub async fn follow(self: Arc<Self>, db: Db, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let Some(pool) = db.postgres().cloned() else { return };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Option<String>>();
+        let refresher = {
+            let (this, db) = (self.clone(), db.clone());
+            tokio::spawn(async move {
+                while let Some(name) = rx.recv().await {
+                    let names = match name {
+                        Some(n) => vec![n],
+                        // Reconnected: anything may have changed meanwhile.
+                        None => store::all(&db)
+                            .await
+                            .map(|rows| rows.into_iter().map(|r| r.name).collect())
+                            .unwrap_or_default(),
+                    };
+                    for n in names {
+                        if let Err(e) = this.refresh(&db, &n).await {
+                            tracing::warn!(policy = %n, "cannot reload policy: {e}");
+                        }
+                    }
+                }
+            })
+        };
+        crate::db::listen(pool, POLICY_CHANNEL, shutdown, |payload| {
+            let _ = tx.send(payload.map(str::to_string));
+        })
+        .await;
+        refresher.abort();
+    }
+}
+
+const POLICY_CHANNEL: &str = "cairn_policy";
+
+/// Tells other hosts on the same PostgreSQL that a policy changed.
+async fn announce(db: &Db, name: &str) {
+    if let Some(pool) = db.postgres()
+        && let Err(e) = crate::db::notify(pool, POLICY_CHANNEL, name).await
+    {
+        // Stored already; other hosts pick it up when they reconnect or restart.
+        tracing::warn!(policy = name, "cannot notify other hosts of a policy change: {e}");
     }
 }
 

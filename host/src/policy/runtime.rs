@@ -226,31 +226,35 @@ impl Runtime {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn check_handoff(
         &self,
         loaded: &Loaded,
         policy: &str,
         limits: &Limits,
+        isolation: Isolation,
         config: &str,
         input: &coord::types::Handoff,
         state: Arc<dyn State>,
     ) -> Outcome<Vec<coord::types::Violation>> {
-        self.run(loaded, policy, limits, Isolation::Fresh, state, |store, instance| match instance {
+        self.run(loaded, policy, limits, isolation, state, |store, instance| match instance {
             HookInstance::Handoff(i) => i.call_check(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not a handoff policy"))),
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn escalate(
         &self,
         loaded: &Loaded,
         policy: &str,
         limits: &Limits,
+        isolation: Isolation,
         config: &str,
         input: &coord::types::Signal,
         state: Arc<dyn State>,
     ) -> Outcome<Vec<coord::types::Action>> {
-        self.run(loaded, policy, limits, Isolation::Fresh, state, |store, instance| match instance {
+        self.run(loaded, policy, limits, isolation, state, |store, instance| match instance {
             HookInstance::Escalation(i) => i.call_escalate(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not an escalation policy"))),
         })

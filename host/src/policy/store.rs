@@ -89,15 +89,16 @@ pub struct DecisionRow {
     pub duration_us: i64,
     pub fuel_used: Option<i64>,
     pub logs: String,
+    pub stdout: String,
+    pub stderr: String,
     pub at: i64,
 }
 
-const DECISION_COLUMNS: &str =
-    "decision_id, policy, version, hook, dry_run, agent, input, result, error, duration_us, fuel_used, logs, at";
+const DECISION_COLUMNS: &str = "decision_id, policy, version, hook, dry_run, agent, input, result, error, duration_us, fuel_used, logs, stdout, stderr, at";
 
 pub async fn record(db: &Db, d: &DecisionRow) -> Result<()> {
     let sql = format!(
-        "INSERT INTO policy_decisions ({DECISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        "INSERT INTO policy_decisions ({DECISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
     );
     with_db!(db, write, |pool| sqlx::query(&sql)
         .bind(&d.decision_id)
@@ -112,6 +113,8 @@ pub async fn record(db: &Db, d: &DecisionRow) -> Result<()> {
         .bind(d.duration_us)
         .bind(d.fuel_used)
         .bind(&d.logs)
+        .bind(&d.stdout)
+        .bind(&d.stderr)
         .bind(d.at)
         .execute(pool)
         .await

@@ -11,11 +11,9 @@
 //! connection drops, every subscriber is woken to re-read, since
 //! notifications sent meanwhile are gone.
 
+use sqlx::postgres::PgPool;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use sqlx::postgres::{PgListener, PgPool};
 use tokio::sync::watch;
 
 const CHANNEL: &str = "cairn_stream";
@@ -52,52 +50,21 @@ impl Bus {
 
 /// Tells the other host processes on this database about an append.
 pub async fn notify_others(pool: &PgPool, stream_id: &str, seq: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(format!("{stream_id}:{seq}"))
-        .execute(pool)
-        .await
-        .map(|_| ())
+    crate::db::notify(pool, CHANNEL, &format!("{stream_id}:{seq}")).await
 }
 
 /// Feeds notifications from PostgreSQL into `bus` until `shutdown` fires.
-pub async fn listen(pool: PgPool, bus: Arc<Bus>, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!("stream listener cannot connect, retrying: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    _ = shutdown.changed() => return,
-                }
+pub async fn listen(pool: PgPool, bus: Arc<Bus>, shutdown: watch::Receiver<bool>) {
+    crate::db::listen(pool, CHANNEL, shutdown, |payload| match payload {
+        Some(p) => {
+            if let Some((id, seq)) = p.rsplit_once(':') {
+                bus.publish(id, seq.parse().unwrap_or(i64::MAX));
             }
-        };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            tracing::warn!("stream listener cannot LISTEN, retrying: {e}");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
         }
         // Anything sent while we were away is lost: make everyone re-read.
-        bus.wake_all();
-        loop {
-            tokio::select! {
-                msg = listener.try_recv() => match msg {
-                    Ok(Some(n)) => {
-                        if let Some((id, seq)) = n.payload().rsplit_once(':') {
-                            bus.publish(id, seq.parse().unwrap_or(i64::MAX));
-                        }
-                    }
-                    Ok(None) => bus.wake_all(), // reconnected inside sqlx
-                    Err(e) => {
-                        tracing::warn!("stream listener lost its connection: {e}");
-                        break;
-                    }
-                },
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
+        None => bus.wake_all(),
+    })
+    .await
 }
 
 #[cfg(test)]
