@@ -31,6 +31,18 @@ fn second_host_on_one_sqlite_file_is_refused() {
     drop(Server::start_on(&db, &[]));
 }
 
+/// A SIGTERM sent the moment the address is printed still shuts down
+/// gracefully: the handlers are in place before the address is announced.
+#[test]
+fn sigterm_right_after_start_is_graceful() {
+    for i in 0..10 {
+        let path = std::env::temp_dir().join(format!("cairn-early-{}-{i}.db", std::process::id()));
+        let server = Server::start_on(&format!("sqlite://{}", path.display()), &[]);
+        let status = server.terminate();
+        assert!(status.success(), "round {i}: {status}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hosts_share_live_streams() {
     let Some(db) = support::fresh_database(Backend::Postgres).await else { return };

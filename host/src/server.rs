@@ -34,13 +34,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));
     let policy_follower = tokio::spawn(app.policies.clone().follow(db.clone(), stopping.clone()));
 
+    let stop_signal = shutdown_signal()?;
     tracing::info!(%addr, database = db.kind(), "cairn serving");
     // Tests and scripts read this line to learn the port.
     println!("cairn listening on http://{addr}");
 
     axum::serve(listener, router(app))
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            stop_signal.await;
             tracing::info!("shutting down: finishing in-flight requests");
             let _ = stop.send(true);
         })
@@ -57,30 +58,27 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::warn!("cannot listen for ctrl-c: {e}");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Resolves on SIGTERM or ctrl-c. The handlers are installed here, before
+/// the server announces its address, so a signal sent as soon as the
+/// address is known still shuts down gracefully.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot listen for ctrl-c")?;
+        Ok(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
             }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
