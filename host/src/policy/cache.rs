@@ -17,6 +17,12 @@ use std::path::PathBuf;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
+/// A component's identity: the hex SHA-256 of its bytes.
+pub fn sha256(wasm: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(wasm))
+}
+
 pub struct ArtifactCache {
     dir: PathBuf,
     engine: Engine,

@@ -60,10 +60,7 @@ pub async fn install(path: &Path, registry: &Arc<Registry>, db: &Db) -> anyhow::
         let wasm = std::fs::read(&wasm_path).with_context(|| {
             format!("{}: cannot read {} for policy {:?}", path.display(), wasm_path.display(), entry.name)
         })?;
-        let sha = {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&wasm))
-        };
+        let sha = super::cache::sha256(&wasm);
         let current = registry.get(&entry.name);
         if current.as_ref().is_none_or(|a| a.sha256 != sha || a.hook != entry.hook) {
             registry

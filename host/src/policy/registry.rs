@@ -186,7 +186,10 @@ impl Registry {
     /// The enabled policies on `hook` that apply in `scope`, in order.
     pub fn for_hook(&self, hook: Hook, scope: &Scope) -> Vec<Arc<Active>> {
         let mut found: Vec<_> = self
-            .list()
+            .active
+            .read()
+            .map(|m| m.values().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
             .into_iter()
             .filter(|a| a.hook == hook && a.settings.enabled)
             .filter(|a| a.settings.scope == Scope::Global || a.settings.scope == *scope)
@@ -282,10 +285,7 @@ impl Registry {
             created_at: existing.as_ref().map_or(now, |e| e.created_at),
             updated_at: now,
         };
-        store::save(db, &row).await?;
-        let active = Arc::new(self.activate(row, Some(loaded)));
-        self.swap(active.clone());
-        announce(db, name).await;
+        let active = self.commit(db, row, loaded).await?;
         tracing::info!(policy = name, version = active.version, hook = hook.world(), "policy installed");
         Ok((active, existing.is_none()))
     }
@@ -313,10 +313,16 @@ impl Registry {
         row.ord = settings.order;
         row.isolation = to_json(&settings.isolation);
         row.updated_at = clock::now_ms();
+        self.commit(db, row, loaded).await
+    }
+
+    /// Stores a changed policy, serves it from now on, and tells other hosts.
+    async fn commit(&self, db: &Db, row: PolicyRow, loaded: Arc<Loaded>) -> Result<Arc<Active>> {
         store::save(db, &row).await?;
+        let name = row.name.clone();
         let active = Arc::new(self.activate(row, Some(loaded)));
         self.swap(active.clone());
-        announce(db, name).await;
+        announce(db, &name).await;
         Ok(active)
     }
 

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, types::ComponentItem};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits,
@@ -83,7 +82,7 @@ impl Runtime {
     /// Compiles (or loads from the cache) a component for `hook` and checks
     /// that it fits the hook's world with only `grants` linked.
     pub fn load(&self, hook: Hook, wasm: &[u8], grants: &BTreeSet<Capability>) -> Result<Loaded, LoadError> {
-        let sha256 = hex::encode(Sha256::digest(wasm));
+        let sha256 = super::cache::sha256(wasm);
         let component = match &self.cache {
             Some(cache) => cache.load_or_compile(&sha256, wasm),
             None => Component::new(&self.engine, wasm),

@@ -251,7 +251,7 @@ async fn put(
             description: p.description.clone().or(current.as_ref().map(|c| c.description.clone())).unwrap_or_default(),
             labels: labels
                 .as_deref()
-                .map(store::labels_text)
+                .map(crate::db::encode_labels)
                 .or(current.as_ref().map(|c| c.labels.clone()))
                 .unwrap_or_default(),
             created_at: current.as_ref().map_or(now, |c| c.created_at),

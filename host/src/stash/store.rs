@@ -2,7 +2,7 @@
 //! optimistic version check (`WHERE version = $expected`), which serialises
 //! concurrent writers on both backends without backend-specific locking.
 
-use crate::db::{Arg, Db, Filter, contains_pattern, encode_labels, is_unique_violation, label_pattern};
+use crate::db::{Arg, Db, Filter, contains_pattern, is_unique_violation, label_pattern};
 use crate::discover::{Criteria, Found};
 use crate::error::{Error, Result};
 use crate::{bind_args, clock, with_db};
@@ -293,8 +293,4 @@ pub async fn sweep(db: &Db) -> Result<u64> {
     .await
     .map(|r| r.rows_affected()))?;
     Ok(done)
-}
-
-pub fn labels_text(labels: &[String]) -> String {
-    encode_labels(labels)
 }
