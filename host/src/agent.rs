@@ -96,6 +96,16 @@ async fn me(caller: Caller) -> Json<MeResponse> {
     Json(MeResponse { agent_name: caller.name, admin: caller.admin })
 }
 
+/// Whether an agent of this name is registered.
+pub async fn exists(db: &Db, name: &str) -> Result<bool> {
+    let found: Option<(String,)> =
+        with_db!(db, read, |pool| sqlx::query_as("SELECT name FROM agents WHERE name = $1")
+            .bind(name)
+            .fetch_optional(pool)
+            .await)?;
+    Ok(found.is_some())
+}
+
 pub fn new_key() -> String {
     let mut bytes = [0u8; 24];
     rand::rng().fill_bytes(&mut bytes);

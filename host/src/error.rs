@@ -76,6 +76,11 @@ impl Error {
         Self { details, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message) }
     }
 
+    /// 423: the team or contract is halted by an algedonic HALT.
+    pub fn locked(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::LOCKED, "halted", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

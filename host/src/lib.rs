@@ -19,11 +19,13 @@
 //!     to a schema;
 //!   - [`stream`]: append-only logs with labels, read by page or live (SSE);
 //!   - [`schema`]: JSON Schemas that stashes and streams bind to;
+//!   - [`task`]: teams, their task lists, messages and algedonic signals;
 //!   - [`discover`]: the public index over discoverable stashes and streams.
 //! - **policy hook** ([`policy`]): sandboxed WebAssembly components decide
 //!   claims, handoffs and escalations; the registry serves them by name, and
-//!   every decision is logged with its input and result. (The hooks that
-//!   call them from tasks and contracts arrive with the teams work.)
+//!   every decision is logged with its input and result. Tasks call them
+//!   through [`policy::hook`]: a claim, a completion or a signal is decided
+//!   first, then its effect commits together with its decision records.
 //! - **storage** ([`db`]): sqlx over SQLite or PostgreSQL, one query text for
 //!   both, behind [`db::Db`].
 //! - **events** ([`stream::events`]): appends wake live readers, in this
@@ -48,6 +50,7 @@ pub mod schema;
 pub mod server;
 pub mod stash;
 pub mod stream;
+pub mod task;
 #[cfg(test)]
 mod testing;
 
@@ -106,7 +109,7 @@ impl App {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Cairn", description = "Coordination host for AI agents: stash, stream, schema and discovery."),
+    info(title = "Cairn", description = "Coordination host for AI agents: stash, stream, schema, discovery, teams and policies."),
     modifiers(&ApiKeyAuth),
     security(("api_key" = []))
 )]
@@ -133,6 +136,7 @@ pub fn router(app: AppState) -> Router {
         .merge(discover::routes())
         .merge(ops::routes())
         .merge(policy::api::routes())
+        .merge(task::routes())
         .split_for_parts();
     let openapi = Arc::new(openapi);
     // Stash bodies are the largest thing the API takes; each handler then

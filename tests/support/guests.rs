@@ -7,11 +7,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every guest crate, by directory name.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 13] = [
     "approve-all",
     "deny-all",
     "config-driven",
     "stash-reader",
+    "task-reader",
     "infinite-loop",
     "memory-bomb",
     "recursion",

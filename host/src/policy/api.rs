@@ -209,6 +209,7 @@ async fn evaluate(
     let state = Arc::new(live::Live {
         db: app.db.clone(),
         agent: caller.name.clone(),
+        admin: caller.admin,
         handle: tokio::runtime::Handle::current(),
     });
     let (runtime, limits, isolation) =
@@ -243,6 +244,7 @@ async fn evaluate(
             stdout: evaluation.stdout.clone(),
             stderr: evaluation.stderr.clone(),
             at: clock::now_ms(),
+            scope: None,
         },
     )
     .await?;
@@ -266,15 +268,15 @@ pub fn new_decision_id() -> String {
 
 #[derive(Deserialize, IntoParams)]
 pub struct DecisionParams {
-    limit: Option<i64>,
+    pub limit: Option<i64>,
     /// A decision_id: only decisions after it.
-    after: Option<String>,
+    pub after: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct DecisionList {
     #[schema(value_type = Vec<Object>)]
-    decisions: Vec<Value>,
+    pub decisions: Vec<Value>,
 }
 
 /// The decision log of one policy, oldest first.
@@ -289,28 +291,28 @@ async fn decisions(
     admin_only(&caller)?;
     let (limit, _) = crate::pagination::page(p.limit, None)?;
     let rows = store::decisions(&app.db, &name, p.after.as_deref(), limit).await?;
+    Ok(Json(DecisionList { decisions: rows.into_iter().map(decision_json).collect() }))
+}
+
+/// One decision-log record as the API shows it.
+pub fn decision_json(d: DecisionRow) -> Value {
     let parse = |s: &str| serde_json::from_str::<Value>(s).unwrap_or(Value::String(s.to_string()));
-    let decisions = rows
-        .into_iter()
-        .map(|d| {
-            json!({
-                "decision_id": d.decision_id,
-                "policy": d.policy,
-                "version": d.version,
-                "hook": d.hook,
-                "dry_run": d.dry_run,
-                "agent": d.agent,
-                "input": parse(&d.input),
-                "result": d.result.as_deref().map(parse),
-                "error": d.error,
-                "duration_us": d.duration_us,
-                "fuel_used": d.fuel_used,
-                "logs": parse(&d.logs),
-                "stdout": d.stdout,
-                "stderr": d.stderr,
-                "at": clock::rfc3339(d.at),
-            })
-        })
-        .collect();
-    Ok(Json(DecisionList { decisions }))
+    json!({
+        "decision_id": d.decision_id,
+        "policy": d.policy,
+        "version": d.version,
+        "hook": d.hook,
+        "dry_run": d.dry_run,
+        "agent": d.agent,
+        "scope": d.scope,
+        "input": parse(&d.input),
+        "result": d.result.as_deref().map(parse),
+        "error": d.error,
+        "duration_us": d.duration_us,
+        "fuel_used": d.fuel_used,
+        "logs": parse(&d.logs),
+        "stdout": d.stdout,
+        "stderr": d.stderr,
+        "at": clock::rfc3339(d.at),
+    })
 }

@@ -13,6 +13,8 @@ use crate::db::Db;
 pub struct Live {
     pub db: Db,
     pub agent: String,
+    /// Admins read every team's tasks; others only their teams'.
+    pub admin: bool,
     pub handle: Handle,
 }
 
@@ -38,12 +40,12 @@ impl State for Live {
         self.block("a stream", crate::stream::read_for_policy(&self.db, stream_id, label, 0, 1, true)).pop()
     }
 
-    // Teams and tasks arrive with the agent-teams work; until then there are none.
-    fn task(&self, _team: &str, _id: u64) -> Option<Task> {
-        None
+    fn task(&self, team: &str, id: u64) -> Option<Task> {
+        let id = i64::try_from(id).ok()?;
+        self.block("a task", crate::task::read_for_policy(&self.db, &self.agent, self.admin, team, Some(id))).pop()
     }
 
-    fn tasks(&self, _team: &str) -> Vec<Task> {
-        Vec::new()
+    fn tasks(&self, team: &str) -> Vec<Task> {
+        self.block("a team's tasks", crate::task::read_for_policy(&self.db, &self.agent, self.admin, team, None))
     }
 }

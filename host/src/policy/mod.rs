@@ -47,13 +47,14 @@ pub mod cache;
 pub mod cases;
 pub mod cli;
 pub mod file;
+pub mod hook;
 pub mod input;
 pub mod limits;
 pub mod live;
 pub mod registry;
 pub mod runtime;
 pub mod state;
-mod store;
+pub(crate) mod store;
 
 use std::collections::BTreeSet;
 

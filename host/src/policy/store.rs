@@ -92,40 +92,79 @@ pub struct DecisionRow {
     pub stdout: String,
     pub stderr: String,
     pub at: i64,
+    /// `team:NAME` or `contract:NAME`; None for dry runs.
+    pub scope: Option<String>,
 }
 
-const DECISION_COLUMNS: &str = "decision_id, policy, version, hook, dry_run, agent, input, result, error, duration_us, fuel_used, logs, stdout, stderr, at";
+const DECISION_COLUMNS: &str = "decision_id, policy, version, hook, dry_run, agent, input, result, error, duration_us, fuel_used, logs, stdout, stderr, at, scope";
+
+pub const INSERT_DECISION: &str = "INSERT INTO policy_decisions (decision_id, policy, version, hook, dry_run, agent, \
+    input, result, error, duration_us, fuel_used, logs, stdout, stderr, at, scope) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+/// Inserts decision rows on `$conn` (a pool or a transaction), so that a
+/// decision's effect and its record can commit together.
+#[macro_export]
+macro_rules! insert_decisions {
+    ($conn:expr, $rows:expr) => {{
+        let mut done: Result<(), sqlx::Error> = Ok(());
+        for d in $rows {
+            if let Err(e) = sqlx::query($crate::policy::store::INSERT_DECISION)
+                .bind(&d.decision_id)
+                .bind(&d.policy)
+                .bind(d.version)
+                .bind(&d.hook)
+                .bind(d.dry_run)
+                .bind(&d.agent)
+                .bind(&d.input)
+                .bind(&d.result)
+                .bind(&d.error)
+                .bind(d.duration_us)
+                .bind(d.fuel_used)
+                .bind(&d.logs)
+                .bind(&d.stdout)
+                .bind(&d.stderr)
+                .bind(d.at)
+                .bind(&d.scope)
+                .execute(&mut *$conn)
+                .await
+            {
+                done = Err(e);
+                break;
+            }
+        }
+        done
+    }};
+}
+
+/// Records decisions that have no effect to commit with (denials, dry runs).
+pub async fn record_all(db: &Db, rows: &[DecisionRow]) -> Result<()> {
+    with_db!(db, write, |pool| async {
+        let mut tx = pool.begin().await?;
+        crate::insert_decisions!(tx, rows)?;
+        tx.commit().await
+    }
+    .await)?;
+    Ok(())
+}
 
 pub async fn record(db: &Db, d: &DecisionRow) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO policy_decisions ({DECISION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    );
-    with_db!(db, write, |pool| sqlx::query(&sql)
-        .bind(&d.decision_id)
-        .bind(&d.policy)
-        .bind(d.version)
-        .bind(&d.hook)
-        .bind(d.dry_run)
-        .bind(&d.agent)
-        .bind(&d.input)
-        .bind(&d.result)
-        .bind(&d.error)
-        .bind(d.duration_us)
-        .bind(d.fuel_used)
-        .bind(&d.logs)
-        .bind(&d.stdout)
-        .bind(&d.stderr)
-        .bind(d.at)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(())
+    record_all(db, std::slice::from_ref(d)).await
+}
+
+/// A scope's decisions (`team:NAME`), oldest first, after `after` if given.
+pub async fn decisions_in(db: &Db, scope: &str, after: Option<&str>, limit: i64) -> Result<Vec<DecisionRow>> {
+    page(db, "scope", scope, after, limit).await
 }
 
 /// A policy's decisions, oldest first, after the decision `after` if given.
 pub async fn decisions(db: &Db, policy: &str, after: Option<&str>, limit: i64) -> Result<Vec<DecisionRow>> {
+    page(db, "policy", policy, after, limit).await
+}
+
+async fn page(db: &Db, column: &str, value: &str, after: Option<&str>, limit: i64) -> Result<Vec<DecisionRow>> {
     let mut f = Filter::default();
-    f.and("policy = ?", [Arg::Text(policy.into())]);
+    f.and(&format!("{column} = ?"), [Arg::Text(value.into())]);
     if let Some(after) = after {
         f.and(
             "(at > (SELECT at FROM policy_decisions WHERE decision_id = ?) OR (at = (SELECT at FROM policy_decisions WHERE decision_id = ?) AND decision_id > ?))",

@@ -35,8 +35,8 @@ use crate::schema::{self, Binding, Target};
 use crate::{AppState, clock, name};
 
 pub use appender::Appender;
+pub use store::{APPEND_ONE, INSERT_ENTRY, count_bound, discover, sweep};
 use store::{EntryQuery, EntryRow, StreamRow};
-pub use store::{count_bound, discover, sweep};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
 /// A live reader re-checks storage this often even without a wake-up.
@@ -264,6 +264,54 @@ async fn create(
     }
 }
 
+/// Wakes live readers of `stream_id`, in this process and in every other.
+pub async fn announce(app: &AppState, stream_id: &str, seq: i64) {
+    app.bus.publish(stream_id, seq);
+    if let Some(pool) = app.db.postgres()
+        && let Err(e) = events::notify_others(pool, stream_id, seq).await
+    {
+        // The entry is stored; remote readers catch up on their next re-check.
+        tracing::warn!(stream = %stream_id, seq, "could not notify other hosts: {e}");
+    }
+}
+
+/// How long a stream the host keeps for a team lives: as long as the team,
+/// which is not deleted (a century).
+const HOSTED_TTL_SECS: i64 = 100 * 365 * 86_400;
+
+/// Creates a stream owned by the host (`cairn`), such as a team's; returns
+/// its id, or None if the host already has a stream of that name.
+pub async fn create_hosted(
+    db: &crate::db::Db,
+    name: &str,
+    description: &str,
+    labels: &[&str],
+) -> Result<Option<String>> {
+    let now = clock::now_ms();
+    let row = StreamRow {
+        stream_id: new_id(),
+        owner: crate::agent::SYSTEM.into(),
+        name: name.into(),
+        description: description.into(),
+        labels: encode_labels(&labels.iter().map(|l| l.to_string()).collect::<Vec<_>>()),
+        discoverable: false,
+        linked_stash: None,
+        ttl: HOSTED_TTL_SECS,
+        expires_at: now.saturating_add(clock::secs_to_ms(HOSTED_TTL_SECS)),
+        retention_seconds: None,
+        schema_id: None,
+        schema_version: None,
+        schema_name: None,
+        last_seq: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    Ok(match store::insert(db, &row).await? {
+        store::Insert::Done => Some(row.stream_id),
+        store::Insert::NameTaken => None,
+    })
+}
+
 /// Appends an entry.
 #[utoipa::path(post, path = "/stream/{stream_id}", tag = "stream", params(("stream_id" = String, Path)),
     request_body = AppendRequest, responses((status = 201, body = Appended), (status = 404), (status = 422)))]
@@ -286,13 +334,7 @@ async fn append(
     let Some(seq) = app.appender.append(append).await? else {
         return Err(not_found(&id));
     };
-    app.bus.publish(&id, seq);
-    if let Some(pool) = app.db.postgres()
-        && let Err(e) = events::notify_others(pool, &id, seq).await
-    {
-        // The entry is stored; remote readers catch up on their next re-check.
-        tracing::warn!(stream = %id, seq, "could not notify other hosts: {e}");
-    }
+    announce(&app, &id, seq).await;
     Ok((
         StatusCode::CREATED,
         Json(Appended { seq, stream_id: id, label: req.label, agent: caller.name, created_at: clock::rfc3339(now) }),

@@ -49,6 +49,14 @@ impl EntryRow {
 const COLUMNS: &str = "stream_id, owner, name, description, labels, discoverable, linked_stash, ttl, expires_at, \
     retention_seconds, schema_id, schema_version, schema_name, last_seq, created_at, updated_at";
 
+/// For writers that append inside their own transaction (team signals):
+/// bump the counter (`$1` stream id, `$2` now; returns the new seq, none if
+/// the stream is gone), then insert the entry with [`INSERT_ENTRY`].
+pub const APPEND_ONE: &str = "UPDATE streams SET last_seq = last_seq + 1, updated_at = $2 WHERE stream_id = $1 AND expires_at > $2 RETURNING last_seq";
+/// `$1` stream id, `$2` seq, `$3` label, `$4` data, `$5` agent, `$6` now.
+pub const INSERT_ENTRY: &str =
+    "INSERT INTO stream_entries (stream_id, seq, label, data, agent, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
 pub async fn by_id(db: &Db, id: &str) -> Result<Option<StreamRow>> {
     let sql = format!("SELECT {COLUMNS} FROM streams WHERE stream_id = $1 AND expires_at > $2");
     Ok(with_db!(db, read, |pool| sqlx::query_as(&sql).bind(id).bind(clock::now_ms()).fetch_optional(pool).await)?)

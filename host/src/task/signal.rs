@@ -1,0 +1,484 @@
+//! Algedonic signals. A member raises a HALT or ALERT; the escalation hook
+//! turns it into actions, and the host carries them out in one transaction
+//! with the signal's record, its decision-log rows and an `algedonic` entry
+//! on the team's stream. An action that cannot be carried out (an unknown
+//! task, a cycle, a stranger as recipient) is skipped and reported, so a
+//! faulty policy cannot lose the signal itself.
+
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::message::{announce, recipients};
+use super::store::{self, MessageRow, SignalRow, Snapshot, TaskRow, Write};
+use super::{graph, lead_only, rules, team_for};
+use crate::agent::{Caller, SYSTEM};
+use crate::error::{Error, Json, Path, Query, Result, Violation};
+use crate::policy::Hook;
+use crate::policy::hook;
+use crate::policy::registry::Scope;
+use crate::{AppState, clock};
+
+const MAX_TEXT: usize = 64 * 1024;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(raise, list)).routes(routes!(acknowledge_in_team)).routes(routes!(acknowledge))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum Level {
+    #[serde(rename = "HALT")]
+    Halt,
+    #[serde(rename = "ALERT")]
+    Alert,
+}
+
+impl Level {
+    fn as_str(self) -> &'static str {
+        match self {
+            Level::Halt => "HALT",
+            Level::Alert => "ALERT",
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSignal {
+    level: Level,
+    /// SECURITY, DATA, ETHICS (HALT); QUALITY, SCOPE, META-BLOCK (ALERT); or
+    /// any other the team's policy knows.
+    category: String,
+    issue: String,
+    #[serde(default)]
+    evidence: String,
+    #[serde(default)]
+    impact: String,
+    #[serde(default)]
+    recommended_action: String,
+    /// The reporter's task, which is blocked on the signal task.
+    task_id: Option<i64>,
+    #[schema(value_type = Option<Object>)]
+    partial_handoff: Option<Value>,
+}
+
+/// One action, in the JSON form escalation decisions take.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum Action {
+    HaltScope,
+    Notify { to: String, summary: String, message: String },
+    CreateTask { key: String, subject: String, description: String, metadata: Value },
+    BlockTask { task: Handle, blocked_by: Handle },
+    AppendToStream { stream: String, label: Option<String>, data: Value },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Handle {
+    Existing(i64),
+    Created(String),
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Raised {
+    signal_id: String,
+    signal_task_id: Option<i64>,
+    /// Each action with `done` and, when skipped, why.
+    #[schema(value_type = Vec<Object>)]
+    actions: Vec<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignalView {
+    signal_id: String,
+    level: String,
+    category: String,
+    reporter: String,
+    task_id: Option<i64>,
+    signal_task_id: Option<i64>,
+    #[schema(value_type = Object)]
+    body: Value,
+    #[schema(value_type = Vec<Object>)]
+    actions: Value,
+    /// Whether it halts its scope until acknowledged.
+    halts: bool,
+    acknowledged: bool,
+    acknowledged_by: Option<String>,
+    acknowledged_at: Option<String>,
+    note: Option<String>,
+    created_at: String,
+}
+
+impl From<&SignalRow> for SignalView {
+    fn from(s: &SignalRow) -> Self {
+        Self {
+            signal_id: s.signal_id.clone(),
+            level: s.level.clone(),
+            category: s.category.clone(),
+            reporter: s.reporter.clone(),
+            task_id: s.task_id,
+            signal_task_id: s.signal_task_id,
+            body: serde_json::from_str(&s.body).unwrap_or(Value::Null),
+            actions: serde_json::from_str(&s.actions).unwrap_or(Value::Null),
+            halts: s.halts,
+            acknowledged: s.acknowledged_at.is_some(),
+            acknowledged_by: s.acknowledged_by.clone(),
+            acknowledged_at: clock::rfc3339_opt(s.acknowledged_at),
+            note: s.note.clone(),
+            created_at: clock::rfc3339(s.created_at),
+        }
+    }
+}
+
+fn bad(field: &str, message: String) -> Error {
+    Error::validation(message.clone(), vec![Violation { path: format!("/{field}"), message }])
+}
+
+/// Raises a HALT or ALERT: the escalation policy decides the actions and
+/// the host carries them out.
+#[utoipa::path(post, path = "/teams/{team}/signals", tag = "signals", params(("team" = String, Path)),
+    request_body = NewSignal, responses((status = 201, body = Raised), (status = 404), (status = 422)))]
+async fn raise(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(team): Path<String>,
+    Json(req): Json<NewSignal>,
+) -> Result<(StatusCode, Json<Raised>)> {
+    team_for(&app.db, &caller, &team).await?;
+    let category = req.category.trim().to_uppercase();
+    if category.is_empty() || category.len() > 64 {
+        return Err(bad("category", "category must be 1 to 64 characters, e.g. SECURITY or QUALITY".into()));
+    }
+    if req.issue.trim().is_empty() {
+        return Err(bad("issue", "issue must say what is wrong".into()));
+    }
+    for (field, text) in [
+        ("issue", &req.issue),
+        ("evidence", &req.evidence),
+        ("impact", &req.impact),
+        ("recommended_action", &req.recommended_action),
+    ] {
+        if text.len() > MAX_TEXT {
+            return Err(bad(field, format!("{field} is over {MAX_TEXT} bytes")));
+        }
+    }
+    let tasks = store::tasks(&app.db, &team, None, None, i64::MAX, 0).await?;
+    if let Some(id) = req.task_id
+        && !tasks.iter().any(|t| t.id == id)
+    {
+        return Err(bad("task_id", format!("team {team} has no task #{id}")));
+    }
+    let owners: Vec<String> =
+        tasks.iter().filter(|t| t.status == "in_progress").filter_map(|t| t.owner.clone()).collect();
+    let signal_id = {
+        let mut b = [0u8; 12];
+        rand::rng().fill_bytes(&mut b);
+        format!("sig_{}", hex::encode(b))
+    };
+    let input = json!({
+        "id": signal_id, "level": req.level.as_str(), "category": category, "reporter": caller.name,
+        "scope": {"team": team}, "task_id": req.task_id, "issue": req.issue, "evidence": req.evidence,
+        "impact": req.impact, "recommended_action": req.recommended_action, "partial_handoff": req.partial_handoff,
+    });
+    let decision = hook::decide(&app, Hook::Escalation, &Scope::Team(team.clone()), &caller, input.clone(), |i| {
+        rules::escalate(i, &owners)
+    })
+    .await?;
+    let actions: Vec<Value> = decision.result["actions"].as_array().cloned().unwrap_or_default();
+    let now = clock::now_ms();
+    let outcome = store::transact(&app.db, &team, |s| {
+        let mut writes = Vec::new();
+        let mut reports = Vec::with_capacity(actions.len());
+        let mut created: HashMap<String, i64> = HashMap::new();
+        let mut halts = false;
+        let mut signal_task_id = None;
+        for raw in &actions {
+            let result = match serde_json::from_value::<Action>(raw.clone()) {
+                Err(e) => Err(format!("not an action the host knows: {e}")),
+                Ok(action) => carry_out(s, action, &caller.name, now, &mut created, &mut halts, &mut writes),
+            };
+            if let Ok(Some(id)) = &result
+                && signal_task_id.is_none()
+            {
+                signal_task_id = Some(*id);
+            }
+            let mut report = raw.clone();
+            match result {
+                Ok(_) => report["done"] = json!(true),
+                Err(why) => {
+                    report["done"] = json!(false);
+                    report["skipped"] = json!(why);
+                }
+            }
+            reports.push(report);
+        }
+        let row = SignalRow {
+            signal_id: signal_id.clone(),
+            scope_kind: "team".into(),
+            scope: team.clone(),
+            level: req.level.as_str().into(),
+            category: category.clone(),
+            reporter: caller.name.clone(),
+            task_id: req.task_id,
+            body: input.to_string(),
+            signal_task_id,
+            actions: Value::Array(reports.clone()).to_string(),
+            halts,
+            acknowledged_by: None,
+            acknowledged_at: None,
+            note: None,
+            created_at: now,
+        };
+        writes.push(Write::Append {
+            label: "algedonic".into(),
+            data: json!({"event": "signal", "signal": SignalView::from(&row)}).to_string(),
+            agent: caller.name.clone(),
+        });
+        writes.push(Write::PutSignal(row));
+        writes.push(Write::Decisions(decision.records));
+        Ok((writes, (signal_task_id, reports)))
+    })
+    .await?;
+    let ((signal_task_id, actions), committed) = outcome.ok_or_else(|| super::team_not_found(&team))?;
+    announce(&app, &team, &committed).await;
+    tracing::warn!(team = %team, signal = %signal_id, level = req.level.as_str(), category = %category,
+        reporter = %caller.name, "algedonic signal raised");
+    Ok((StatusCode::CREATED, Json(Raised { signal_id, signal_task_id, actions })))
+}
+
+/// Carries out one action against the snapshot; `Ok(Some(id))` for a
+/// created task.
+fn carry_out(
+    s: &mut Snapshot,
+    action: Action,
+    reporter: &str,
+    now: i64,
+    created: &mut HashMap<String, i64>,
+    halts: &mut bool,
+    writes: &mut Vec<Write>,
+) -> std::result::Result<Option<i64>, String> {
+    match action {
+        Action::HaltScope => {
+            *halts = true;
+            Ok(None)
+        }
+        Action::Notify { to, summary, message } => {
+            let to_whom = recipients(s, SYSTEM, &to).map_err(|e| e.message().to_string())?;
+            let message = MessageRow {
+                id: s.next_message_id(),
+                sender: SYSTEM.into(),
+                addressed: to,
+                kind: "message".into(),
+                summary,
+                message,
+                request_id: None,
+                approve: None,
+                created_at: now,
+            };
+            writes.push(Write::Message { message, recipients: to_whom });
+            Ok(None)
+        }
+        Action::CreateTask { key, subject, description, metadata } => {
+            if created.contains_key(&key) {
+                return Err(format!("a task with key {key:?} was already created"));
+            }
+            let metadata = if metadata.is_object() { metadata } else { json!({}) };
+            let id = s.next_task_id();
+            let row = TaskRow {
+                team: s.team.name.clone(),
+                id,
+                subject,
+                description,
+                active_form: String::new(),
+                status: "pending".into(),
+                owner: None,
+                metadata: metadata.to_string(),
+                created_by: reporter.into(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            s.tasks.insert(id, row.clone());
+            writes.push(Write::PutTask(row));
+            created.insert(key, id);
+            Ok(Some(id))
+        }
+        Action::BlockTask { task, blocked_by } => {
+            let resolve = |h: &Handle| match h {
+                Handle::Existing(id) if s.tasks.contains_key(id) => Ok(*id),
+                Handle::Existing(id) => Err(format!("no task #{id}")),
+                Handle::Created(k) => created.get(k).copied().ok_or_else(|| format!("no task was created as {k:?}")),
+            };
+            let (t, b) = (resolve(&task)?, resolve(&blocked_by)?);
+            if let Some(cycle) = graph::cycle(&s.deps, &[(t, b)]) {
+                return Err(format!("would make a dependency cycle {cycle:?}"));
+            }
+            s.deps.insert((t, b));
+            writes.push(Write::Block { task: t, blocked_by: b });
+            Ok(None)
+        }
+        Action::AppendToStream { stream, label, data } => {
+            let own = stream == s.team.stream_id || stream == "team" || stream == format!("team.{}", s.team.name);
+            if !own {
+                return Err("a team signal may append only to the team's stream".into());
+            }
+            let label = label.unwrap_or_else(|| "algedonic".into());
+            writes.push(Write::Append { label, data: data.to_string(), agent: reporter.into() });
+            Ok(None)
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListParams {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SignalList {
+    signals: Vec<SignalView>,
+}
+
+/// The team's signals, oldest first.
+#[utoipa::path(get, path = "/teams/{team}/signals", tag = "signals", params(("team" = String, Path), ListParams),
+    responses((status = 200, body = SignalList), (status = 404)))]
+async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(team): Path<String>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<SignalList>> {
+    team_for(&app.db, &caller, &team).await?;
+    let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
+    let rows = store::signals(&app.db, "team", &team, limit, offset).await?;
+    Ok(Json(SignalList { signals: rows.iter().map(SignalView::from).collect() }))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Acknowledgement {
+    #[serde(default)]
+    note: String,
+}
+
+/// Acknowledges a team signal (lead or admin): completes its signal task
+/// and, if it was the last standing HALT, lifts the halt.
+#[utoipa::path(post, path = "/teams/{team}/signals/{signal_id}/acknowledge", tag = "signals",
+    params(("team" = String, Path), ("signal_id" = String, Path)), request_body = Acknowledgement,
+    responses((status = 200, body = SignalView), (status = 403), (status = 404), (status = 409)))]
+async fn acknowledge_in_team(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((team, signal_id)): Path<(String, String)>,
+    Json(req): Json<Acknowledgement>,
+) -> Result<Json<SignalView>> {
+    let signal = store::signal(&app.db, &signal_id).await?.filter(|s| s.scope_kind == "team" && s.scope == team);
+    let team_row = team_for(&app.db, &caller, &team).await?;
+    let signal = signal.ok_or_else(|| Error::not_found(format!("signal {signal_id} in team {team}")))?;
+    lead_only(&caller, &team_row, "acknowledge a signal")?;
+    acknowledge_team_signal(&app, &caller, signal, req.note).await.map(Json)
+}
+
+/// Acknowledges any signal by id, by whoever may (the team's lead, the
+/// contract's creator, an admin).
+#[utoipa::path(post, path = "/signals/{signal_id}/acknowledge", tag = "signals", params(("signal_id" = String, Path)),
+    request_body = Acknowledgement,
+    responses((status = 200, body = SignalView), (status = 403), (status = 404), (status = 409)))]
+async fn acknowledge(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(signal_id): Path<String>,
+    Json(req): Json<Acknowledgement>,
+) -> Result<Json<SignalView>> {
+    let not_found = || Error::not_found(format!("signal {signal_id}"));
+    let signal = store::signal(&app.db, &signal_id).await?.ok_or_else(not_found)?;
+    if signal.scope_kind != "team" {
+        return Err(not_found());
+    }
+    let team_row = team_for(&app.db, &caller, &signal.scope).await.map_err(|_| not_found())?;
+    lead_only(&caller, &team_row, "acknowledge a signal")?;
+    acknowledge_team_signal(&app, &caller, signal, req.note).await.map(Json)
+}
+
+async fn acknowledge_team_signal(
+    app: &AppState,
+    caller: &Caller,
+    signal: SignalRow,
+    note: String,
+) -> Result<SignalView> {
+    if signal.acknowledged_at.is_some() {
+        return Err(Error::conflict(
+            "already_acknowledged",
+            format!("signal {} was acknowledged by {}", signal.signal_id, signal.acknowledged_by.unwrap_or_default()),
+        ));
+    }
+    let team = signal.scope.clone();
+    let now = clock::now_ms();
+    let outcome = store::transact(&app.db, &team, |s| {
+        if !s.open_signals.contains(&signal.signal_id) {
+            return Err(Error::conflict(
+                "already_acknowledged",
+                format!("signal {} was just acknowledged", signal.signal_id),
+            ));
+        }
+        let mut row = signal.clone();
+        row.acknowledged_by = Some(caller.name.clone());
+        row.acknowledged_at = Some(now);
+        row.note = Some(note.clone());
+        let mut writes = Vec::new();
+        if let Some(task) = row.signal_task_id.and_then(|id| s.tasks.get(&id)).filter(|t| t.status != "completed") {
+            let mut done = task.clone();
+            done.status = "completed".into();
+            done.version += 1;
+            done.updated_at = now;
+            s.tasks.insert(done.id, done.clone());
+            writes.push(Write::PutTask(done));
+        }
+        s.halts.retain(|h| *h != row.signal_id);
+        let lifted = row.halts && s.halts.is_empty();
+        if lifted {
+            let message = MessageRow {
+                id: s.next_message_id(),
+                sender: SYSTEM.into(),
+                addressed: "all".into(),
+                kind: "message".into(),
+                summary: format!("HALT lifted ({})", row.category),
+                message: format!(
+                    "[cairn→all] {} acknowledged the {} HALT {}; work may resume.{}",
+                    caller.name,
+                    row.category,
+                    row.signal_id,
+                    if note.is_empty() { String::new() } else { format!(" Note: {note}") }
+                ),
+                request_id: None,
+                approve: None,
+                created_at: now,
+            };
+            let to = s.members.iter().cloned().collect();
+            writes.push(Write::Message { message, recipients: to });
+        }
+        writes.push(Write::Append {
+            label: "algedonic".into(),
+            data: json!({"event": "acknowledged", "signal_id": row.signal_id, "by": caller.name, "note": note,
+                         "halt_lifted": lifted})
+            .to_string(),
+            agent: caller.name.clone(),
+        });
+        writes.push(Write::PutSignal(row.clone()));
+        Ok((writes, row))
+    })
+    .await?;
+    let (row, committed) = outcome.ok_or_else(|| super::team_not_found(&team))?;
+    announce(app, &team, &committed).await;
+    tracing::info!(team = %team, signal = %row.signal_id, by = %caller.name, "signal acknowledged");
+    Ok(SignalView::from(&row))
+}

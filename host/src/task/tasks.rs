@@ -1,0 +1,736 @@
+//! TaskCreate, TaskList, TaskGet and TaskUpdate.
+//!
+//! An update that takes a task (owner set to oneself, or moved to
+//! in_progress) is a claim; one that moves it to completed checks its
+//! HANDOFF. Both are decided before the write, against the task as read,
+//! and the write then commits only if the task has not changed since
+//! (otherwise the whole update is decided again). That is how fifty racing
+//! claims end with one owner: after the first commits, the others are
+//! decided again and see an owned task.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::store::{self, Snapshot, TaskRow, TeamRow, Write};
+use super::{graph, lead_only, rules, rules_of, team_for};
+use crate::agent::Caller;
+use crate::error::{Error, Json, Path, Query, Result, Violation};
+use crate::policy::hook;
+use crate::policy::registry::Scope;
+use crate::policy::store::DecisionRow;
+use crate::policy::{Hook, store as decision_store};
+use crate::{AppState, clock};
+
+/// How often an update is decided again when the task keeps changing
+/// under it; past this the caller gets a 409 to retry.
+const ATTEMPTS: usize = 16;
+const MAX_SUBJECT: usize = 1_000;
+const MAX_TEXT: usize = 64 * 1024;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(get, update))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    InProgress,
+    Completed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskView {
+    id: i64,
+    subject: String,
+    description: String,
+    active_form: String,
+    status: String,
+    owner: Option<String>,
+    blocked_by: Vec<i64>,
+    blocks: Vec<i64>,
+    #[schema(value_type = Object)]
+    metadata: Value,
+    created_by: String,
+    created_at: String,
+    updated_at: String,
+}
+
+fn task_view(t: &TaskRow, blocked_by: Vec<i64>, blocks: Vec<i64>) -> TaskView {
+    TaskView {
+        id: t.id,
+        subject: t.subject.clone(),
+        description: t.description.clone(),
+        active_form: t.active_form.clone(),
+        status: t.status.clone(),
+        owner: t.owner.clone(),
+        blocked_by,
+        blocks,
+        metadata: serde_json::from_str(&t.metadata).unwrap_or_else(|_| json!({})),
+        created_by: t.created_by.clone(),
+        created_at: clock::rfc3339(t.created_at),
+        updated_at: clock::rfc3339(t.updated_at),
+    }
+}
+
+fn view_in(s: &Snapshot, t: &TaskRow) -> TaskView {
+    task_view(t, s.blocked_by(t.id), s.blocks(t.id))
+}
+
+fn task_not_found(team: &str, id: i64) -> Error {
+    Error::not_found(format!("task #{id} in team {team}"))
+}
+
+fn check_text(field: &str, value: &str, max: usize) -> Result<()> {
+    if value.len() > max {
+        return Err(Error::validation(
+            format!("{field} is {} bytes; the limit is {max}", value.len()),
+            vec![Violation { path: format!("/{field}"), message: format!("at most {max} bytes") }],
+        ));
+    }
+    Ok(())
+}
+
+fn check_subject(subject: &str) -> Result<()> {
+    if subject.trim().is_empty() {
+        return Err(Error::validation(
+            "subject must not be empty: give the task a short imperative title",
+            vec![Violation { path: "/subject".into(), message: "empty".into() }],
+        ));
+    }
+    check_text("subject", subject, MAX_SUBJECT)
+}
+
+fn object(field: &str, v: Value) -> Result<Map<String, Value>> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(Error::validation(
+            format!("{field} must be a JSON object, got {}", kind(&other)),
+            vec![Violation { path: format!("/{field}"), message: "not an object".into() }],
+        )),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn unknown_tasks(team: &str, field: &str, ids: &[i64]) -> Error {
+    let list: Vec<String> = ids.iter().map(|i| format!("#{i}")).collect();
+    Error::validation(
+        format!("{field} names tasks that do not exist in team {team}: {}", list.join(", ")),
+        ids.iter().map(|i| Violation { path: format!("/{field}"), message: format!("no task #{i}") }).collect(),
+    )
+}
+
+fn cycle_error(cycle: &[i64]) -> Error {
+    let path: Vec<String> = cycle.iter().map(|i| format!("#{i}")).collect();
+    Error::validation(
+        format!("that dependency would make a cycle ({}), so none of those tasks could ever start", path.join(" → ")),
+        vec![Violation { path: "/blocked_by".into(), message: format!("cycle {}", path.join(" → ")) }],
+    )
+    .with_code("dependency_cycle")
+}
+
+fn not_member(team: &TeamRow, agent: &str, field: &str) -> Error {
+    Error::validation(
+        format!("{agent} is not a member of team {}; the lead adds members first", team.name),
+        vec![Violation { path: format!("/{field}"), message: "not a member".into() }],
+    )
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    subject: String,
+    #[serde(default)]
+    description: String,
+    /// Shown while the task is in progress ("Building the parser").
+    #[serde(default)]
+    active_form: String,
+    /// Assign it now; only the lead or an admin may assign someone else.
+    owner: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+    /// Tasks that must complete before this one can start.
+    #[serde(default)]
+    blocked_by: Vec<i64>,
+}
+
+/// TaskCreate: a new pending task.
+#[utoipa::path(post, path = "/teams/{team}/tasks", tag = "tasks", params(("team" = String, Path)), request_body = NewTask,
+    responses((status = 201, body = TaskView), (status = 403), (status = 404), (status = 422)))]
+async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(team): Path<String>,
+    Json(req): Json<NewTask>,
+) -> Result<(StatusCode, Json<TaskView>)> {
+    let team_row = team_for(&app.db, &caller, &team).await?;
+    check_subject(&req.subject)?;
+    check_text("description", &req.description, MAX_TEXT)?;
+    check_text("active_form", &req.active_form, MAX_SUBJECT)?;
+    let metadata = object("metadata", req.metadata.unwrap_or_else(|| json!({})))?;
+    if let Some(owner) = req.owner.as_deref().filter(|o| *o != caller.name) {
+        lead_only(&caller, &team_row, &format!("assign a task to {owner}"))?;
+    }
+    let now = clock::now_ms();
+    let committed = store::transact(&app.db, &team, |s| {
+        if let Some(owner) = &req.owner
+            && !s.members.contains(owner)
+        {
+            return Err(not_member(&s.team, owner, "owner"));
+        }
+        let missing: Vec<i64> = req.blocked_by.iter().copied().filter(|b| !s.tasks.contains_key(b)).collect();
+        if !missing.is_empty() {
+            return Err(unknown_tasks(&team, "blocked_by", &missing));
+        }
+        let id = s.next_task_id();
+        let row = TaskRow {
+            team: team.clone(),
+            id,
+            subject: req.subject.clone(),
+            description: req.description.clone(),
+            active_form: req.active_form.clone(),
+            status: "pending".into(),
+            owner: req.owner.clone(),
+            metadata: Value::Object(metadata).to_string(),
+            created_by: caller.name.clone(),
+            version: 1,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut writes = vec![Write::PutTask(row.clone())];
+        for &b in &req.blocked_by {
+            s.deps.insert((id, b));
+            writes.push(Write::Block { task: id, blocked_by: b });
+        }
+        s.tasks.insert(id, row.clone());
+        Ok((writes, view_in(s, &row)))
+    })
+    .await?;
+    let (task, _) = committed.ok_or_else(|| super::team_not_found(&team))?;
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+#[derive(Deserialize, IntoParams)]
+pub struct ListParams {
+    status: Option<Status>,
+    owner: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskSummary {
+    id: i64,
+    subject: String,
+    status: String,
+    owner: Option<String>,
+    /// Only the blockers not completed yet.
+    blocked_by: Vec<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TaskList {
+    tasks: Vec<TaskSummary>,
+}
+
+/// TaskList: the team's tasks by id, each with its open blockers only.
+#[utoipa::path(get, path = "/teams/{team}/tasks", tag = "tasks", params(("team" = String, Path), ListParams),
+    responses((status = 200, body = TaskList), (status = 404)))]
+async fn list(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(team): Path<String>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<TaskList>> {
+    team_for(&app.db, &caller, &team).await?;
+    let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
+    let rows = store::tasks(&app.db, &team, p.status.map(Status::as_str), p.owner.as_deref(), limit, offset).await?;
+    let mut open: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for (task, blocker) in store::open_blockers(&app.db, &team).await? {
+        open.entry(task).or_default().push(blocker);
+    }
+    let tasks = rows
+        .into_iter()
+        .map(|t| TaskSummary {
+            blocked_by: open.remove(&t.id).unwrap_or_default(),
+            id: t.id,
+            subject: t.subject,
+            status: t.status,
+            owner: t.owner,
+        })
+        .collect();
+    Ok(Json(TaskList { tasks }))
+}
+
+/// TaskGet: the whole task, metadata included.
+#[utoipa::path(get, path = "/teams/{team}/tasks/{id}", tag = "tasks", params(("team" = String, Path), ("id" = i64, Path)),
+    responses((status = 200, body = TaskView), (status = 404)))]
+async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((team, id)): Path<(String, i64)>,
+) -> Result<Json<TaskView>> {
+    team_for(&app.db, &caller, &team).await?;
+    let task = store::task(&app.db, &team, id).await?.ok_or_else(|| task_not_found(&team, id))?;
+    let deps = store::deps(&app.db, &team).await?;
+    let blocked_by = deps.iter().filter(|(t, _)| *t == id).map(|(_, b)| *b).collect();
+    let blocks = deps.iter().filter(|(_, b)| *b == id).map(|(t, _)| *t).collect();
+    Ok(Json(task_view(&task, blocked_by, blocks)))
+}
+
+/// `status` in an update: a task status, or `deleted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NewStatus {
+    Pending,
+    InProgress,
+    Completed,
+    Deleted,
+}
+
+/// `null` and absent differ for `owner`: null releases the task.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> std::result::Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The update as sent is also the claim policy's `request`, hence Serialize.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskUpdate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<NewStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    active_form: Option<String>,
+    /// An agent takes the task by naming itself; `null` releases it.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    owner: Option<Option<String>>,
+    /// Merged key by key; a `null` value deletes the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    metadata: Option<Value>,
+    /// Tasks that wait for this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    add_blocks: Vec<i64>,
+    /// Tasks this one waits for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    add_blocked_by: Vec<i64>,
+}
+
+/// What an update does to a task, worked out before anything is decided.
+struct Plan {
+    claim: bool,
+    complete: bool,
+    delete: bool,
+    /// The task as it will be, deps aside.
+    next: TaskRow,
+}
+
+fn plan(task: &TaskRow, req: &TaskUpdate, caller: &Caller, team: &TeamRow) -> Result<Plan> {
+    let is_lead = caller.admin || caller.name == team.lead;
+    let owns = task.owner.as_deref() == Some(caller.name.as_str());
+    if req.status == Some(NewStatus::Deleted) {
+        if !(is_lead || owns || (task.owner.is_none() && task.created_by == caller.name)) {
+            return Err(Error::forbidden(format!(
+                "only the task's owner, its creator while unowned, or the lead ({}) may delete it",
+                team.lead
+            )));
+        }
+        return Ok(Plan { claim: false, complete: false, delete: true, next: task.clone() });
+    }
+    let mut next = task.clone();
+    let mut claim = false;
+    match &req.owner {
+        Some(Some(o)) if *o == caller.name => claim |= !owns,
+        Some(Some(o)) => {
+            lead_only(caller, team, &format!("assign a task to {o}"))?;
+            next.owner = Some(o.clone());
+        }
+        Some(None) => {
+            if !(is_lead || owns) {
+                return Err(Error::forbidden("only the task's owner or the lead may release it"));
+            }
+            next.owner = None;
+        }
+        None => {}
+    }
+    if claim {
+        next.owner = Some(caller.name.clone());
+    }
+    let edits = req.subject.is_some()
+        || req.description.is_some()
+        || req.active_form.is_some()
+        || req.metadata.is_some()
+        || !req.add_blocks.is_empty()
+        || !req.add_blocked_by.is_empty();
+    let own_or_open = owns || task.owner.is_none() || is_lead || claim;
+    if edits && !own_or_open {
+        return Err(Error::forbidden(format!(
+            "task #{} is {}'s; only its owner or the lead may change it",
+            task.id,
+            task.owner.as_deref().unwrap_or_default()
+        )));
+    }
+    let mut complete = false;
+    let status = req.status.and_then(|s| match s {
+        NewStatus::Pending => Some("pending"),
+        NewStatus::InProgress => Some("in_progress"),
+        NewStatus::Completed => Some("completed"),
+        NewStatus::Deleted => None, // returned above
+    });
+    if let Some(status) = status
+        && status != task.status
+    {
+        match status {
+            "in_progress" => {
+                claim = true;
+                if next.owner.is_none() {
+                    next.owner = Some(caller.name.clone());
+                }
+            }
+            "completed" => complete = true,
+            _ => {
+                if !(is_lead || owns) {
+                    return Err(Error::forbidden("only the task's owner or the lead may move it back to pending"));
+                }
+            }
+        }
+        next.status = status.into();
+    }
+    if let Some(s) = &req.subject {
+        check_subject(s)?;
+        next.subject = s.clone();
+    }
+    if let Some(d) = &req.description {
+        check_text("description", d, MAX_TEXT)?;
+        next.description = d.clone();
+    }
+    if let Some(a) = &req.active_form {
+        check_text("active_form", a, MAX_SUBJECT)?;
+        next.active_form = a.clone();
+    }
+    if let Some(m) = &req.metadata {
+        let patch = object("metadata", m.clone())?;
+        let mut merged = object("metadata", serde_json::from_str(&task.metadata).unwrap_or_else(|_| json!({})))?;
+        for (k, v) in patch {
+            if v.is_null() {
+                merged.remove(&k);
+            } else {
+                merged.insert(k, v);
+            }
+        }
+        next.metadata = Value::Object(merged).to_string();
+    }
+    Ok(Plan { claim, complete, delete: false, next })
+}
+
+fn halted(s: &Snapshot) -> Error {
+    Error::locked(format!(
+        "team {} is halted by an algedonic HALT ({}); claims and completions wait until the lead acknowledges it",
+        s.team.name,
+        s.halts.join(", ")
+    ))
+}
+
+fn stale() -> Error {
+    Error::conflict("task_changed", "the task changed while the update was decided")
+}
+
+/// TaskUpdate. Taking a task goes through the claim policy (409 on a
+/// denial), completing it through the handoff policy (422 listing what the
+/// HANDOFF lacks); while the team is halted both get 423.
+#[utoipa::path(patch, path = "/teams/{team}/tasks/{id}", tag = "tasks", params(("team" = String, Path), ("id" = i64, Path)),
+    request_body = TaskUpdate,
+    responses((status = 200, body = TaskView), (status = 403), (status = 404),
+        (status = 409, description = "blocked, claim denied or escalated"), (status = 422, description = "HANDOFF rejected, cycle"),
+        (status = 423, description = "team halted")))]
+async fn update(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((team, id)): Path<(String, i64)>,
+    Json(req): Json<TaskUpdate>,
+) -> Result<Json<TaskView>> {
+    let team_row = team_for(&app.db, &caller, &team).await?;
+    let request = serde_json::to_value(&req).unwrap_or_default();
+    for _ in 0..ATTEMPTS {
+        let task = store::task(&app.db, &team, id).await?.ok_or_else(|| task_not_found(&team, id))?;
+        let plan = plan(&task, &req, &caller, &team_row)?;
+        match attempt(&app, &caller, &team_row, &task, &req, &request, plan).await {
+            Err(e) if e.code() == "task_changed" => continue,
+            done => return done.map(Json),
+        }
+    }
+    Err(Error::conflict("busy", format!("task #{id} kept changing while this update was decided; retry")))
+}
+
+/// One try: decide against `task` as read, then commit if it is unchanged.
+async fn attempt(
+    app: &AppState,
+    caller: &Caller,
+    team: &TeamRow,
+    task: &TaskRow,
+    req: &TaskUpdate,
+    request: &Value,
+    plan: Plan,
+) -> Result<TaskView> {
+    let scope = Scope::Team(team.name.clone());
+    let mut records: Vec<DecisionRow> = Vec::new();
+    if plan.claim || plan.complete {
+        // Refuse early; the write re-checks under the team's lock.
+        let halts: Vec<String> = store::signals(&app.db, "team", &team.name, crate::pagination::MAX_LIMIT, 0)
+            .await?
+            .into_iter()
+            .filter(|s| s.halts && s.acknowledged_at.is_none())
+            .map(|s| s.signal_id)
+            .collect();
+        if !halts.is_empty() {
+            return Err(Error::locked(format!(
+                "team {} is halted by an algedonic HALT ({}); claims and completions wait until the lead acknowledges it",
+                team.name,
+                halts.join(", ")
+            )));
+        }
+    }
+    let open_blockers: Vec<i64> = store::open_blockers(&app.db, &team.name)
+        .await?
+        .into_iter()
+        .filter(|(t, _)| *t == task.id)
+        .map(|(_, b)| b)
+        .collect();
+    if plan.next.status == "in_progress" && task.status != "in_progress" && !open_blockers.is_empty() {
+        let list: Vec<String> = open_blockers.iter().map(|b| format!("#{b}")).collect();
+        return Err(Error::conflict(
+            "blocked",
+            format!("task #{} cannot start: it is blocked by {}, not yet completed", task.id, list.join(", ")),
+        ));
+    }
+    if plan.claim {
+        let input = json!({"claimant": caller.name, "target": {"task": {"team": team.name, "id": task.id}},
+                           "request": request});
+        let (owner, blockers) = (task.owner.clone(), open_blockers.clone());
+        let decision = hook::decide(app, Hook::Claim, &scope, caller, input, |_| {
+            rules::claim(&caller.name, task.id, owner.as_deref(), &blockers)
+        })
+        .await?;
+        match decision.verdict() {
+            "approve" => records.extend(decision.records),
+            "escalate" => {
+                let reason = decision.reason().to_string();
+                escalate_claim(app, team, task, caller, &reason, decision.records).await?;
+                return Err(Error::conflict(
+                    "claim_escalated",
+                    format!("the claim needs a human decision ({reason}); the lead ({}) has been asked", team.lead),
+                ));
+            }
+            _ => {
+                let reason = decision.reason().to_string();
+                decision_store::record_all(&app.db, &decision.records).await?;
+                return Err(Error::conflict("claim_denied", format!("claim refused: {reason}")));
+            }
+        }
+    }
+    if plan.complete {
+        rules_of(team).may_complete(&caller.name, &team.lead, plan.next.owner.as_deref(), caller.admin).map_err(
+            |why| Error::forbidden(format!("cannot complete task #{}: {why}", task.id)).with_code("not_allowed"),
+        )?;
+        let metadata: Value = serde_json::from_str(&plan.next.metadata).unwrap_or_else(|_| json!({}));
+        let mut input = json!({"agent": caller.name, "task": {"team": team.name, "id": task.id},
+                               "subject": plan.next.subject, "metadata": metadata});
+        if let Some(Value::String(text)) = metadata.get("handoff") {
+            input["text"] = json!(text);
+            input["handoff"] = Value::Null;
+        }
+        let rules = rules_of(team);
+        let decision = hook::decide(app, Hook::Handoff, &scope, caller, input, |i| rules::handoff(i, &rules)).await?;
+        let violations = decision.result["violations"].as_array().cloned().unwrap_or_default();
+        if !violations.is_empty() {
+            return reject_handoff(app, team, task, violations, decision.records).await;
+        }
+        records.extend(decision.records);
+    }
+
+    let expected = task.version;
+    let now = clock::now_ms();
+    let committed = store::transact(&app.db, &team.name, |s| {
+        let Some(current) = s.tasks.get(&task.id) else {
+            return Err(task_not_found(&team.name, task.id));
+        };
+        if current.version != expected {
+            return Err(stale());
+        }
+        if (plan.claim || plan.complete) && !s.halts.is_empty() {
+            return Err(halted(s));
+        }
+        let mut writes = Vec::new();
+        if plan.delete {
+            writes.push(Write::DeleteTask(task.id));
+            writes.push(Write::Decisions(records));
+            let view = view_in(s, current);
+            return Ok((writes, view));
+        }
+        if let Some(o) = &plan.next.owner
+            && !s.members.contains(o)
+        {
+            return Err(not_member(&s.team, o, "owner"));
+        }
+        let mut new_edges = Vec::new();
+        for &b in &req.add_blocked_by {
+            new_edges.push((task.id, b));
+        }
+        for &t in &req.add_blocks {
+            new_edges.push((t, task.id));
+        }
+        let missing: Vec<i64> =
+            req.add_blocked_by.iter().chain(&req.add_blocks).copied().filter(|i| !s.tasks.contains_key(i)).collect();
+        if !missing.is_empty() {
+            let field =
+                if req.add_blocked_by.iter().any(|i| missing.contains(i)) { "add_blocked_by" } else { "add_blocks" };
+            return Err(unknown_tasks(&team.name, field, &missing));
+        }
+        if let Some(cycle) = graph::cycle(&s.deps, &new_edges) {
+            return Err(cycle_error(&cycle));
+        }
+        for &(t, b) in &new_edges {
+            s.deps.insert((t, b));
+            writes.push(Write::Block { task: t, blocked_by: b });
+        }
+        let open = s.open_blockers(task.id);
+        if plan.next.status == "in_progress" && current.status != "in_progress" && !open.is_empty() {
+            let list: Vec<String> = open.iter().map(|b| format!("#{b}")).collect();
+            return Err(Error::conflict(
+                "blocked",
+                format!("task #{} cannot start: it is blocked by {}, not yet completed", task.id, list.join(", ")),
+            ));
+        }
+        let mut next = plan.next.clone();
+        if plan.complete {
+            // Accepted: an earlier rejection no longer applies.
+            let mut m: Map<String, Value> = serde_json::from_str(&next.metadata).unwrap_or_default();
+            m.remove("handoff_rejection");
+            next.metadata = Value::Object(m).to_string();
+        }
+        next.version = current.version + 1;
+        next.updated_at = now;
+        writes.push(Write::PutTask(next.clone()));
+        writes.push(Write::Decisions(records));
+        s.tasks.insert(next.id, next.clone());
+        Ok((writes, view_in(s, &next)))
+    })
+    .await?;
+    let (view, _) = committed.ok_or_else(|| super::team_not_found(&team.name))?;
+    Ok(view)
+}
+
+/// A refused HANDOFF: record why in `metadata.handoff_rejection` (with a
+/// revision number that counts the rejections), log the decision, 422.
+async fn reject_handoff(
+    app: &AppState,
+    team: &TeamRow,
+    task: &TaskRow,
+    violations: Vec<Value>,
+    records: Vec<DecisionRow>,
+) -> Result<TaskView> {
+    let reason = format!("the HANDOFF is incomplete: {} violation(s)", violations.len());
+    let details: Vec<Violation> = violations
+        .iter()
+        .map(|v| Violation {
+            path: format!("/metadata/handoff/{}", v["field"].as_str().unwrap_or_default()),
+            message: v["message"].as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    let now = clock::now_ms();
+    let expected = task.version;
+    let decision_id = records.last().map(|r| r.decision_id.clone());
+    let outcome = store::transact(&app.db, &team.name, |s| {
+        let Some(current) = s.tasks.get(&task.id) else {
+            return Err(task_not_found(&team.name, task.id));
+        };
+        if current.version != expected {
+            return Err(stale());
+        }
+        let mut m: Map<String, Value> = serde_json::from_str(&current.metadata).unwrap_or_default();
+        let revision = m.get("handoff_rejection").and_then(|r| r["revision"].as_i64()).unwrap_or(0) + 1;
+        m.insert(
+            "handoff_rejection".into(),
+            json!({"reason": reason, "corrections": violations, "revision": revision,
+                   "decision_id": decision_id, "at": clock::rfc3339(now)}),
+        );
+        let mut next = current.clone();
+        next.metadata = Value::Object(m).to_string();
+        next.version += 1;
+        next.updated_at = now;
+        Ok((vec![Write::PutTask(next), Write::Decisions(records)], ()))
+    })
+    .await?;
+    outcome.ok_or_else(|| super::team_not_found(&team.name))?;
+    Err(Error::validation(format!("cannot complete task #{}: {reason}", task.id), details)
+        .with_code("handoff_rejected"))
+}
+
+/// An escalated claim: the lead is asked, from `cairn`, and the decision
+/// is logged with that message.
+async fn escalate_claim(
+    app: &AppState,
+    team: &TeamRow,
+    task: &TaskRow,
+    caller: &Caller,
+    reason: &str,
+    records: Vec<DecisionRow>,
+) -> Result<()> {
+    let now = clock::now_ms();
+    let outcome = store::transact(&app.db, &team.name, |s| {
+        let message = store::MessageRow {
+            id: s.next_message_id(),
+            sender: crate::agent::SYSTEM.into(),
+            addressed: "lead".into(),
+            kind: "message".into(),
+            summary: format!("Claim of task #{} by {} needs your decision", task.id, caller.name),
+            message: format!(
+                "[cairn→lead] {} asked to take task #{} ({}); the claim policy escalated it: {reason}. \
+                 Assign the task (PATCH owner) to grant it.",
+                caller.name, task.id, task.subject
+            ),
+            request_id: None,
+            approve: None,
+            created_at: now,
+        };
+        let writes = vec![Write::Message { message, recipients: vec![s.team.lead.clone()] }, Write::Decisions(records)];
+        Ok((writes, ()))
+    })
+    .await?;
+    if let Some((_, committed)) = outcome {
+        super::message::announce(app, &team.name, &committed).await;
+    }
+    Ok(())
+}
