@@ -36,6 +36,55 @@ fn good_cases_pass() {
     assert!(stdout.ends_with("4 passed, 0 failed\n"), "{stdout}");
 }
 
+/// Each bundled policy, exported from the binary as a user would, passes
+/// the case file that ships beside its source.
+#[test]
+fn bundled_policies_export_and_pass_their_cases() {
+    let dir = std::env::temp_dir().join(format!("cairn-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, hook, n) in [
+        ("claim-approval", "claim", 10),
+        ("handoff-validation", "handoff", 7),
+        ("algedonic-escalation", "escalation", 5),
+    ] {
+        let wasm = dir.join(format!("{name}.wasm"));
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["policy", "export", name, "--out"])
+            .arg(&wasm)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{:?}", text(&out));
+        assert!(std::fs::read(&wasm).unwrap().starts_with(b"\0asm"));
+        let case_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins").join(name).join("cases.json");
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["policy", "test"])
+            .arg(&wasm)
+            .args(["--hook", hook, "--cases"])
+            .arg(&case_file)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{name}: {stdout}{stderr}");
+        assert!(stdout.ends_with(&format!("{n} passed, 0 failed\n")), "{name}: {stdout}");
+        let schema = dir.join(format!("{name}.schema.json"));
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["policy", "export", name, "--schema", "--out"])
+            .arg(&schema)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let schema: serde_json::Value = serde_json::from_slice(&std::fs::read(&schema).unwrap()).unwrap();
+        assert_eq!(schema["additionalProperties"], false);
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn")).args(["policy", "export", "nope"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).1.contains("there are: claim-approval, handoff-validation, algedonic-escalation"),
+        "{:?}",
+        text(&out)
+    );
+}
+
 #[test]
 fn wrong_expectations_fail_with_expected_and_actual() {
     let mut file: serde_json::Value =

@@ -116,7 +116,7 @@ async fn full_team_run(backend: Backend) {
     assert_eq!(r.code(), "handoff_rejected");
     let details = r.json()["error"]["details"].clone();
     let paths: Vec<&str> = details.as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
-    assert_eq!(paths, ["/metadata/handoff/integration", "/metadata/handoff/uncertainty[0]"]);
+    assert_eq!(paths, ["/metadata/handoff/uncertainty[0]", "/metadata/handoff/integration"]);
     let task = c.get("/teams/pact/tasks/1").await.expect(200).json();
     assert_eq!(task["status"], "in_progress");
     assert_eq!(task["metadata"]["handoff_rejection"]["revision"], 1);
@@ -269,7 +269,7 @@ async fn full_team_run(backend: Backend) {
         .map(|d| (d["policy"].as_str().unwrap().to_string(), d["hook"].as_str().unwrap().to_string()))
         .collect();
     for (policy, hook) in
-        [("builtin:claim", "claim"), ("builtin:handoff", "handoff"), ("builtin:escalation", "escalation")]
+        [("claim-approval", "claim"), ("handoff-validation", "handoff"), ("algedonic-escalation", "escalation")]
     {
         assert!(seen.contains(&(policy.into(), hook.into())), "no {policy} decision in {seen:?}");
     }

@@ -45,6 +45,17 @@ pub enum Command {
         #[command(flatten)]
         server: Server,
     },
+    /// Write out a bundled policy's component (claim-approval,
+    /// handoff-validation, algedonic-escalation), to read, fork or upload.
+    Export {
+        name: String,
+        /// Where to write it; NAME.wasm (NAME.schema.json with --schema) by default.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Write its config's JSON Schema instead.
+        #[arg(long)]
+        schema: bool,
+    },
     /// Run a policy against a case file, offline; exits 1 if any case fails.
     Test {
         /// The component (.wasm).
@@ -74,6 +85,7 @@ pub struct Server {
 pub async fn run(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Test { file, hook, cases, fuel } => test(&file, hook, &cases, fuel),
+        Command::Export { name, out, schema } => export(&name, out, schema),
         Command::Add { name, file, hook, config, scope, server } => {
             let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let hook_name = serde_json::to_value(hook)?.as_str().unwrap_or_default().to_string();
@@ -195,4 +207,27 @@ fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool) -> anyhow::Result<boo
     let results = super::cases::run(&runtime, &loaded, &name, case_file);
     print!("{}", super::cases::report(&results));
     Ok(results.iter().all(|r| r.failure.is_none()))
+}
+
+fn export(name: &str, out: Option<PathBuf>, schema: bool) -> anyhow::Result<bool> {
+    let Some(bundled) = super::bundled::by_name(name) else {
+        let names: Vec<&str> = super::bundled::ALL.iter().map(|b| b.name).collect();
+        bail!("no bundled policy is called {name:?}; there are: {}", names.join(", "));
+    };
+    let (bytes, default) = if schema {
+        (bundled.schema.as_bytes(), format!("{name}.schema.json"))
+    } else {
+        (bundled.wasm, format!("{name}.wasm"))
+    };
+    let out = out.unwrap_or_else(|| PathBuf::from(default));
+    std::fs::write(&out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    let hook = serde_json::to_value(bundled.hook)?;
+    eprintln!(
+        "wrote {} ({} bytes): the bundled {} policy for the {} hook",
+        out.display(),
+        bytes.len(),
+        name,
+        hook.as_str().unwrap_or_default()
+    );
+    Ok(true)
 }

@@ -43,6 +43,7 @@
 
 pub mod api;
 pub mod bindings;
+pub mod bundled;
 pub mod cache;
 pub mod cases;
 pub mod cli;

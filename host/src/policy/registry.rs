@@ -162,11 +162,45 @@ pub struct Active {
 pub struct Registry {
     runtime: Arc<Runtime>,
     active: RwLock<HashMap<String, Arc<Active>>>,
+    /// The bundled defaults, compiled on first use.
+    defaults: RwLock<HashMap<Hook, Arc<Active>>>,
 }
 
 impl Registry {
     pub fn new(runtime: Arc<Runtime>) -> Self {
-        Self { runtime, active: RwLock::default() }
+        Self { runtime, active: RwLock::default(), defaults: RwLock::default() }
+    }
+
+    /// The bundled policy that decides on `hook` where no user policy is
+    /// bound (version 0 in the decision log). Compiled on first use, from
+    /// the precompiled cache when it is there.
+    pub async fn default_for(self: &Arc<Self>, hook: Hook) -> Result<Option<Arc<Active>>> {
+        let Some(bundled) = super::bundled::for_hook(hook) else { return Ok(None) };
+        if let Some(a) = self.defaults.read().ok().and_then(|m| m.get(&hook).cloned()) {
+            return Ok(Some(a));
+        }
+        let runtime = self.runtime.clone();
+        let loaded = tokio::task::spawn_blocking(move || runtime.load(hook, bundled.wasm, &hook.default_grants()))
+            .await
+            .map_err(|e| Error::internal(format!("loading the bundled {}: {e}", bundled.name)))?
+            .map_err(|e| Error::internal(format!("the bundled {} does not load: {e}", bundled.name)))?;
+        let now = clock::now_ms();
+        let active = Arc::new(Active {
+            name: bundled.name.into(),
+            hook,
+            version: 0,
+            sha256: loaded.sha256.clone(),
+            imports: loaded.imports.clone(),
+            settings: Settings::default(),
+            loaded: Ok(Arc::new(loaded)),
+            stats: Arc::default(),
+            created_at: now,
+            updated_at: now,
+        });
+        if let Ok(mut m) = self.defaults.write() {
+            m.entry(hook).or_insert_with(|| active.clone());
+        }
+        Ok(Some(active))
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -258,6 +292,12 @@ impl Registry {
         wasm: Vec<u8>,
     ) -> Result<(Arc<Active>, bool)> {
         name::check("policy", name)?;
+        if super::bundled::by_name(name).is_some() {
+            return Err(Error::conflict(
+                "name_taken",
+                format!("{name:?} is the name of a bundled policy; upload your copy under another name"),
+            ));
+        }
         let existing = store::get(db, name).await?;
         let settings = existing.as_ref().map(settings_of).unwrap_or_default();
         settings.validate(hook)?;
@@ -298,6 +338,10 @@ impl Registry {
         };
         let hook = parse_hook(&row.hook);
         settings.validate(hook)?;
+        // An uploaded copy of a bundled policy: its config has a schema.
+        if let Some(bundled) = super::bundled::by_sha256(&row.sha256) {
+            bundled.check_config(&settings.config)?;
+        }
         let runtime = self.runtime.clone();
         let grants = settings.grants_for(hook);
         let (loaded, r) = tokio::task::spawn_blocking(move || (runtime.load(hook, &row.wasm, &grants), row))

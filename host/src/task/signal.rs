@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use super::message::{announce, recipients};
 use super::store::{self, MessageRow, SignalRow, Snapshot, TaskRow, Write};
-use super::{graph, lead_only, rules, team_for};
+use super::{graph, lead_only, team_for};
 use crate::agent::{Caller, SYSTEM};
 use crate::error::{Error, Json, Path, Query, Result, Violation};
 use crate::policy::Hook;
@@ -176,8 +176,6 @@ async fn raise(
     {
         return Err(bad("task_id", format!("team {team} has no task #{id}")));
     }
-    let owners: Vec<String> =
-        tasks.iter().filter(|t| t.status == "in_progress").filter_map(|t| t.owner.clone()).collect();
     let signal_id = {
         let mut b = [0u8; 12];
         rand::rng().fill_bytes(&mut b);
@@ -188,10 +186,8 @@ async fn raise(
         "scope": {"team": team}, "task_id": req.task_id, "issue": req.issue, "evidence": req.evidence,
         "impact": req.impact, "recommended_action": req.recommended_action, "partial_handoff": req.partial_handoff,
     });
-    let decision = hook::decide(&app, Hook::Escalation, &Scope::Team(team.clone()), &caller, input.clone(), |i| {
-        rules::escalate(i, &owners)
-    })
-    .await?;
+    let decision =
+        hook::decide(&app, Hook::Escalation, &Scope::Team(team.clone()), &caller, input.clone(), json!({})).await?;
     let actions: Vec<Value> = decision.result["actions"].as_array().cloned().unwrap_or_default();
     let now = clock::now_ms();
     let outcome = store::transact(&app.db, &team, |s| {

@@ -19,7 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::store::{self, Snapshot, TaskRow, TeamRow, Write};
-use super::{graph, lead_only, rules, rules_of, team_for};
+use super::{graph, lead_only, rules_of, team_for};
 use crate::agent::Caller;
 use crate::error::{Error, Json, Path, Query, Result, Violation};
 use crate::policy::hook;
@@ -538,11 +538,7 @@ async fn attempt(
     if plan.claim {
         let input = json!({"claimant": caller.name, "target": {"task": {"team": team.name, "id": task.id}},
                            "request": request});
-        let (owner, blockers) = (task.owner.clone(), open_blockers.clone());
-        let decision = hook::decide(app, Hook::Claim, &scope, caller, input, |_| {
-            rules::claim(&caller.name, task.id, owner.as_deref(), &blockers)
-        })
-        .await?;
+        let decision = hook::decide(app, Hook::Claim, &scope, caller, input, json!({})).await?;
         match decision.verdict() {
             "approve" => records.extend(decision.records),
             "escalate" => {
@@ -571,8 +567,8 @@ async fn attempt(
             input["text"] = json!(text);
             input["handoff"] = Value::Null;
         }
-        let rules = rules_of(team);
-        let decision = hook::decide(app, Hook::Handoff, &scope, caller, input, |i| rules::handoff(i, &rules)).await?;
+        let config = rules_of(team).handoff_config();
+        let decision = hook::decide(app, Hook::Handoff, &scope, caller, input, config).await?;
         let violations = decision.result["violations"].as_array().cloned().unwrap_or_default();
         if !violations.is_empty() {
             return reject_handoff(app, team, task, violations, decision.records).await;

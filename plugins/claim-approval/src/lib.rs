@@ -1,0 +1,139 @@
+//! Claim approval, Cairn's bundled claim policy.
+//!
+//! Decides claims on team tasks and on contract subtasks from its config
+//! (see `config.schema.json`): allow and deny lists with globs, a ceiling
+//! on open claims per agent, budgets, subtasks that need the creator's
+//! approval (escalated), the contract's deadline, and blockers. It reads
+//! the contract through `stash-read`, earlier claims through `stream-read`
+//! and team tasks through `task-read`; the decision itself is in [`rules`].
+
+pub mod rules;
+
+wit_bindgen::generate!({ path: "../../wit", world: "cairn:policy/claim-policy", generate_all });
+
+use cairn::coord::types::{ClaimTarget, TaskStatus};
+use cairn::coord::{log, stash_read, stream_read, task_read};
+use rules::{Config, Decision, Facts, Target};
+use serde_json::Value;
+
+struct Policy;
+export!(Policy);
+
+impl Guest for Policy {
+    fn decide(config: String, claim: Claim) -> Verdict {
+        let config = match Config::parse(&config) {
+            Ok(c) => c,
+            Err(e) => return Verdict::Deny(e),
+        };
+        let request: Value = serde_json::from_str(&claim.request).unwrap_or(Value::Null);
+        let mut facts = Facts {
+            claimant: claim.claimant.clone(),
+            now: now(),
+            requested_budget: request.get("budget_usdc").and_then(Value::as_f64),
+            ..Facts::default()
+        };
+        match &claim.target {
+            ClaimTarget::Task(t) => task_facts(&mut facts, &t.team, t.id),
+            ClaimTarget::Subtask(s) => subtask_facts(&mut facts, &s.contract, &s.subtask_id, &request),
+        }
+        log::log(
+            log::Level::Debug,
+            &format!("{} claims {:?}; open claims {}", facts.claimant, facts.target, facts.open_claims),
+        );
+        match rules::decide(&config, &facts) {
+            Decision::Approve => Verdict::Approve,
+            Decision::Deny(r) => Verdict::Deny(r),
+            Decision::Escalate(r) => Verdict::Escalate(r),
+        }
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+fn task_facts(facts: &mut Facts, team: &str, id: u64) {
+    let Some(task) = task_read::get(team, id) else { return };
+    let all = task_read::team_tasks(team);
+    let metadata: Value = serde_json::from_str(&task.metadata).unwrap_or(Value::Null);
+    facts.open_claims = all
+        .iter()
+        .filter(|t| t.id != id && matches!(t.status, TaskStatus::InProgress))
+        .filter(|t| t.owner.as_deref() == Some(facts.claimant.as_str()))
+        .count() as u32;
+    facts.deadline = metadata.get("deadline").and_then(Value::as_str).and_then(rules::parse_time);
+    facts.target = Some(Target {
+        label: format!("task #{id}"),
+        id: id.to_string(),
+        open: !matches!(task.status, TaskStatus::Completed),
+        holder: task.owner.clone(),
+        budget_usdc: metadata.get("budget_usdc").and_then(Value::as_f64),
+        open_blockers: all
+            .iter()
+            .filter(|t| task.blocked_by.contains(&t.id) && !matches!(t.status, TaskStatus::Completed))
+            .map(|t| format!("#{}", t.id))
+            .collect(),
+        requires_approval: metadata.get("needs_approval").and_then(Value::as_bool).unwrap_or(false),
+    });
+}
+
+fn subtask_facts(facts: &mut Facts, contract: &str, subtask_id: &str, request: &Value) {
+    let Some(doc) = stash_read::get(contract, true) else { return };
+    let Ok(contract_doc) = serde_json::from_slice::<Value>(&doc.body) else {
+        log::log(log::Level::Warn, &format!("contract {contract} is not JSON"));
+        return;
+    };
+    let subtasks = contract_doc.get("subtasks").and_then(Value::as_array).cloned().unwrap_or_default();
+    let status_of = |id: &str| {
+        subtasks.iter().find(|s| s["id"] == id).and_then(|s| s["status"].as_str()).unwrap_or("open").to_string()
+    };
+    facts.deadline = contract_doc.get("deadline").and_then(Value::as_str).and_then(rules::parse_time);
+    // Open claims: subtasks assigned in the contract, and approvals on the
+    // claim stream not yet reflected there.
+    let mut held: Vec<String> = subtasks
+        .iter()
+        .filter(|s| s["assigned_agent"] == facts.claimant.as_str() && s["status"] == "claimed")
+        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .collect();
+    if let Some(stream) = request.get("stream_id").and_then(Value::as_str) {
+        let mut after = 0;
+        loop {
+            let page = stream_read::read(stream, Some("claim-decision"), after, 1000);
+            for e in &page {
+                let d: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
+                if d["verdict"] == "approve"
+                    && d["agent_name"] == facts.claimant.as_str()
+                    && let Some(id) = d["subtask_id"].as_str().filter(|id| status_of(id) != "completed")
+                {
+                    held.push(id.to_string());
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => after = last.seq,
+                _ => break,
+            }
+        }
+    }
+    held.sort();
+    held.dedup();
+    held.retain(|id| id != subtask_id);
+    facts.open_claims = held.len() as u32;
+    let Some(sub) = subtasks.iter().find(|s| s["id"] == subtask_id) else { return };
+    let status = sub["status"].as_str().unwrap_or("open");
+    facts.target = Some(Target {
+        label: format!("subtask {subtask_id}"),
+        id: subtask_id.to_string(),
+        open: status == "open",
+        holder: sub["assigned_agent"].as_str().map(str::to_string),
+        budget_usdc: sub["budget_usdc"].as_f64(),
+        open_blockers: sub["blocked_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter(|b| status_of(b) != "completed")
+            .map(str::to_string)
+            .collect(),
+        requires_approval: sub["requires_approval"].as_bool().unwrap_or(false),
+    });
+}
