@@ -149,6 +149,11 @@ async fn website_redesign_walkthrough(backend: Backend) {
     assert_eq!(claim["seq"], 1);
     assert_eq!(claim["agent"], "research-bot");
     assert_eq!(claim["label"], "claim");
+    // The claim hook decided at once: the seed's deadline (2026-05-01) has
+    // passed, so the bundled claim policy refuses; the creator, who owns the
+    // contract, still assigns the subtask by hand, as the seed does.
+    assert_eq!(claim["decision"]["verdict"], "deny", "{claim}");
+    assert!(claim["decision"]["reason"].as_str().unwrap().contains("deadline"), "{claim}");
     let patched = me
         .patch(
             "/stash/website-redesign/json?persistent=true",
@@ -230,18 +235,24 @@ async fn website_redesign_walkthrough(backend: Backend) {
     assert_eq!(subtask(&state.json(), "research")["status"], "completed");
     let log = me.get(&format!("/stream/{exec_id}")).await.expect(200).json();
     let labels: Vec<&str> = log["entries"].as_array().unwrap().iter().map(|e| e["label"].as_str().unwrap()).collect();
-    assert_eq!(labels, ["progress", "deliverable"]);
-    assert_eq!(log["next_after"], 2);
+    // The seed's deliverable carries no HANDOFF: the handoff hook says so.
+    assert_eq!(labels, ["progress", "deliverable", "handoff-rejected"]);
+    assert_eq!(log["next_after"], 3);
+    assert_eq!(log["entries"][2]["agent"], "cairn");
+    assert_eq!(log["entries"][2]["data"]["violations"][0]["field"], "handoff");
     let talk = me.get(&format!("/stream/{disc_id}")).await.expect(200).json();
     let seqs: Vec<i64> = talk["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
-    assert_eq!(seqs, [1, 2, 3]);
-    assert_eq!(talk["entries"][1]["agent"], "design-bot");
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert_eq!(talk["entries"][1]["label"], "claim-decision");
+    assert_eq!(talk["entries"][2]["agent"], "design-bot");
     let only_progress = me.get(&format!("/stream/{exec_id}?label=progress")).await.expect(200).json();
     assert_eq!(only_progress["entries"].as_array().unwrap().len(), 1);
     assert_eq!(only_progress["entries"][0]["data"]["findings_stash"], "research-findings-v1");
     let latest = me.get(&format!("/stream/{exec_id}/latest")).await.expect(200).json();
-    assert_eq!(latest["label"], "deliverable");
-    assert_eq!(latest["seq"], 2);
+    assert_eq!(latest["label"], "handoff-rejected");
+    assert_eq!(latest["seq"], 3);
+    let delivered = me.get(&format!("/stream/{exec_id}/latest?label=deliverable")).await.expect(200).json();
+    assert_eq!(delivered["seq"], 2);
 }
 
 /// A patch that sets one subtask's status (and assignee) in a contract.
@@ -404,7 +415,11 @@ async fn api_load_test_lifecycle(backend: Backend) {
     assert_eq!(subtask(&final_state, "run-test")["assigned_agent"], "load-bot");
     let talk = c.get(&format!("/stream/{disc}")).await.expect(200).json();
     let agents: Vec<&str> = talk["entries"].as_array().unwrap().iter().map(|e| e["agent"].as_str().unwrap()).collect();
-    assert_eq!(agents, ["planner-bot", "load-bot", "load-bot", "load-bot", "creator", "analyst-bot"]);
+    // Each claim is followed by the host's claim-decision.
+    assert_eq!(
+        agents,
+        ["planner-bot", "cairn", "load-bot", "cairn", "load-bot", "cairn", "load-bot", "creator", "analyst-bot", "cairn"]
+    );
 }
 
 /// "Creating your own contract schemas", then binding and discovering one.

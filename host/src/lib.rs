@@ -20,6 +20,8 @@
 //!   - [`stream`]: append-only logs with labels, read by page or live (SSE);
 //!   - [`schema`]: JSON Schemas that stashes and streams bind to;
 //!   - [`task`]: teams, their task lists, messages and algedonic signals;
+//!   - [`contract`]: the hooks on a contract's streams (`claim`,
+//!     `deliverable`, `algedonic` entries);
 //!   - [`discover`]: the public index over discoverable stashes and streams.
 //! - **policy hook** ([`policy`]): sandboxed WebAssembly components decide
 //!   claims, handoffs and escalations; the registry serves them by name, and
@@ -38,6 +40,7 @@
 pub mod agent;
 pub mod clock;
 pub mod config;
+pub mod contract;
 pub mod db;
 pub mod discover;
 pub mod error;

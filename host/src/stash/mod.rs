@@ -509,6 +509,57 @@ async fn write<T>(
     Err(contention(name))
 }
 
+/// What became of a claim the host applied to a contract.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubtaskClaim {
+    /// The subtask was open; it is now `claimed` by the agent.
+    Assigned,
+    /// It was no longer open (claimed by someone, or completed).
+    Taken { status: String, holder: Option<String> },
+    /// The contract has no such subtask.
+    Missing,
+}
+
+/// Marks subtask `subtask_id` of the contract `creator` owns as claimed by
+/// `agent`, only while it is still `open`, in one versioned write (schema
+/// checked as for any write). Racing claims: the first write wins.
+pub async fn claim_subtask(
+    app: &AppState,
+    creator: &str,
+    contract: &str,
+    subtask_id: &str,
+    agent: &str,
+) -> Result<SubtaskClaim> {
+    let owner = Caller { name: creator.to_string(), admin: false };
+    let (_, outcome) = write(app, &owner, contract, true, &HeaderMap::new(), |cur| {
+        let mut doc = parse_json(&cur.body, "the contract")?;
+        let Some(sub) = doc
+            .get_mut("subtasks")
+            .and_then(Value::as_array_mut)
+            .and_then(|subs| subs.iter_mut().find(|s| s["id"] == subtask_id))
+            .and_then(Value::as_object_mut)
+        else {
+            return Ok((None, SubtaskClaim::Missing));
+        };
+        let status = sub.get("status").and_then(Value::as_str).unwrap_or("open").to_string();
+        if status != "open" {
+            let holder = sub.get("assigned_agent").and_then(Value::as_str).map(str::to_string);
+            return Ok((None, SubtaskClaim::Taken { status, holder }));
+        }
+        sub.insert("status".into(), Value::from("claimed"));
+        sub.insert("assigned_agent".into(), Value::from(agent));
+        let next = serde_json::to_vec(&doc).map_err(|e| Error::internal(e.to_string()))?;
+        Ok((Some(next), SubtaskClaim::Assigned))
+    })
+    .await?;
+    Ok(outcome)
+}
+
+/// The owner of the persistent stash `name` that `viewer` sees, if any.
+pub async fn owner_of(db: &crate::db::Db, viewer: &str, name: &str) -> Result<Option<String>> {
+    Ok(store::lookup(db, viewer, name, true).await?.map(|s| s.owner))
+}
+
 fn bound(s: &Stash) -> Option<Binding> {
     Some(Binding {
         schema_id: s.schema_id.clone()?,

@@ -32,7 +32,7 @@ use crate::agent::Caller;
 use crate::db::{decode_labels, encode_labels};
 use crate::error::{Error, Json, Path, Query, Result};
 use crate::schema::{self, Binding, Target};
-use crate::{AppState, clock, name};
+use crate::{AppState, clock, contract, name};
 
 pub use appender::Appender;
 pub use store::{APPEND_ONE, INSERT_ENTRY, count_bound, discover, sweep};
@@ -126,6 +126,11 @@ pub struct Appended {
     label: Option<String>,
     agent: String,
     created_at: String,
+    /// On a contract's stream, what the hook decided for a `claim`,
+    /// `deliverable` or `algedonic` entry (also appended as an entry).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    decision: Option<Value>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -275,6 +280,34 @@ pub async fn announce(app: &AppState, stream_id: &str, seq: i64) {
     }
 }
 
+/// A live stream given by id, or by name among `owner`'s: (id, owner, name).
+pub async fn resolve(db: &crate::db::Db, owner: &str, id_or_name: &str) -> Result<Option<(String, String, String)>> {
+    let row = match store::by_id(db, id_or_name).await? {
+        Some(r) => Some(r),
+        None if name::is_valid(id_or_name) => store::by_owner_name(db, owner, id_or_name).await?,
+        None => None,
+    };
+    Ok(row.map(|r| (r.stream_id, r.owner, r.name)))
+}
+
+/// Appends an entry written by the host itself (agent `cairn`), such as a
+/// hook's decision; None if the stream is gone.
+pub async fn append_as_host(app: &AppState, stream_id: &str, label: &str, data: &Value) -> Result<Option<i64>> {
+    let now = clock::now_ms();
+    let append = appender::Append {
+        stream_id: stream_id.to_string(),
+        label: Some(label.to_string()),
+        data: data.to_string(),
+        agent: crate::agent::SYSTEM.into(),
+        now,
+    };
+    let seq = app.appender.append(append).await?;
+    if let Some(seq) = seq {
+        announce(app, stream_id, seq).await;
+    }
+    Ok(seq)
+}
+
 /// How long a stream the host keeps for a team lives: as long as the team,
 /// which is not deleted (a century).
 const HOSTED_TTL_SECS: i64 = 100 * 365 * 86_400;
@@ -327,6 +360,23 @@ async fn append(
     if let Some(binding) = app.stream_schemas.get(&app, &id).await? {
         app.schemas.check(&app.db, &binding, &req.data).await?;
     }
+    // Only hooked and host-written labels cost the contract lookup.
+    let label = req.label.as_deref().unwrap_or_default();
+    let contract = if contract::HOOKED.contains(&label) || contract::WRITTEN_BY_HOST.contains(&label) {
+        let stream = find(&app, &id).await?;
+        contract::of_stream(&app, &stream.owner, &stream.name, stream.linked_stash.as_deref()).await?
+    } else {
+        None
+    };
+    if let Some(c) = &contract {
+        if contract::WRITTEN_BY_HOST.contains(&label) {
+            return Err(Error::forbidden(format!(
+                "{label:?} entries on contract {}'s streams are written by the host alone",
+                c.name
+            )));
+        }
+        contract::admit(&app, &caller, c, label, &req.data).await?;
+    }
     let data = serde_json::to_string(&req.data).map_err(|e| Error::internal(e.to_string()))?;
     let now = clock::now_ms();
     let append =
@@ -335,9 +385,20 @@ async fn append(
         return Err(not_found(&id));
     };
     announce(&app, &id, seq).await;
+    let decision = match &contract {
+        Some(c) => contract::react(&app, &caller, &id, c, seq, label, &req.data).await?,
+        None => None,
+    };
     Ok((
         StatusCode::CREATED,
-        Json(Appended { seq, stream_id: id, label: req.label, agent: caller.name, created_at: clock::rfc3339(now) }),
+        Json(Appended {
+            seq,
+            stream_id: id,
+            label: req.label,
+            agent: caller.name,
+            created_at: clock::rfc3339(now),
+            decision,
+        }),
     ))
 }
 

@@ -20,9 +20,12 @@
 mod graph;
 mod message;
 pub mod rules;
-mod signal;
+pub mod signal;
 mod store;
 mod tasks;
+
+// Signals outside teams (contracts) share the signals table.
+pub use store::{SignalRow, acknowledge_signal, insert_signal, open_halts};
 
 use axum::extract::State;
 use axum::http::StatusCode;

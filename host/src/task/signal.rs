@@ -397,8 +397,10 @@ async fn acknowledge(
 ) -> Result<Json<SignalView>> {
     let not_found = || Error::not_found(format!("signal {signal_id}"));
     let signal = store::signal(&app.db, &signal_id).await?.ok_or_else(not_found)?;
-    if signal.scope_kind != "team" {
-        return Err(not_found());
+    if signal.scope_kind == "contract" {
+        crate::contract::acknowledge(&app, &caller, &signal, &req.note).await?;
+        let row = store::signal(&app.db, &signal_id).await?.ok_or_else(not_found)?;
+        return Ok(Json(SignalView::from(&row)));
     }
     let team_row = team_for(&app.db, &caller, &signal.scope).await.map_err(|_| not_found())?;
     lead_only(&caller, &team_row, "acknowledge a signal")?;

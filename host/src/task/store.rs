@@ -269,6 +269,62 @@ pub async fn signals(db: &Db, kind: &str, scope: &str, limit: i64, offset: i64) 
         .await)?)
 }
 
+/// Records a signal outside any team (a contract's).
+pub async fn insert_signal(db: &Db, s: &SignalRow) -> Result<()> {
+    let sql = format!(
+        "INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    );
+    with_db!(db, write, |pool| sqlx::query(&sql)
+        .bind(&s.signal_id)
+        .bind(&s.scope_kind)
+        .bind(&s.scope)
+        .bind(&s.level)
+        .bind(&s.category)
+        .bind(&s.reporter)
+        .bind(s.task_id)
+        .bind(&s.body)
+        .bind(s.signal_task_id)
+        .bind(&s.actions)
+        .bind(s.halts)
+        .bind(&s.acknowledged_by)
+        .bind(s.acknowledged_at)
+        .bind(&s.note)
+        .bind(s.created_at)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Marks a signal acknowledged; false if it already was.
+pub async fn acknowledge_signal(db: &Db, signal_id: &str, by: &str, note: &str, at: i64) -> Result<bool> {
+    let n = with_db!(db, write, |pool| sqlx::query(
+        "UPDATE signals SET acknowledged_by = $2, acknowledged_at = $3, note = $4
+         WHERE signal_id = $1 AND acknowledged_at IS NULL"
+    )
+    .bind(signal_id)
+    .bind(by)
+    .bind(at)
+    .bind(note)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Unacknowledged HALTs of a scope (`team` or `contract`), oldest first.
+pub async fn open_halts(db: &Db, kind: &str, scope: &str) -> Result<Vec<String>> {
+    let rows: Vec<(String,)> = with_db!(db, read, |pool| sqlx::query_as(
+        "SELECT signal_id FROM signals WHERE scope_kind = $1 AND scope = $2 AND halts AND acknowledged_at IS NULL
+         ORDER BY created_at, signal_id"
+    )
+    .bind(kind)
+    .bind(scope)
+    .fetch_all(pool)
+    .await)?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
 /// The team as one write sees it, inside that write's transaction.
 #[derive(Debug, Clone)]
 pub struct Snapshot {

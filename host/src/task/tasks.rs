@@ -508,12 +508,7 @@ async fn attempt(
     let mut records: Vec<DecisionRow> = Vec::new();
     if plan.claim || plan.complete {
         // Refuse early; the write re-checks under the team's lock.
-        let halts: Vec<String> = store::signals(&app.db, "team", &team.name, crate::pagination::MAX_LIMIT, 0)
-            .await?
-            .into_iter()
-            .filter(|s| s.halts && s.acknowledged_at.is_none())
-            .map(|s| s.signal_id)
-            .collect();
+        let halts = store::open_halts(&app.db, "team", &team.name).await?;
         if !halts.is_empty() {
             return Err(Error::locked(format!(
                 "team {} is halted by an algedonic HALT ({}); claims and completions wait until the lead acknowledges it",
