@@ -418,7 +418,18 @@ async fn api_load_test_lifecycle(backend: Backend) {
     // Each claim is followed by the host's claim-decision.
     assert_eq!(
         agents,
-        ["planner-bot", "cairn", "load-bot", "cairn", "load-bot", "cairn", "load-bot", "creator", "analyst-bot", "cairn"]
+        [
+            "planner-bot",
+            "cairn",
+            "load-bot",
+            "cairn",
+            "load-bot",
+            "cairn",
+            "load-bot",
+            "creator",
+            "analyst-bot",
+            "cairn"
+        ]
     );
 }
 

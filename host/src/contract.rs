@@ -40,6 +40,14 @@ pub struct Contract {
     pub creator: String,
 }
 
+impl Contract {
+    /// Policies deciding for a contract read as its creator: the contract
+    /// need not be shared for its own rules to see it.
+    fn reader(&self) -> Caller {
+        Caller { name: self.creator.clone(), admin: false }
+    }
+}
+
 /// The contract behind a stream, if it is linked to one that exists.
 pub async fn of_stream(app: &AppState, owner: &str, name: &str, linked: Option<&str>) -> Result<Option<Contract>> {
     let contract = match linked {
@@ -67,7 +75,10 @@ pub async fn admit(app: &AppState, caller: &Caller, contract: &Contract, label: 
             if let Some(a) = data.get("agent_name").and_then(Value::as_str)
                 && a != caller.name
             {
-                return Err(bad("agent_name", format!("agents claim for themselves: agent_name is {a}, the key is {}'s", caller.name)));
+                return Err(bad(
+                    "agent_name",
+                    format!("agents claim for themselves: agent_name is {a}, the key is {}'s", caller.name),
+                ));
             }
             let halts = crate::task::open_halts(&app.db, "contract", &contract.name).await?;
             if !halts.is_empty() {
@@ -128,7 +139,7 @@ async fn claim(
     }
     let input = json!({"claimant": caller.name, "target": {"subtask": {"contract": contract.name, "subtask_id": subtask}},
                        "request": request});
-    let decision = hook::decide(app, Hook::Claim, scope, caller, input, json!({})).await?;
+    let decision = hook::decide(app, Hook::Claim, scope, caller, &contract.reader(), input, json!({})).await?;
     decision_store::record_all(&app.db, &decision.records).await?;
     let decision_id = decision.records.last().map(|r| r.decision_id.clone());
     let verdict = decision.verdict().to_string();
@@ -185,7 +196,7 @@ async fn deliverable(
             }
         }
     }
-    let decision = hook::decide(app, Hook::Handoff, scope, caller, input, json!({})).await?;
+    let decision = hook::decide(app, Hook::Handoff, scope, caller, &contract.reader(), input, json!({})).await?;
     decision_store::record_all(&app.db, &decision.records).await?;
     let violations = decision.result["violations"].as_array().cloned().unwrap_or_default();
     let decision_id = decision.records.last().map(|r| r.decision_id.clone());
@@ -218,7 +229,8 @@ async fn algedonic(
         "scope": {"contract": contract.name}, "issue": text("issue"), "evidence": text("evidence"),
         "impact": text("impact"), "recommended_action": text("recommended_action"),
         "partial_handoff": data.get("partial_handoff")});
-    let decision = hook::decide(app, Hook::Escalation, scope, caller, input.clone(), json!({})).await?;
+    let decision =
+        hook::decide(app, Hook::Escalation, scope, caller, &contract.reader(), input.clone(), json!({})).await?;
     decision_store::record_all(&app.db, &decision.records).await?;
     let mut halts = false;
     let mut reports = Vec::new();
@@ -258,6 +270,7 @@ async fn algedonic(
     let mut body = input;
     body["stream_id"] = json!(stream_id);
     body["entry_seq"] = json!(seq);
+    body["creator"] = json!(contract.creator);
     crate::task::insert_signal(
         &app.db,
         &crate::task::SignalRow {
@@ -310,10 +323,8 @@ async fn append(app: &AppState, stream_id: &str, label: &str, data: &Value) -> R
 /// Acknowledges a contract's signal: by its creator or an admin. Ends a
 /// HALT once no other stands, and says so on the signal's stream.
 pub async fn acknowledge(app: &AppState, caller: &Caller, signal: &crate::task::SignalRow, note: &str) -> Result<()> {
-    let creator = crate::stash::owner_of(&app.db, &caller.name, &signal.scope).await?;
-    let Some(creator) = creator else {
-        return Err(Error::not_found(format!("signal {}", signal.signal_id)));
-    };
+    let body: Value = serde_json::from_str(&signal.body).unwrap_or(Value::Null);
+    let creator = body["creator"].as_str().unwrap_or_default();
     if !(caller.admin || caller.name == creator) {
         return Err(Error::forbidden(format!(
             "only contract {}'s creator ({creator}) or an admin may acknowledge its signals",
@@ -321,10 +332,12 @@ pub async fn acknowledge(app: &AppState, caller: &Caller, signal: &crate::task::
         )));
     }
     if !crate::task::acknowledge_signal(&app.db, &signal.signal_id, &caller.name, note, clock::now_ms()).await? {
-        return Err(Error::conflict("already_acknowledged", format!("signal {} was already acknowledged", signal.signal_id)));
+        return Err(Error::conflict(
+            "already_acknowledged",
+            format!("signal {} was already acknowledged", signal.signal_id),
+        ));
     }
     let lifted = signal.halts && crate::task::open_halts(&app.db, "contract", &signal.scope).await?.is_empty();
-    let body: Value = serde_json::from_str(&signal.body).unwrap_or(Value::Null);
     if let Some(stream_id) = body["stream_id"].as_str() {
         let entry = json!({"event": "acknowledged", "signal_id": signal.signal_id, "by": caller.name, "note": note,
             "halt_lifted": lifted});

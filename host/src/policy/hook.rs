@@ -43,7 +43,9 @@ pub fn scope_label(scope: &Scope) -> Option<String> {
     }
 }
 
-/// Decides `input` on `hook` for `caller`. `default_config` is the config
+/// Decides `input` on `hook` for `caller`; the policies' imports read as
+/// `reader` sees (the caller in a team; a contract's creator, whose
+/// contract it is). `default_config` is the config
 /// the bundled default runs with where no policy is bound (and, for
 /// escalations, when every bound policy failed: a signal must never come
 /// to nothing).
@@ -52,6 +54,7 @@ pub async fn decide(
     hook: Hook,
     scope: &Scope,
     caller: &Caller,
+    reader: &Caller,
     input: Value,
     default_config: Value,
 ) -> Result<Decision> {
@@ -66,7 +69,7 @@ pub async fn decide(
     let mut records = Vec::with_capacity(policies.len());
     let mut failures = 0;
     for (active, config) in &policies {
-        let (result, record, failed) = run(app, hook, scope, caller, &input, active, config).await?;
+        let (result, record, failed) = run(app, hook, scope, caller, reader, &input, active, config).await?;
         failures += usize::from(failed);
         results.push(result);
         records.push(record);
@@ -76,7 +79,7 @@ pub async fn decide(
         Hook::Handoff => json!({"violations": concat(&results, "violations")}),
         Hook::Escalation if bound && failures == results.len() => {
             let default = app.policies.default_for(hook).await?.ok_or_else(|| no_default(hook))?;
-            let (result, record, _) = run(app, hook, scope, caller, &input, &default, &default_config).await?;
+            let (result, record, _) = run(app, hook, scope, caller, reader, &input, &default, &default_config).await?;
             records.push(record);
             result
         }
@@ -91,11 +94,13 @@ fn no_default(hook: Hook) -> Error {
 
 /// One policy's decision (the fail-closed one if it failed), its record,
 /// and whether it failed.
+#[allow(clippy::too_many_arguments)]
 async fn run(
     app: &AppState,
     hook: Hook,
     scope: &Scope,
     caller: &Caller,
+    reader: &Caller,
     input: &Value,
     active: &Arc<Active>,
     config: &Value,
@@ -123,8 +128,8 @@ async fn run(
         Ok(loaded) => {
             let state = Arc::new(live::Live {
                 db: app.db.clone(),
-                agent: caller.name.clone(),
-                admin: caller.admin,
+                agent: reader.name.clone(),
+                admin: reader.admin,
                 handle: tokio::runtime::Handle::current(),
             });
             let runtime = app.policies.runtime().clone();

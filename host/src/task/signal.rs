@@ -187,7 +187,8 @@ async fn raise(
         "impact": req.impact, "recommended_action": req.recommended_action, "partial_handoff": req.partial_handoff,
     });
     let decision =
-        hook::decide(&app, Hook::Escalation, &Scope::Team(team.clone()), &caller, input.clone(), json!({})).await?;
+        hook::decide(&app, Hook::Escalation, &Scope::Team(team.clone()), &caller, &caller, input.clone(), json!({}))
+            .await?;
     let actions: Vec<Value> = decision.result["actions"].as_array().cloned().unwrap_or_default();
     let now = clock::now_ms();
     let outcome = store::transact(&app.db, &team, |s| {

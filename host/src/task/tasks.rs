@@ -533,7 +533,7 @@ async fn attempt(
     if plan.claim {
         let input = json!({"claimant": caller.name, "target": {"task": {"team": team.name, "id": task.id}},
                            "request": request});
-        let decision = hook::decide(app, Hook::Claim, &scope, caller, input, json!({})).await?;
+        let decision = hook::decide(app, Hook::Claim, &scope, caller, caller, input, json!({})).await?;
         match decision.verdict() {
             "approve" => records.extend(decision.records),
             "escalate" => {
@@ -563,7 +563,7 @@ async fn attempt(
             input["handoff"] = Value::Null;
         }
         let config = rules_of(team).handoff_config();
-        let decision = hook::decide(app, Hook::Handoff, &scope, caller, input, config).await?;
+        let decision = hook::decide(app, Hook::Handoff, &scope, caller, caller, input, config).await?;
         let violations = decision.result["violations"].as_array().cloned().unwrap_or_default();
         if !violations.is_empty() {
             return reject_handoff(app, team, task, violations, decision.records).await;
