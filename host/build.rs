@@ -23,6 +23,10 @@ fn main() {
     cmd.current_dir(&root)
         .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2", "--target-dir"])
         .arg(&target_dir)
+        // Shipped inside the binary: small beats debuggable.
+        .args(["--config", "profile.release.debug=false", "--config", "profile.release.strip=true"])
+        .args(["--config", "profile.release.lto=true", "--config", "profile.release.codegen-units=1"])
+        .args(["--config", "profile.release.opt-level=\"s\""])
         // The outer build's flags and wrappers (clippy's, under `cargo
         // clippy`) are for the host crates, not for these wasm builds.
         .env_remove("RUSTC_WORKSPACE_WRAPPER")
