@@ -114,24 +114,27 @@ pub async fn react(
     label: &str,
     data: &Value,
 ) -> Result<Option<Value>> {
-    let scope = Scope::Stash(contract.name.clone());
+    let e = Entry { caller, stream_id, contract, scope: Scope::Stash(contract.name.clone()), seq, data };
     match label {
-        "claim" => claim(app, caller, stream_id, contract, &scope, seq, data).await.map(Some),
-        "deliverable" => deliverable(app, caller, stream_id, contract, &scope, seq, data).await.map(Some),
-        "algedonic" => algedonic(app, caller, stream_id, contract, &scope, seq, data).await.map(Some),
+        "claim" => claim(app, &e).await.map(Some),
+        "deliverable" => deliverable(app, &e).await.map(Some),
+        "algedonic" => algedonic(app, &e).await.map(Some),
         _ => Ok(None),
     }
 }
 
-async fn claim(
-    app: &AppState,
-    caller: &Caller,
-    stream_id: &str,
-    contract: &Contract,
-    scope: &Scope,
+/// A hooked entry, just stored.
+struct Entry<'a> {
+    caller: &'a Caller,
+    stream_id: &'a str,
+    contract: &'a Contract,
+    scope: Scope,
     seq: i64,
-    data: &Value,
-) -> Result<Value> {
+    data: &'a Value,
+}
+
+async fn claim(app: &AppState, e: &Entry<'_>) -> Result<Value> {
+    let (caller, stream_id, contract, scope, seq, data) = (e.caller, e.stream_id, e.contract, &e.scope, e.seq, e.data);
     let subtask = data["subtask_id"].as_str().unwrap_or_default().to_string();
     let mut request = data.clone();
     if let Some(m) = request.as_object_mut() {
@@ -168,15 +171,8 @@ async fn claim(
     Ok(entry)
 }
 
-async fn deliverable(
-    app: &AppState,
-    caller: &Caller,
-    stream_id: &str,
-    contract: &Contract,
-    scope: &Scope,
-    seq: i64,
-    data: &Value,
-) -> Result<Value> {
+async fn deliverable(app: &AppState, e: &Entry<'_>) -> Result<Value> {
+    let (caller, stream_id, contract, scope, seq, data) = (e.caller, e.stream_id, e.contract, &e.scope, e.seq, e.data);
     let subject = match data["subtask_id"].as_str() {
         Some(s) => format!("subtask {s} of {}", contract.name),
         None => format!("deliverable for {}", contract.name),
@@ -208,15 +204,8 @@ async fn deliverable(
     Ok(entry)
 }
 
-async fn algedonic(
-    app: &AppState,
-    caller: &Caller,
-    stream_id: &str,
-    contract: &Contract,
-    scope: &Scope,
-    seq: i64,
-    data: &Value,
-) -> Result<Value> {
+async fn algedonic(app: &AppState, e: &Entry<'_>) -> Result<Value> {
+    let (caller, stream_id, contract, scope, seq, data) = (e.caller, e.stream_id, e.contract, &e.scope, e.seq, e.data);
     let signal_id = {
         let mut b = [0u8; 12];
         rand::rng().fill_bytes(&mut b);

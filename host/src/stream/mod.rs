@@ -451,15 +451,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     find(&app, &id).await?;
-    let last_event_id = match headers.get("last-event-id") {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<i64>().ok())
-                .ok_or_else(|| Error::bad_request("Last-Event-ID must be the seq of the last entry you received"))?,
-        ),
-        None => None,
-    };
+    let last_event_id = last_event_id(&headers, "the seq of the last entry")?;
     let app_keep_alive = app.config.sse_keep_alive_secs;
     let tail = Tail {
         wake: app.bus.subscribe(&id),
@@ -482,6 +474,20 @@ async fn events(
     // The API promises a keep-alive at least every 15 s.
     let keep_alive = Duration::from_secs(app_keep_alive.clamp(1, 15));
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+/// `Last-Event-ID`, the position a reconnecting SSE client resumes after;
+/// `what` names it for the error.
+pub fn last_event_id(headers: &HeaderMap, what: &str) -> Result<Option<i64>> {
+    match headers.get("last-event-id") {
+        Some(v) => Ok(Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .ok_or_else(|| Error::bad_request(format!("Last-Event-ID must be {what} you received")))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// One SSE reader's position in a stream.

@@ -267,15 +267,7 @@ async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     team_for(&app.db, &caller, &team).await?;
-    let last_event_id = match headers.get("last-event-id") {
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .and_then(|s| s.trim().parse::<i64>().ok())
-                .ok_or_else(|| Error::bad_request("Last-Event-ID must be the id of the last message you received"))?,
-        ),
-        None => None,
-    };
+    let last_event_id = crate::stream::last_event_id(&headers, "the id of the last message")?;
     let keep_alive = Duration::from_secs(app.config.sse_keep_alive_secs.clamp(1, 15));
     let reader = Reader {
         wake: app.bus.subscribe(&inbox_key(&team, &caller.name)),

@@ -269,30 +269,42 @@ pub async fn signals(db: &Db, kind: &str, scope: &str, limit: i64, offset: i64) 
         .await)?)
 }
 
+/// Inserts or updates a signal: every column, in [`SIGNAL_COLUMNS`] order.
+fn put_signal_sql() -> String {
+    format!(
+        "INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+         ON CONFLICT (signal_id) DO UPDATE SET signal_task_id = excluded.signal_task_id, actions = excluded.actions,
+         halts = excluded.halts, acknowledged_by = excluded.acknowledged_by,
+         acknowledged_at = excluded.acknowledged_at, note = excluded.note"
+    )
+}
+
+/// Binds a [`SignalRow`] to [`put_signal_sql`]'s placeholders.
+macro_rules! bind_signal {
+    ($query:expr, $s:expr) => {
+        $query
+            .bind(&$s.signal_id)
+            .bind(&$s.scope_kind)
+            .bind(&$s.scope)
+            .bind(&$s.level)
+            .bind(&$s.category)
+            .bind(&$s.reporter)
+            .bind($s.task_id)
+            .bind(&$s.body)
+            .bind($s.signal_task_id)
+            .bind(&$s.actions)
+            .bind($s.halts)
+            .bind(&$s.acknowledged_by)
+            .bind($s.acknowledged_at)
+            .bind(&$s.note)
+            .bind($s.created_at)
+    };
+}
+
 /// Records a signal outside any team (a contract's).
 pub async fn insert_signal(db: &Db, s: &SignalRow) -> Result<()> {
-    let sql = format!(
-        "INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
-    );
-    with_db!(db, write, |pool| sqlx::query(&sql)
-        .bind(&s.signal_id)
-        .bind(&s.scope_kind)
-        .bind(&s.scope)
-        .bind(&s.level)
-        .bind(&s.category)
-        .bind(&s.reporter)
-        .bind(s.task_id)
-        .bind(&s.body)
-        .bind(s.signal_task_id)
-        .bind(&s.actions)
-        .bind(s.halts)
-        .bind(&s.acknowledged_by)
-        .bind(s.acknowledged_at)
-        .bind(&s.note)
-        .bind(s.created_at)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
+    let sql = put_signal_sql();
+    with_db!(db, write, |pool| bind_signal!(sqlx::query(&sql), s).execute(pool).await.map(|r| r.rows_affected()))?;
     Ok(())
 }
 
@@ -420,12 +432,7 @@ pub async fn transact<T>(
     let put_message = format!(
         "INSERT INTO team_messages (team, recipient, {MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     );
-    let put_signal = format!(
-        "INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         ON CONFLICT (signal_id) DO UPDATE SET signal_task_id = excluded.signal_task_id, actions = excluded.actions,
-         halts = excluded.halts, acknowledged_by = excluded.acknowledged_by,
-         acknowledged_at = excluded.acknowledged_at, note = excluded.note"
-    );
+    let put_signal = put_signal_sql();
     let now = clock::now_ms();
     let outcome: std::result::Result<Result<Option<(T, Committed)>>, sqlx::Error> = with_db!(db, write, |pool| async {
         let mut tx = pool.begin().await?;
@@ -539,24 +546,7 @@ pub async fn transact<T>(
                     }
                 }
                 Write::PutSignal(s) => {
-                    sqlx::query(&put_signal)
-                        .bind(&s.signal_id)
-                        .bind(&s.scope_kind)
-                        .bind(&s.scope)
-                        .bind(&s.level)
-                        .bind(&s.category)
-                        .bind(&s.reporter)
-                        .bind(s.task_id)
-                        .bind(&s.body)
-                        .bind(s.signal_task_id)
-                        .bind(&s.actions)
-                        .bind(s.halts)
-                        .bind(&s.acknowledged_by)
-                        .bind(s.acknowledged_at)
-                        .bind(&s.note)
-                        .bind(s.created_at)
-                        .execute(&mut *tx)
-                        .await?;
+                    bind_signal!(sqlx::query(&put_signal), s).execute(&mut *tx).await?;
                 }
                 Write::Decisions(rows) => insert_decisions!(tx, rows)?,
             }
