@@ -17,7 +17,6 @@
 //! Decisions are recorded before their effect is applied, so no effect is
 //! ever without its record; the entry that follows says whether it applied.
 
-use rand::RngCore;
 use serde_json::{Value, json};
 
 use crate::agent::Caller;
@@ -206,11 +205,7 @@ async fn deliverable(app: &AppState, e: &Entry<'_>) -> Result<Value> {
 
 async fn algedonic(app: &AppState, e: &Entry<'_>) -> Result<Value> {
     let (caller, stream_id, contract, scope, seq, data) = (e.caller, e.stream_id, e.contract, &e.scope, e.seq, e.data);
-    let signal_id = {
-        let mut b = [0u8; 12];
-        rand::rng().fill_bytes(&mut b);
-        format!("sig_{}", hex::encode(b))
-    };
+    let signal_id = crate::task::signal::new_signal_id();
     let text = |k: &str| data.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
     let level = text("level");
     let category = text("category").trim().to_uppercase();

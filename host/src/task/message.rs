@@ -19,9 +19,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::store::{self, Committed, MessageRow, Write};
-use super::team_for;
+use super::{invalid, team_for};
 use crate::agent::Caller;
-use crate::error::{Error, Json, Path, Query, Result, Violation};
+use crate::error::{Json, Path, Query, Result};
 use crate::{AppState, clock};
 
 const MAX_SUMMARY: usize = 1_000;
@@ -105,10 +105,6 @@ impl From<&MessageRow> for MessageView {
     }
 }
 
-fn bad(field: &str, message: String) -> Error {
-    Error::validation(message.clone(), vec![Violation { path: format!("/{field}"), message }])
-}
-
 /// The bus key that wakes one inbox.
 fn inbox_key(team: &str, agent: &str) -> String {
     format!("inbox:{team}:{agent}")
@@ -131,7 +127,7 @@ pub fn recipients(s: &store::Snapshot, sender: &str, to: &str) -> Result<Vec<Str
         "lead" => Ok(vec![s.team.lead.clone()]),
         "all" => Ok(s.members.iter().filter(|m| *m != sender).cloned().collect()),
         agent if s.members.contains(agent) => Ok(vec![agent.to_string()]),
-        agent => Err(bad(
+        agent => Err(invalid(
             "to",
             format!("{agent:?} is not a member of team {}; send to a member, \"lead\" or \"all\"", s.team.name),
         )),
@@ -149,25 +145,28 @@ async fn send(
 ) -> Result<(StatusCode, Json<Sent>)> {
     team_for(&app.db, &caller, &team).await?;
     if req.summary.len() > MAX_SUMMARY {
-        return Err(bad("summary", format!("summary is over {MAX_SUMMARY} bytes; keep it to one line")));
+        return Err(invalid("summary", format!("summary is over {MAX_SUMMARY} bytes; keep it to one line")));
     }
     if req.message.len() > MAX_MESSAGE {
-        return Err(bad("message", format!("message is over {MAX_MESSAGE} bytes")));
+        return Err(invalid("message", format!("message is over {MAX_MESSAGE} bytes")));
     }
     let mut reply_to = None;
     let request_id = match req.kind {
         Kind::Message => {
             if req.request_id.is_some() || req.approve.is_some() {
-                return Err(bad("request_id", "request_id and approve belong to shutdown messages only".into()));
+                return Err(invalid("request_id", "request_id and approve belong to shutdown messages only".into()));
             }
             if req.message.trim().is_empty() && req.summary.trim().is_empty() {
-                return Err(bad("message", "the message is empty: give a message or a summary".into()));
+                return Err(invalid("message", "the message is empty: give a message or a summary".into()));
             }
             None
         }
         Kind::ShutdownRequest => {
             if req.request_id.is_some() {
-                return Err(bad("request_id", "a shutdown_request gets a fresh request_id; do not send one".into()));
+                return Err(invalid(
+                    "request_id",
+                    "a shutdown_request gets a fresh request_id; do not send one".into(),
+                ));
             }
             let mut b = [0u8; 8];
             rand::rng().fill_bytes(&mut b);
@@ -175,13 +174,13 @@ async fn send(
         }
         Kind::ShutdownResponse => {
             let Some(id) = &req.request_id else {
-                return Err(bad("request_id", "a shutdown_response names the request_id it answers".into()));
+                return Err(invalid("request_id", "a shutdown_response names the request_id it answers".into()));
             };
             if req.approve.is_none() {
-                return Err(bad("approve", "a shutdown_response says approve: true or false".into()));
+                return Err(invalid("approve", "a shutdown_response says approve: true or false".into()));
             }
             let asked = store::shutdown_request(&app.db, &team, id, &caller.name).await?.ok_or_else(|| {
-                bad("request_id", format!("no shutdown_request {id:?} was sent to you in team {team}"))
+                invalid("request_id", format!("no shutdown_request {id:?} was sent to you in team {team}"))
             })?;
             reply_to = Some(asked.sender);
             Some(id.clone())
@@ -194,14 +193,14 @@ async fn send(
             Some(asker) => {
                 let named = recipients(s, &caller.name, &req.to)?;
                 if named != [asker.clone()] {
-                    return Err(bad("to", format!("answer the shutdown request to {asker}, who sent it")));
+                    return Err(invalid("to", format!("answer the shutdown request to {asker}, who sent it")));
                 }
                 named
             }
             None => recipients(s, &caller.name, &req.to)?,
         };
         if recipients.is_empty() {
-            return Err(bad("to", format!("team {} has no one else to send to", s.team.name)));
+            return Err(invalid("to", format!("team {} has no one else to send to", s.team.name)));
         }
         let message = MessageRow {
             id: s.next_message_id(),

@@ -36,7 +36,7 @@ use utoipa_axum::routes;
 
 use crate::agent::Caller;
 use crate::db::Db;
-use crate::error::{Error, Json, Path, Query, Result};
+use crate::error::{Error, Json, Path, Query, Result, Violation};
 use crate::policy::api::{DecisionList, DecisionParams, decision_json};
 use crate::policy::bindings::coord::types as wit;
 use crate::{AppState, clock, name};
@@ -96,6 +96,11 @@ pub(crate) async fn team_for(db: &Db, caller: &Caller, team: &str) -> Result<Tea
     if caller.admin || store::is_member(db, team, &caller.name).await? { Ok(row) } else { Err(team_not_found(team)) }
 }
 
+/// 422 for one field of the request body, with its pointer in `details`.
+pub(crate) fn invalid(field: &str, message: String) -> Error {
+    Error::validation(message.clone(), vec![Violation { path: format!("/{field}"), message }])
+}
+
 pub(crate) fn lead_only(caller: &Caller, team: &TeamRow, what: &str) -> Result<()> {
     if caller.admin || caller.name == team.lead {
         Ok(())
@@ -110,9 +115,7 @@ pub(crate) fn rules_of(team: &TeamRow) -> TeamRules {
 }
 
 async fn view(db: &Db, team: &TeamRow) -> Result<TeamView> {
-    let halts = store::signals(db, "team", &team.name, crate::pagination::MAX_LIMIT, 0).await?;
-    let halted_by: Vec<String> =
-        halts.into_iter().filter(|s| s.halts && s.acknowledged_at.is_none()).map(|s| s.signal_id).collect();
+    let halted_by = store::open_halts(db, "team", &team.name).await?;
     Ok(TeamView {
         name: team.name.clone(),
         lead: team.lead.clone(),
@@ -275,10 +278,14 @@ pub async fn read_for_policy(db: &Db, agent: &str, admin: bool, team: &str, id: 
     let deps = store::deps(db, team).await?;
     Ok(rows
         .into_iter()
-        .map(|t| wit::Task {
+        .map(|t| {
+            let (blocked_by, blocks) = store::edges(&deps, t.id);
+            (t, blocked_by, blocks)
+        })
+        .map(|(t, blocked_by, blocks)| wit::Task {
             id: t.id as u64,
-            blocked_by: deps.iter().filter(|(x, _)| *x == t.id).map(|(_, b)| *b as u64).collect(),
-            blocks: deps.iter().filter(|(_, b)| *b == t.id).map(|(x, _)| *x as u64).collect(),
+            blocked_by: blocked_by.into_iter().map(|b| b as u64).collect(),
+            blocks: blocks.into_iter().map(|b| b as u64).collect(),
             subject: t.subject,
             description: t.description,
             active_form: t.active_form,

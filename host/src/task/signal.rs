@@ -18,9 +18,9 @@ use utoipa_axum::routes;
 
 use super::message::{announce, recipients};
 use super::store::{self, MessageRow, SignalRow, Snapshot, TaskRow, Write};
-use super::{graph, lead_only, team_for};
+use super::{graph, invalid, lead_only, team_for};
 use crate::agent::{Caller, SYSTEM};
-use crate::error::{Error, Json, Path, Query, Result, Violation};
+use crate::error::{Error, Json, Path, Query, Result};
 use crate::policy::Hook;
 use crate::policy::hook;
 use crate::policy::registry::Scope;
@@ -138,8 +138,11 @@ impl From<&SignalRow> for SignalView {
     }
 }
 
-fn bad(field: &str, message: String) -> Error {
-    Error::validation(message.clone(), vec![Violation { path: format!("/{field}"), message }])
+/// `sig_` and 96 random bits, for team and contract signals alike.
+pub fn new_signal_id() -> String {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    format!("sig_{}", hex::encode(b))
 }
 
 /// Raises a HALT or ALERT: the escalation policy decides the actions and
@@ -155,10 +158,10 @@ async fn raise(
     team_for(&app.db, &caller, &team).await?;
     let category = req.category.trim().to_uppercase();
     if category.is_empty() || category.len() > 64 {
-        return Err(bad("category", "category must be 1 to 64 characters, e.g. SECURITY or QUALITY".into()));
+        return Err(invalid("category", "category must be 1 to 64 characters, e.g. SECURITY or QUALITY".into()));
     }
     if req.issue.trim().is_empty() {
-        return Err(bad("issue", "issue must say what is wrong".into()));
+        return Err(invalid("issue", "issue must say what is wrong".into()));
     }
     for (field, text) in [
         ("issue", &req.issue),
@@ -167,20 +170,15 @@ async fn raise(
         ("recommended_action", &req.recommended_action),
     ] {
         if text.len() > MAX_TEXT {
-            return Err(bad(field, format!("{field} is over {MAX_TEXT} bytes")));
+            return Err(invalid(field, format!("{field} is over {MAX_TEXT} bytes")));
         }
     }
-    let tasks = store::tasks(&app.db, &team, None, None, i64::MAX, 0).await?;
     if let Some(id) = req.task_id
-        && !tasks.iter().any(|t| t.id == id)
+        && store::task(&app.db, &team, id).await?.is_none()
     {
-        return Err(bad("task_id", format!("team {team} has no task #{id}")));
+        return Err(invalid("task_id", format!("team {team} has no task #{id}")));
     }
-    let signal_id = {
-        let mut b = [0u8; 12];
-        rand::rng().fill_bytes(&mut b);
-        format!("sig_{}", hex::encode(b))
-    };
+    let signal_id = new_signal_id();
     let input = json!({
         "id": signal_id, "level": req.level.as_str(), "category": category, "reporter": caller.name,
         "scope": {"team": team}, "task_id": req.task_id, "issue": req.issue, "evidence": req.evidence,
@@ -269,17 +267,7 @@ fn carry_out(
         }
         Action::Notify { to, summary, message } => {
             let to_whom = recipients(s, SYSTEM, &to).map_err(|e| e.message().to_string())?;
-            let message = MessageRow {
-                id: s.next_message_id(),
-                sender: SYSTEM.into(),
-                addressed: to,
-                kind: "message".into(),
-                summary,
-                message,
-                request_id: None,
-                approve: None,
-                created_at: now,
-            };
+            let message = MessageRow::from_host(s.next_message_id(), &to, summary, message, now);
             writes.push(Write::Message { message, recipients: to_whom });
             Ok(None)
         }
@@ -445,23 +433,15 @@ async fn acknowledge_team_signal(
         s.halts.retain(|h| *h != row.signal_id);
         let lifted = row.halts && s.halts.is_empty();
         if lifted {
-            let message = MessageRow {
-                id: s.next_message_id(),
-                sender: SYSTEM.into(),
-                addressed: "all".into(),
-                kind: "message".into(),
-                summary: format!("HALT lifted ({})", row.category),
-                message: format!(
-                    "[cairn→all] {} acknowledged the {} HALT {}; work may resume.{}",
-                    caller.name,
-                    row.category,
-                    row.signal_id,
-                    if note.is_empty() { String::new() } else { format!(" Note: {note}") }
-                ),
-                request_id: None,
-                approve: None,
-                created_at: now,
-            };
+            let summary = format!("HALT lifted ({})", row.category);
+            let text = format!(
+                "[cairn→all] {} acknowledged the {} HALT {}; work may resume.{}",
+                caller.name,
+                row.category,
+                row.signal_id,
+                if note.is_empty() { String::new() } else { format!(" Note: {note}") }
+            );
+            let message = MessageRow::from_host(s.next_message_id(), "all", summary, text, now);
             let to = s.members.iter().cloned().collect();
             writes.push(Write::Message { message, recipients: to });
         }

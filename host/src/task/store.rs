@@ -62,6 +62,23 @@ pub struct MessageRow {
 
 const MESSAGE_COLUMNS: &str = "id, sender, addressed, kind, summary, message, request_id, approve, created_at";
 
+impl MessageRow {
+    /// A plain message the host sends itself, from `cairn`.
+    pub fn from_host(id: i64, to: &str, summary: String, message: String, now: i64) -> Self {
+        Self {
+            id,
+            sender: crate::agent::SYSTEM.into(),
+            addressed: to.into(),
+            kind: "message".into(),
+            summary,
+            message,
+            request_id: None,
+            approve: None,
+            created_at: now,
+        }
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SignalRow {
     pub signal_id: String,
@@ -366,17 +383,32 @@ impl Snapshot {
     }
 
     pub fn blocked_by(&self, id: i64) -> Vec<i64> {
-        self.deps.iter().filter(|(t, _)| *t == id).map(|(_, b)| *b).collect()
+        edges(&self.deps, id).0
     }
 
     pub fn blocks(&self, id: i64) -> Vec<i64> {
-        self.deps.iter().filter(|(_, b)| *b == id).map(|(t, _)| *t).collect()
+        edges(&self.deps, id).1
     }
 
     /// Blockers of `id` that are not completed.
     pub fn open_blockers(&self, id: i64) -> Vec<i64> {
         self.blocked_by(id).into_iter().filter(|b| self.tasks.get(b).is_some_and(|t| t.status != "completed")).collect()
     }
+}
+
+/// Task `id`'s side of the dependency edges `(task, blocked_by)`: what it
+/// waits for, and what waits for it.
+pub fn edges<'a>(deps: impl IntoIterator<Item = &'a (i64, i64)>, id: i64) -> (Vec<i64>, Vec<i64>) {
+    let (mut blocked_by, mut blocks) = (Vec::new(), Vec::new());
+    for &(t, b) in deps {
+        if t == id {
+            blocked_by.push(b);
+        }
+        if b == id {
+            blocks.push(t);
+        }
+    }
+    (blocked_by, blocks)
 }
 
 /// One change a planned write makes.

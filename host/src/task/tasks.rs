@@ -299,9 +299,7 @@ async fn get(
 ) -> Result<Json<TaskView>> {
     team_for(&app.db, &caller, &team).await?;
     let task = store::task(&app.db, &team, id).await?.ok_or_else(|| task_not_found(&team, id))?;
-    let deps = store::deps(&app.db, &team).await?;
-    let blocked_by = deps.iter().filter(|(t, _)| *t == id).map(|(_, b)| *b).collect();
-    let blocks = deps.iter().filter(|(_, b)| *b == id).map(|(t, _)| *t).collect();
+    let (blocked_by, blocks) = store::edges(&store::deps(&app.db, &team).await?, id);
     Ok(Json(task_view(&task, blocked_by, blocks)))
 }
 
@@ -455,12 +453,19 @@ fn plan(task: &TaskRow, req: &TaskUpdate, caller: &Caller, team: &TeamRow) -> Re
     Ok(Plan { claim, complete, delete: false, next })
 }
 
-fn halted(s: &Snapshot) -> Error {
+fn halted(team: &str, halts: &[String]) -> Error {
     Error::locked(format!(
-        "team {} is halted by an algedonic HALT ({}); claims and completions wait until the lead acknowledges it",
-        s.team.name,
-        s.halts.join(", ")
+        "team {team} is halted by an algedonic HALT ({}); claims and completions wait until the lead acknowledges it",
+        halts.join(", ")
     ))
+}
+
+fn blocked(id: i64, open: &[i64]) -> Error {
+    let list: Vec<String> = open.iter().map(|b| format!("#{b}")).collect();
+    Error::conflict(
+        "blocked",
+        format!("task #{id} cannot start: it is blocked by {}, not yet completed", list.join(", ")),
+    )
 }
 
 fn stale() -> Error {
@@ -510,11 +515,7 @@ async fn attempt(
         // Refuse early; the write re-checks under the team's lock.
         let halts = store::open_halts(&app.db, "team", &team.name).await?;
         if !halts.is_empty() {
-            return Err(Error::locked(format!(
-                "team {} is halted by an algedonic HALT ({}); claims and completions wait until the lead acknowledges it",
-                team.name,
-                halts.join(", ")
-            )));
+            return Err(halted(&team.name, &halts));
         }
     }
     let open_blockers: Vec<i64> = store::open_blockers(&app.db, &team.name)
@@ -524,11 +525,7 @@ async fn attempt(
         .map(|(_, b)| b)
         .collect();
     if plan.next.status == "in_progress" && task.status != "in_progress" && !open_blockers.is_empty() {
-        let list: Vec<String> = open_blockers.iter().map(|b| format!("#{b}")).collect();
-        return Err(Error::conflict(
-            "blocked",
-            format!("task #{} cannot start: it is blocked by {}, not yet completed", task.id, list.join(", ")),
-        ));
+        return Err(blocked(task.id, &open_blockers));
     }
     if plan.claim {
         let input = json!({"claimant": caller.name, "target": {"task": {"team": team.name, "id": task.id}},
@@ -581,7 +578,7 @@ async fn attempt(
             return Err(stale());
         }
         if (plan.claim || plan.complete) && !s.halts.is_empty() {
-            return Err(halted(s));
+            return Err(halted(&s.team.name, &s.halts));
         }
         let mut writes = Vec::new();
         if plan.delete {
@@ -618,11 +615,7 @@ async fn attempt(
         }
         let open = s.open_blockers(task.id);
         if plan.next.status == "in_progress" && current.status != "in_progress" && !open.is_empty() {
-            let list: Vec<String> = open.iter().map(|b| format!("#{b}")).collect();
-            return Err(Error::conflict(
-                "blocked",
-                format!("task #{} cannot start: it is blocked by {}, not yet completed", task.id, list.join(", ")),
-            ));
+            return Err(blocked(task.id, &open));
         }
         let mut next = plan.next.clone();
         if plan.complete {
@@ -701,21 +694,13 @@ async fn escalate_claim(
 ) -> Result<()> {
     let now = clock::now_ms();
     let outcome = store::transact(&app.db, &team.name, |s| {
-        let message = store::MessageRow {
-            id: s.next_message_id(),
-            sender: crate::agent::SYSTEM.into(),
-            addressed: "lead".into(),
-            kind: "message".into(),
-            summary: format!("Claim of task #{} by {} needs your decision", task.id, caller.name),
-            message: format!(
-                "[cairn→lead] {} asked to take task #{} ({}); the claim policy escalated it: {reason}. \
-                 Assign the task (PATCH owner) to grant it.",
-                caller.name, task.id, task.subject
-            ),
-            request_id: None,
-            approve: None,
-            created_at: now,
-        };
+        let summary = format!("Claim of task #{} by {} needs your decision", task.id, caller.name);
+        let message = format!(
+            "[cairn→lead] {} asked to take task #{} ({}); the claim policy escalated it: {reason}. \
+             Assign the task (PATCH owner) to grant it.",
+            caller.name, task.id, task.subject
+        );
+        let message = store::MessageRow::from_host(s.next_message_id(), "lead", summary, message, now);
         let writes = vec![Write::Message { message, recipients: vec![s.team.lead.clone()] }, Write::Decisions(records)];
         Ok((writes, ()))
     })
