@@ -2,11 +2,9 @@
 //! the contract, racing claims, budgets, escalation, deliverables without a
 //! HANDOFF, and a HALT that locks claims until the creator acknowledges it.
 
-mod support;
-
+use crate::support::{self, Agent, Backend, Call, Server};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Agent, Backend, Call, Server};
 
 on_both_backends!(
     an_open_claim_is_approved_and_applied,
@@ -151,13 +149,15 @@ async fn approval_subtasks_escalate_and_copies_check_their_config(backend: Backe
     );
     assert_eq!(subtask(&c, "design").await["status"], "open");
     // An exported copy, bound to this contract with a config: its schema is checked.
+    let scratch = support::scratch();
+    let exported = scratch.path().join("claim-approval.wasm");
     let wasm = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["policy", "export", "claim-approval", "--out"])
-        .arg(std::env::temp_dir().join(format!("cairn-ca-{}.wasm", std::process::id())))
+        .arg(&exported)
         .output()
         .unwrap();
     assert!(wasm.status.success());
-    let bytes = std::fs::read(std::env::temp_dir().join(format!("cairn-ca-{}.wasm", std::process::id()))).unwrap();
+    let bytes = std::fs::read(&exported).unwrap();
     let admin = server.admin();
     let ad = server.as_agent(&admin);
     let upload = |name: &str| {

@@ -1,10 +1,8 @@
 //! The contracts pattern (`shared/seeds/contracts-pattern.txt`), request by
 //! request as the seed writes them, against a real server on each backend.
 
-mod support;
-
+use crate::support::{self, Backend, Server};
 use serde_json::{Value, json};
-use support::{Backend, Server};
 
 on_both_backends!(
     website_redesign_walkthrough,

@@ -2,11 +2,9 @@
 //! and each in the JSON error shape. 423 (a team or contract halted by an
 //! algedonic HALT) arrives with teams and contract hooks, and is tested there.
 
-mod support;
-
+use crate::support::{self, Backend, Server};
 use reqwest::Method;
 use serde_json::json;
-use support::{Backend, Server};
 
 on_both_backends!(each_documented_status, framework_rejections_keep_the_shape, rate_limit_and_admin_registration);
 

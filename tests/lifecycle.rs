@@ -2,21 +2,19 @@
 //! acknowledged writes, restarts, several hosts sharing one PostgreSQL, and
 //! the operations endpoints.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{self, Backend, Server, SseReader};
 use reqwest::Method;
 use serde_json::json;
-use support::{Backend, Server, SseReader};
 
 on_both_backends!(sigterm_loses_no_acknowledged_write, sigkill_loses_no_acknowledged_write, operations_endpoints);
 
 /// SQLite belongs to one host: a second one is refused, with the way out.
 #[test]
 fn second_host_on_one_sqlite_file_is_refused() {
-    let path = std::env::temp_dir().join(format!("cairn-lock-{}.db", std::process::id()));
-    let db = format!("sqlite://{}", path.display());
+    let scratch = support::scratch();
+    let db = format!("sqlite://{}", scratch.path().join("cairn.db").display());
     let first = Server::start_on(&db, &[]);
     let second = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["serve", "--listen", "127.0.0.1:0", "--database", &db])
@@ -36,8 +34,8 @@ fn second_host_on_one_sqlite_file_is_refused() {
 #[test]
 fn sigterm_right_after_start_is_graceful() {
     for i in 0..10 {
-        let path = std::env::temp_dir().join(format!("cairn-early-{}-{i}.db", std::process::id()));
-        let server = Server::start_on(&format!("sqlite://{}", path.display()), &[]);
+        let scratch = support::scratch();
+        let server = Server::start_on(&format!("sqlite://{}", scratch.path().join("cairn.db").display()), &[]);
         let status = server.terminate();
         assert!(status.success(), "round {i}: {status}");
     }

@@ -2,11 +2,9 @@
 //! through live imports, the decision log, failing closed, hot swap under
 //! load, and reloading after a restart.
 
-mod support;
-
+use crate::support::{self, Backend, Call, Server, guests};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Backend, Call, Server, guests};
 
 on_both_backends!(
     upload_evaluate_and_log,
@@ -120,9 +118,7 @@ async fn upload_evaluate_and_log(backend: Backend) {
     assert_eq!(names, ["gate", "reader"]);
 
     // Policies outlive a restart.
-    let db = server.database_url.clone();
-    assert!(server.terminate().success());
-    let again = Server::start_on(&db, &[]);
+    let again = server.restart(&[]);
     let ad = again.as_agent(&admin);
     let shown = ad.get("/policies/gate").await.expect(200).json();
     assert_eq!((shown["version"].as_i64(), shown["load_error"].clone()), (Some(1), Value::Null));

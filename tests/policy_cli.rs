@@ -1,11 +1,9 @@
 //! `cairn policy test`: the offline case runner, as a user runs it.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::guests;
+use crate::support::{self, guests};
 
 fn cases(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases").join(name)
@@ -40,8 +38,8 @@ fn good_cases_pass() {
 /// the case file that ships beside its source.
 #[test]
 fn bundled_policies_export_and_pass_their_cases() {
-    let dir = std::env::temp_dir().join(format!("cairn-export-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = support::scratch();
+    let dir = scratch.path();
     for (name, hook, n) in [
         ("claim-approval", "claim", 10),
         ("handoff-validation", "handoff", 7),
@@ -91,7 +89,8 @@ fn wrong_expectations_fail_with_expected_and_actual() {
         serde_json::from_str(&std::fs::read_to_string(cases("stash-reader.json")).unwrap()).unwrap();
     file["cases"][0]["expect"] = serde_json::json!({"verdict": "deny"});
     file["cases"][1]["expect"] = serde_json::json!({"verdict": "deny", "reason_contains": "over budget"});
-    let path = std::env::temp_dir().join(format!("cairn-bad-cases-{}.json", std::process::id()));
+    let scratch = support::scratch();
+    let path = scratch.path().join("cases.json");
     std::fs::write(&path, file.to_string()).unwrap();
     let out = policy_test("stash-reader", "claim", &path, &[]);
     let (stdout, _) = text(&out);
@@ -105,7 +104,8 @@ fn wrong_expectations_fail_with_expected_and_actual() {
 
 #[test]
 fn failing_decisions_are_reported_and_can_be_expected() {
-    let path = std::env::temp_dir().join(format!("cairn-loop-cases-{}.json", std::process::id()));
+    let scratch = support::scratch();
+    let path = scratch.path().join("cases.json");
     std::fs::write(
         &path,
         r#"{"cases": [
@@ -138,7 +138,8 @@ fn unusable_files_are_explained() {
     );
     let out = policy_test("approve-all", "claim", Path::new("/nonexistent/cases.json"), &[]);
     assert!(text(&out).1.starts_with("error: cannot read the cases /nonexistent/cases.json"));
-    let not_cases = std::env::temp_dir().join(format!("cairn-not-cases-{}.json", std::process::id()));
+    let scratch = support::scratch();
+    let not_cases = scratch.path().join("cases.json");
     std::fs::write(&not_cases, r#"{"tests": []}"#).unwrap();
     let out = policy_test("approve-all", "claim", &not_cases, &[]);
     assert!(text(&out).1.contains("is not a case file: unknown field `tests`"), "{}", text(&out).1);
@@ -156,8 +157,8 @@ fn cairn(args: &[&str], url: &str, key: &str) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_list_and_eval_against_a_running_host() {
     let Some(server) = support::Server::start(support::Backend::Sqlite).await else { return };
-    let dir = std::env::temp_dir().join(format!("cairn-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = support::scratch();
+    let dir = scratch.path();
     let config = dir.join("config.json");
     std::fs::write(&config, r#"{"allow": ["research-bot"]}"#).unwrap();
     let input = dir.join("input.json");
@@ -215,8 +216,8 @@ async fn add_list_and_eval_against_a_running_host() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policies_declared_in_cairn_toml_are_installed_at_start() {
     let Some(db) = support::fresh_database(support::Backend::Sqlite).await else { return };
-    let dir = std::env::temp_dir().join(format!("cairn-toml-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let scratch = support::scratch();
+    let dir = scratch.path();
     std::fs::copy(guests::path("config-driven"), dir.join("gate.wasm")).unwrap();
     let toml = dir.join("cairn.toml");
     std::fs::write(

@@ -2,15 +2,13 @@
 //! `tests/guests/`: each guest's exact outcome, and a working host after
 //! every one of them.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{self, guests};
 use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, Handoff, SubtaskRef, TaskRef, Verdict};
 use cairn_host::policy::{Capability, Fixture, Hook, Isolation, Limits, LoadError, Loaded, Options, Runtime, State};
-use support::guests;
 
 fn runtime() -> Arc<Runtime> {
     Runtime::new(Options::default()).expect("engine")
@@ -210,7 +208,8 @@ fn fuel_bounds_guests_when_on() {
 
 #[test]
 fn precompiled_artifacts_are_reused() {
-    let dir = std::env::temp_dir().join(format!("cairn-cache-{}", std::process::id()));
+    let scratch = support::scratch();
+    let dir = scratch.path().to_path_buf();
     let rt = Runtime::new(Options { cache_dir: Some(dir.clone()), ..Options::default() }).unwrap();
     let first = load(&rt, "approve-all");
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
@@ -230,7 +229,6 @@ fn precompiled_artifacts_are_reused() {
     let third = load(&again, "approve-all");
     assert!(matches!(decide(&again, &third, &Limits::default(), "{}").result, Ok(Verdict::Approve)));
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

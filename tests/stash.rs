@@ -1,13 +1,11 @@
 //! Stash behaviour over HTTP: stores, names, versions, patches, limits,
 //! expiry and schema bindings, on each backend.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Backend, Server};
 use reqwest::Method;
 use serde_json::json;
-use support::{Backend, Server};
 
 on_both_backends!(
     versions_etags_and_if_match,

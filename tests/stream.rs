@@ -1,14 +1,12 @@
 //! Streams over HTTP: ordering under concurrency, reads and filters, live
 //! delivery by SSE, lifetimes and permissions, on each backend.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::{self, Backend, Server, SseReader};
 use reqwest::Method;
 use serde_json::json;
-use support::{Backend, Server, SseReader};
 
 on_both_backends!(
     concurrent_appends_have_no_gaps,

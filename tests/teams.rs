@@ -2,13 +2,11 @@
 //! claims, dependencies, privacy, bad input, policies bound to a team, and
 //! live inboxes.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Agent, Backend, Call, Server, SseReader, guests};
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Agent, Backend, Call, Server, SseReader, guests};
 
 on_both_backends!(
     full_team_run,

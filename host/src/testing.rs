@@ -8,7 +8,21 @@ use sqlx::Connection;
 
 use crate::db::Db;
 
-pub async fn databases() -> Vec<Db> {
+/// A test database; for SQLite, with the directory that holds its files,
+/// removed when this is dropped.
+pub struct TestDb {
+    db: Db,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestDb {
+    type Target = Db;
+    fn deref(&self) -> &Db {
+        &self.db
+    }
+}
+
+pub async fn databases() -> Vec<TestDb> {
     let mut dbs = vec![sqlite().await];
     if let Some(db) = postgres().await {
         dbs.push(db);
@@ -22,12 +36,13 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(b))
 }
 
-async fn sqlite() -> Db {
-    let path = std::env::temp_dir().join(format!("{}.db", unique("cairn-unit-")));
-    Db::connect(&format!("sqlite://{}", path.display())).await.expect("open a SQLite test database")
+async fn sqlite() -> TestDb {
+    let dir = tempfile::Builder::new().prefix("cairn-unit-").tempdir().expect("create a scratch directory");
+    let url = format!("sqlite://{}", dir.path().join("cairn.db").display());
+    TestDb { db: Db::connect(&url).await.expect("open a SQLite test database"), _dir: Some(dir) }
 }
 
-async fn postgres() -> Option<Db> {
+async fn postgres() -> Option<TestDb> {
     let Ok(base) = std::env::var("CAIRN_TEST_POSTGRES_URL") else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -39,5 +54,6 @@ async fn postgres() -> Option<Db> {
     let name = unique("cairn_unit_");
     let mut admin = sqlx::PgConnection::connect(&base).await.expect("connect to CAIRN_TEST_POSTGRES_URL");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create a test database");
-    Some(Db::connect(&crate::db::with_database(&base, &name)).await.expect("open the PostgreSQL test database"))
+    let db = Db::connect(&crate::db::with_database(&base, &name)).await.expect("open the PostgreSQL test database");
+    Some(TestDb { db, _dir: None })
 }

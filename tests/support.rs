@@ -49,13 +49,33 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(b))
 }
 
-/// A fresh database URL for `backend`, or None (with the reason printed)
-/// when PostgreSQL is not configured outside CI.
-pub async fn fresh_database(backend: Backend) -> Option<String> {
+/// A directory for one test's files, removed when dropped.
+pub fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("cairn-test-").tempdir().expect("create a scratch directory")
+}
+
+/// A fresh database: its URL, and for SQLite the directory that holds the
+/// file (with its WAL and policy cache), removed when this is dropped.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::ops::Deref for TestDb {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+/// A fresh database for `backend`, or None (with the reason printed) when
+/// PostgreSQL is not configured outside CI.
+pub async fn fresh_database(backend: Backend) -> Option<TestDb> {
     match backend {
         Backend::Sqlite => {
-            let path = std::env::temp_dir().join(format!("{}.db", unique("cairn-e2e-")));
-            Some(format!("sqlite://{}", path.display()))
+            let dir = scratch();
+            let url = format!("sqlite://{}", dir.path().join("cairn.db").display());
+            Some(TestDb { url, _dir: Some(dir) })
         }
         Backend::Postgres => {
             let Ok(base) = std::env::var("CAIRN_TEST_POSTGRES_URL") else {
@@ -69,7 +89,7 @@ pub async fn fresh_database(backend: Backend) -> Option<String> {
             let name = unique("cairn_e2e_");
             let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to CAIRN_TEST_POSTGRES_URL");
             sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
-            Some(cairn_host::db::with_database(&base, &name))
+            Some(TestDb { url: cairn_host::db::with_database(&base, &name), _dir: None })
         }
     }
 }
@@ -79,6 +99,8 @@ pub struct Server {
     pub url: String,
     pub database_url: String,
     pub http: reqwest::Client,
+    // Declared last so the process is killed before its files go.
+    db: Option<TestDb>,
 }
 
 impl Server {
@@ -89,7 +111,9 @@ impl Server {
 
     pub async fn start_with(backend: Backend, args: &[&str]) -> Option<Server> {
         let db = fresh_database(backend).await?;
-        Some(Self::start_on(&db, args))
+        let mut server = Self::start_on(&db, args);
+        server.db = Some(db);
+        Some(server)
     }
 
     /// A server on an existing database (restarts, several processes).
@@ -114,7 +138,19 @@ impl Server {
         });
         let url =
             rx.recv_timeout(Duration::from_secs(60)).expect("cairn did not print its listening address within 60 s");
-        Server { child, url, database_url: database_url.to_string(), http: reqwest::Client::new() }
+        Server { child, url, database_url: database_url.to_string(), http: reqwest::Client::new(), db: None }
+    }
+
+    /// Stops the server gracefully and starts a new one on the same
+    /// database, which is kept.
+    pub fn restart(mut self, args: &[&str]) -> Server {
+        let db = self.db.take();
+        let database_url = self.database_url.clone();
+        let status = self.terminate();
+        assert!(status.success(), "cairn exited with {status} on SIGTERM");
+        let mut again = Server::start_on(&database_url, args);
+        again.db = db;
+        again
     }
 
     pub fn pid(&self) -> u32 {
