@@ -56,6 +56,19 @@ pub enum Command {
         #[arg(long)]
         schema: bool,
     },
+    /// Start a policy project from a template: its source, the WIT it
+    /// builds against, a case file and a README with the commands.
+    New {
+        /// The policy's name: lowercase letters, digits and hyphens.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: super::scaffold::Lang,
+        #[arg(long, value_enum)]
+        hook: Hook,
+        /// Where to write it; ./NAME by default.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Run a policy against a case file, offline; exits 1 if any case fails.
     Test {
         /// The component (.wasm).
@@ -86,11 +99,15 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
     match command {
         Command::Test { file, hook, cases, fuel } => test(&file, hook, &cases, fuel),
         Command::Export { name, out, schema } => export(&name, out, schema),
+        Command::New { name, lang, hook, dir } => {
+            let dir = super::scaffold::create(&name, lang, hook, dir)?;
+            print!("{}", super::scaffold::next_steps(&dir, &name, lang, hook));
+            Ok(true)
+        }
         Command::Add { name, file, hook, config, scope, server } => {
             let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let hook_name = serde_json::to_value(hook)?.as_str().unwrap_or_default().to_string();
             let mut policy =
-                server.call("PUT", &format!("/policies/{name}?hook={hook_name}"), "application/wasm", wasm).await?;
+                server.call("PUT", &format!("/policies/{name}?hook={}", hook.name()), "application/wasm", wasm).await?;
             if config.is_some() || scope.is_some() {
                 let mut settings = policy["settings"].clone();
                 if let Some(path) = config {
@@ -221,13 +238,12 @@ fn export(name: &str, out: Option<PathBuf>, schema: bool) -> anyhow::Result<bool
     };
     let out = out.unwrap_or_else(|| PathBuf::from(default));
     std::fs::write(&out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
-    let hook = serde_json::to_value(bundled.hook)?;
     eprintln!(
         "wrote {} ({} bytes): the bundled {} policy for the {} hook",
         out.display(),
         bytes.len(),
         name,
-        hook.as_str().unwrap_or_default()
+        bundled.hook.name()
     );
     Ok(true)
 }

@@ -54,6 +54,7 @@ pub mod limits;
 pub mod live;
 pub mod registry;
 pub mod runtime;
+pub mod scaffold;
 pub mod state;
 pub(crate) mod store;
 
@@ -161,6 +162,16 @@ pub enum Hook {
 }
 
 impl Hook {
+    /// The hook's name, as the API and the CLI spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Claim => "claim",
+            Hook::Handoff => "handoff",
+            Hook::Escalation => "escalation",
+            Hook::Agent => "agent",
+        }
+    }
+
     pub fn world(self) -> &'static str {
         match self {
             Hook::Claim => "claim-policy",

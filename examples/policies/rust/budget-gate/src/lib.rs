@@ -27,7 +27,10 @@ impl Guest for Policy {
             return Verdict::Deny(format!("no subtask {} in {}", target.subtask_id, target.contract));
         };
         let budget = subtask["budget_usdc"].as_f64().unwrap_or(0.0);
-        let held = subtasks.iter().filter(|s| s["status"] == "claimed" && s["assigned_agent"] == claim.claimant.as_str()).count();
+        let held = subtasks
+            .iter()
+            .filter(|s| s["status"] == "claimed" && s["assigned_agent"] == claim.claimant.as_str())
+            .count();
         log::log(
             log::Level::Info,
             &format!("{} wants {} ({budget} USDC) and holds {held}", claim.claimant, target.subtask_id),

@@ -51,7 +51,10 @@ impl Guest for Policy {
                 ));
             }
         }
-        log::log(log::Level::Info, &format!("{} hands off {}: {} problem(s)", handoff.agent, handoff.subject, found.len()));
+        log::log(
+            log::Level::Info,
+            &format!("{} hands off {}: {} problem(s)", handoff.agent, handoff.subject, found.len()),
+        );
         found
     }
 }
