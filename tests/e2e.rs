@@ -14,6 +14,7 @@ mod lifecycle;
 mod policies;
 mod policy_cli;
 mod policy_runtime;
+mod sdk;
 mod stash;
 mod stream;
 mod teams;

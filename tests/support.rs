@@ -99,6 +99,8 @@ pub struct Server {
     pub url: String,
     pub database_url: String,
     pub http: reqwest::Client,
+    /// What the server wrote to stderr, when started with `start_traced`.
+    pub stderr: Option<std::sync::Arc<std::sync::Mutex<String>>>,
     // Declared last so the process is killed before its files go.
     db: Option<TestDb>,
 }
@@ -116,17 +118,48 @@ impl Server {
         Some(server)
     }
 
+    /// A server on a fresh database whose tracing output, filtered by
+    /// `filter` (a `RUST_LOG` value), is kept in `stderr`.
+    pub async fn start_traced(backend: Backend, filter: &str) -> Option<Server> {
+        let db = fresh_database(backend).await?;
+        let mut server = Self::spawn(&db, &[], Some(filter));
+        server.db = Some(db);
+        Some(server)
+    }
+
     /// A server on an existing database (restarts, several processes).
     pub fn start_on(database_url: &str, args: &[&str]) -> Server {
+        Self::spawn(database_url, args, None)
+    }
+
+    fn spawn(database_url: &str, args: &[&str], traced: Option<&str>) -> Server {
+        let log = match traced {
+            Some(filter) => filter.to_string(),
+            None => std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database_url])
             .args(args)
             .env("CAIRN_ADMIN_KEY", ADMIN_KEY)
-            .env("RUST_LOG", std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("RUST_LOG", log)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if traced.is_some() { Stdio::piped() } else { Stdio::inherit() })
             .spawn()
             .expect("start the cairn binary");
+        let stderr = child.stderr.take().map(|pipe| {
+            let kept = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = kept.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    eprintln!("{line}");
+                    if let Ok(mut s) = sink.lock() {
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                }
+            });
+            kept
+        });
         let stdout = child.stdout.take().expect("child stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -138,7 +171,7 @@ impl Server {
         });
         let url =
             rx.recv_timeout(Duration::from_secs(60)).expect("cairn did not print its listening address within 60 s");
-        Server { child, url, database_url: database_url.to_string(), http: reqwest::Client::new(), db: None }
+        Server { child, url, database_url: database_url.to_string(), http: reqwest::Client::new(), stderr, db: None }
     }
 
     /// Stops the server gracefully and starts a new one on the same
@@ -378,3 +411,4 @@ impl SseReader {
     }
 }
 pub mod guests;
+pub mod sdk;

@@ -23,11 +23,14 @@ pub const ALL: [&str; 13] = [
     "counter",
 ];
 
-fn workspace() -> PathBuf {
+/// The Rust policy examples, built with the guests (one cargo run).
+pub const EXAMPLES: [&str; 3] = ["budget-gate", "handoff-gate", "signal-router"];
+
+pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
 }
 
@@ -37,6 +40,9 @@ fn build_all() -> PathBuf {
     cmd.current_dir(workspace()).args(["build", "--quiet", "--target", "wasm32-wasip2"]);
     for g in ALL {
         cmd.args(["-p", &format!("guest-{g}")]);
+    }
+    for e in EXAMPLES {
+        cmd.args(["-p", e]);
     }
     let status = cmd.status().expect("run cargo to build the test guests");
     assert!(status.success(), "building the test guests failed (is the wasm32-wasip2 target installed?)");
@@ -49,6 +55,12 @@ pub fn wasm(name: &str) -> Vec<u8> {
     let dir = DIR.get_or_init(build_all);
     let path = dir.join(format!("guest_{}.wasm", name.replace('-', "_")));
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// Where the Rust policy example `name` (e.g. `budget-gate`) is, built.
+pub fn example_path(name: &str) -> PathBuf {
+    wasm("approve-all");
+    target_dir().join("wasm32-wasip2").join("debug").join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// Where guest `name`'s component is, after building it if needed.

@@ -24,6 +24,18 @@ const COORD: &str = include_str!("../../../wit/deps/coord@0.1.0/coord.wit");
 const JS_PACKAGE: &str = include_str!("../../../examples/policies/js/package.json");
 const JS_LOCK: &str = include_str!("../../../examples/policies/js/package-lock.json");
 const JS_PROJECT: &str = "cairn-policy-examples";
+/// Appended to a Rust template's manifest: a project of its own, built
+/// small (about 200 KB instead of 3 MB; uploads and loads are faster).
+const RUST_PROJECT: &str = "
+[profile.release]
+opt-level = \"s\"
+lto = true
+codegen-units = 1
+strip = true
+
+# Its own project, whatever folder it sits in.
+[workspace]
+";
 const PY_REQUIREMENTS: &str = include_str!("../../../examples/policies/python/requirements.txt");
 
 /// One example per hook: its name in `examples/policies/`, its source in
@@ -143,10 +155,7 @@ fn files(name: &str, lang: Lang, hook: Hook) -> anyhow::Result<Vec<(PathBuf, Str
     match lang {
         Lang::Rust => {
             let manifest = t.cargo.replacen(&format!("name = \"{}\"", t.name), &format!("name = \"{name}\""), 1);
-            out.push((
-                PathBuf::from("Cargo.toml"),
-                format!("{manifest}\n# Its own project, whatever folder it sits in.\n[workspace]\n"),
-            ));
+            out.push((PathBuf::from("Cargo.toml"), format!("{manifest}{RUST_PROJECT}")));
             out.push((PathBuf::from(source_file(lang)), t.rust.to_string()));
             out.push((PathBuf::from(".gitignore"), "target/\n".into()));
         }

@@ -1,0 +1,168 @@
+//! Plugin authors' path, for real: the examples built from source in Rust,
+//! Python and JavaScript agree case for case; `cairn policy new` projects
+//! build and pass their own cases; Python and JS builds uploaded over HTTP
+//! decide contract claims, and their log lines reach the decision log and
+//! the server's tracing output.
+
+use std::path::Path;
+use std::process::Command;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::sdk::{self, build_python, run};
+use crate::support::{Backend, Server, guests};
+
+fn policy_test(wasm: &Path, hook: &str, cases: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["policy", "test"])
+        .arg(wasm)
+        .args(["--hook", hook, "--cases"])
+        .arg(cases)
+        .env("RUST_LOG", "off")
+        .output()
+        .expect("run cairn policy test");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// One case file per hook, run against each language's build: every case
+/// passes, and the decisions (verdicts, reasons, violations, actions) are
+/// the same text in all three.
+#[test]
+fn examples_in_three_languages_agree_case_for_case() {
+    let Some(built) = sdk::examples() else { return };
+    for (hook, [rust, python, js]) in built {
+        let cases = sdk::examples_dir().join("cases").join(format!("{hook}.json"));
+        let (ok, from_rust) = policy_test(rust, hook, &cases);
+        assert!(ok, "Rust {hook} example:\n{from_rust}");
+        assert!(from_rust.ends_with(" passed, 0 failed\n"), "{from_rust}");
+        for (lang, wasm) in [("Python", python), ("JS", js)] {
+            let (ok, out) = policy_test(wasm, hook, &cases);
+            assert!(ok, "{lang} {hook} example:\n{out}");
+            assert_eq!(out, from_rust, "{lang} and Rust disagree on the {hook} cases");
+        }
+    }
+}
+
+/// `cairn policy new` in each language (a different hook each, so all three
+/// worlds are covered), built by its README's commands, passes its cases.
+#[test]
+fn scaffolded_projects_build_and_pass_their_own_cases() {
+    let Some(tools) = sdk::toolchains() else { return };
+    let scratch = crate::support::scratch();
+    let new = |name: &str, lang: &str, hook: &str| {
+        let dir = scratch.path().join(name);
+        run(Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["policy", "new", name, "--lang", lang, "--hook", hook, "--dir"])
+            .arg(&dir));
+        dir
+    };
+
+    // Rust: its own workspace; the shared target dir keeps wit-bindgen built.
+    let dir = new("rs-handoff", "rust", "handoff");
+    let target = guests::target_dir().join("scaffolded");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).current_dir(&dir).env("CARGO_TARGET_DIR", &target).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+    ]));
+    let wasm = target.join("wasm32-wasip2/release/rs_handoff.wasm");
+    let (ok, out) = policy_test(&wasm, "handoff", &dir.join("cases.json"));
+    assert!(ok && out.ends_with("5 passed, 0 failed\n"), "{out}");
+
+    // Python: the README's componentize-py command, with the pinned tool.
+    let dir = new("py-escalation", "python", "escalation");
+    build_python(tools, &dir, "app", "escalation", &dir.join("py-escalation.wasm"));
+    let (ok, out) = policy_test(&dir.join("py-escalation.wasm"), "escalation", &dir.join("cases.json"));
+    assert!(ok && out.ends_with("5 passed, 0 failed\n"), "{out}");
+
+    // JS: npm install from its lockfile (the cache .ci/toolchains filled), npm run build.
+    let dir = new("js-claim", "js", "claim");
+    run(Command::new("npm").current_dir(&dir).args(["install", "--prefer-offline", "--no-audit", "--no-fund"]));
+    run(Command::new("npm").current_dir(&dir).args(["run", "--silent", "build"]));
+    let (ok, out) = policy_test(&dir.join("js-claim.wasm"), "claim", &dir.join("cases.json"));
+    assert!(ok && out.ends_with("7 passed, 0 failed\n"), "{out}");
+}
+
+const CONTRACT: &str = r#"{
+  "objective": "Redesign the landing page",
+  "subtasks": [
+    {"id": "research", "description": "Analyse the funnel", "status": "open", "budget_usdc": 10},
+    {"id": "design", "description": "Wireframes", "status": "open", "budget_usdc": 15}
+  ],
+  "budget_usdc": 25,
+  "deadline": "2999-01-01T00:00:00Z"
+}"#;
+
+/// The Python and JS claim examples, uploaded over HTTP and each bound to
+/// its own contract, decide that contract's claims; their log lines are in
+/// the decision log and in the server's tracing output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_and_js_policies_decide_contract_claims() {
+    let Some(built) = sdk::examples() else { return };
+    let [_, python, js] = &built[0].1;
+    let Some(server) = Server::start_traced(Backend::Sqlite, "warn,cairn::policy::guest=info").await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let creator = server.register("orchestrator").await;
+    let bot = server.register("design-bot").await;
+    for (lang, wasm) in [("py", python), ("js", js)] {
+        let policy = format!("{lang}-gate");
+        let contract = format!("site-{lang}");
+        let bytes = std::fs::read(wasm).expect("read the built example");
+        let created = ad
+            .send(
+                ad.req(Method::PUT, &format!("/policies/{policy}?hook=claim"))
+                    .header("Content-Type", "application/wasm")
+                    .body(bytes),
+            )
+            .await
+            .expect(201)
+            .json();
+        assert_eq!(created["world"], "claim-policy");
+        ad.send(ad.req(Method::PUT, &format!("/policies/{policy}/settings")).json(&json!({
+            "scope": {"stash": contract}, "config": {"max_budget_usdc": 12, "max_open_claims": 1}
+        })))
+        .await
+        .expect(200);
+
+        let c = server.as_agent(&creator);
+        c.put_text(&format!("/stash/{contract}?persistent=true&schema=agent-contract"), CONTRACT).await.expect(201);
+        let stream = c.post("/stream", json!({"name": format!("{contract}-discussion")})).await.expect(201).json();
+        let stream = stream["stream_id"].as_str().unwrap().to_string();
+        let claim = |subtask: &str| {
+            let data = json!({"type": "claim", "subtask_id": subtask, "agent_name": "design-bot"});
+            let (b, path) = (server.as_agent(&bot), format!("/stream/{stream}"));
+            async move { b.post(&path, json!({"data": data, "label": "claim"})).await }
+        };
+
+        // Over the ceiling: only this policy escalates with this reason.
+        let r = claim("design").await.expect(201).json();
+        assert_eq!(r["decision"]["verdict"], "escalate", "{lang}: {r}");
+        assert!(r["decision"]["reason"].as_str().unwrap_or_default().contains("15 USDC is over 12"), "{lang}: {r}");
+        // Under it: approved and applied; a second one is over max_open_claims.
+        let r = claim("research").await.expect(201).json();
+        assert_eq!(r["decision"]["verdict"], "approve", "{lang}: {r}");
+        let doc = c.get(&format!("/stash/{contract}?persistent=true")).await.expect(200).json();
+        assert_eq!(doc["subtasks"][0]["assigned_agent"], "design-bot", "{lang}: {doc}");
+
+        let log = ad.get(&format!("/policies/{policy}/decisions")).await.expect(200).json();
+        let decisions = log["decisions"].as_array().unwrap();
+        assert_eq!(decisions.len(), 2, "{lang}: {log}");
+        let line = decisions[0]["logs"][0]["message"].as_str().unwrap_or_default();
+        assert_eq!(line, "design-bot wants design (15 USDC) and holds 0", "{lang}: {log}");
+        assert_eq!(decisions[0]["scope"], format!("contract:{contract}"));
+    }
+    // The same lines, in the server's tracing output, named by policy.
+    let traced = server.stderr.as_ref().unwrap().lock().unwrap().clone();
+    for policy in ["py-gate", "js-gate"] {
+        assert!(
+            traced.lines().any(|l| l.contains("design-bot wants design (15 USDC) and holds 0")
+                && l.contains(&format!("policy={policy}"))),
+            "{policy} not in the tracing output:\n{traced}"
+        );
+    }
+}
