@@ -1,0 +1,138 @@
+//! The same claim policy (`examples/policies/*/budget-gate`) in Rust,
+//! Python and JavaScript: component size, cold load (compile) against a
+//! load from the precompiled cache, and one whole decision (stash read and
+//! log line included) with a fresh instance and with a reused one.
+//!
+//! Not criterion: a decision's tail matters, so this records every sample
+//! and prints p50 and p99. Run with `cargo bench --bench languages`; it
+//! builds the examples first, so `.ci/toolchains` must have run.
+
+#[path = "../../tests/support/guests.rs"]
+#[allow(dead_code)]
+mod guests;
+#[path = "../../tests/support/sdk.rs"]
+#[allow(dead_code)]
+mod sdk;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, SubtaskRef, Verdict};
+use cairn_host::policy::{Fixture, Hook, Isolation, Limits, Loaded, Options, Runtime, State};
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn us(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn decisions(
+    runtime: &Runtime,
+    loaded: &Loaded,
+    isolation: Isolation,
+    n: usize,
+    state: &Arc<dyn State>,
+) -> Vec<Duration> {
+    let claim = Claim {
+        claimant: "design-bot".into(),
+        target: ClaimTarget::Subtask(SubtaskRef { contract: "site".into(), subtask_id: "design".into() }),
+        request: "{}".into(),
+    };
+    let config = r#"{"max_budget_usdc": 12, "max_open_claims": 2}"#;
+    let limits = Limits::default();
+    (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            let out = runtime.decide_claim_with(loaded, "bench", &limits, isolation, config, &claim, state.clone());
+            let took = start.elapsed();
+            assert!(matches!(out.result, Ok(Verdict::Escalate(_))), "{:?}", out.result);
+            assert_eq!(out.logs.len(), 1, "one log line per decision");
+            took
+        })
+        .collect()
+}
+
+fn main() {
+    let Some(built) = sdk::examples() else {
+        eprintln!("run .ci/toolchains first: the Python and JS examples need componentize-py and componentize-js");
+        return;
+    };
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    sdk::run(std::process::Command::new(cargo).current_dir(guests::workspace()).args([
+        "build",
+        "--quiet",
+        "--release",
+        "--target",
+        "wasm32-wasip2",
+        "-p",
+        "budget-gate",
+    ]));
+    let rust = guests::target_dir().join("wasm32-wasip2/release/budget_gate.wasm");
+    let [_, python, js] = &built[0].1;
+
+    let fixture: Fixture = serde_json::from_value(serde_json::json!({"stashes": [{"name": "site", "persistent": true,
+        "body": {"objective": "o", "subtasks": [{"id": "design", "description": "d", "status": "open", "budget_usdc": 15}]}}]}))
+    .expect("fixture");
+    let state: Arc<dyn State> = Arc::new(fixture);
+    let grants = Hook::Claim.default_grants();
+
+    println!("| guest | size | compile | load from cache | fresh p50 | fresh p99 | reused p50 | reused p99 |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (lang, path) in
+        [("Rust (wit-bindgen)", &rust), ("Python (componentize-py)", python), ("JS (componentize-js)", js)]
+    {
+        let wasm = std::fs::read(path).expect("read the component");
+
+        // Compile: a fresh engine with no cache, best of three.
+        let compile = (0..3)
+            .map(|_| {
+                let runtime = Runtime::new(Options::default()).expect("engine");
+                let start = Instant::now();
+                runtime.load(Hook::Claim, &wasm, &grants).expect("load");
+                start.elapsed()
+            })
+            .min()
+            .unwrap_or_default();
+
+        // From the cache: the artifact is written once, then each new engine
+        // maps it instead of compiling. The whole load is timed: the mmap,
+        // the import check, the linker and the InstancePre.
+        let cache = tempfile::tempdir().expect("cache dir");
+        let options = || Options { cache_dir: Some(cache.path().to_path_buf()), ..Options::default() };
+        Runtime::new(options()).expect("engine").load(Hook::Claim, &wasm, &grants).expect("warm the cache");
+        let mut cached: Vec<Duration> = (0..20)
+            .map(|_| {
+                let runtime = Runtime::new(options()).expect("engine");
+                let start = Instant::now();
+                let loaded = runtime.load(Hook::Claim, &wasm, &grants).expect("load from cache");
+                let took = start.elapsed();
+                drop(loaded);
+                took
+            })
+            .collect();
+
+        let runtime = Runtime::new(options()).expect("engine");
+        let loaded = runtime.load(Hook::Claim, &wasm, &grants).expect("load");
+        decisions(&runtime, &loaded, Isolation::Fresh, 200, &state);
+        let mut fresh = decisions(&runtime, &loaded, Isolation::Fresh, 3000, &state);
+        decisions(&runtime, &loaded, Isolation::Reuse, 200, &state);
+        let mut reused = decisions(&runtime, &loaded, Isolation::Reuse, 20_000, &state);
+        println!(
+            "| {lang} | {:.2} MB | {} | {} | {} | {} | {} | {} |",
+            wasm.len() as f64 / 1e6,
+            ms(compile),
+            ms(percentile(&mut cached, 0.5)),
+            us(percentile(&mut fresh, 0.5)),
+            us(percentile(&mut fresh, 0.99)),
+            us(percentile(&mut reused, 0.5)),
+            us(percentile(&mut reused, 0.99)),
+        );
+    }
+}
