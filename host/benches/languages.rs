@@ -33,6 +33,13 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
+/// The process's minor page faults so far (Linux; 0 elsewhere).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
+    after_name.split(' ').nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
 fn decisions(
     runtime: &Runtime,
     loaded: &Loaded,
@@ -83,8 +90,10 @@ fn main() {
     let state: Arc<dyn State> = Arc::new(fixture);
     let grants = Hook::Claim.default_grants();
 
-    println!("| guest | size | compile | load from cache | fresh p50 | fresh p99 | reused p50 | reused p99 |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| guest | size | compile | load from cache | fresh p50 | fresh p99 | reused p50 | reused p99 | page faults per fresh decision |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (lang, path) in
         [("Rust (wit-bindgen)", &rust), ("Python (componentize-py)", python), ("JS (componentize-js)", js)]
     {
@@ -121,11 +130,13 @@ fn main() {
         let runtime = Runtime::new(options()).expect("engine");
         let loaded = runtime.load(Hook::Claim, &wasm, &grants).expect("load");
         decisions(&runtime, &loaded, Isolation::Fresh, 200, &state);
+        let faults = minor_faults();
         let mut fresh = decisions(&runtime, &loaded, Isolation::Fresh, 3000, &state);
+        let faults = (minor_faults() - faults) as f64 / 3000.0;
         decisions(&runtime, &loaded, Isolation::Reuse, 200, &state);
         let mut reused = decisions(&runtime, &loaded, Isolation::Reuse, 20_000, &state);
         println!(
-            "| {lang} | {:.2} MB | {} | {} | {} | {} | {} | {} |",
+            "| {lang} | {:.2} MB | {} | {} | {} | {} | {} | {} | {faults:.0} |",
             wasm.len() as f64 / 1e6,
             ms(compile),
             ms(percentile(&mut cached, 0.5)),
