@@ -3,25 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::{self, guests};
+use crate::support::{self, guests, text};
 
 fn cases(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cases").join(name)
 }
 
 fn policy_test(guest: &str, hook: &str, case_file: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["policy", "test"])
-        .arg(guests::path(guest))
-        .args(["--hook", hook, "--cases"])
-        .arg(case_file)
-        .args(extra)
-        .output()
-        .expect("run cairn policy test")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    support::policy_test(&guests::path(guest), hook, case_file, extra)
 }
 
 #[test]
@@ -54,13 +43,7 @@ fn bundled_policies_export_and_pass_their_cases() {
         assert!(out.status.success(), "{:?}", text(&out));
         assert!(std::fs::read(&wasm).unwrap().starts_with(b"\0asm"));
         let case_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins").join(name).join("cases.json");
-        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-            .args(["policy", "test"])
-            .arg(&wasm)
-            .args(["--hook", hook, "--cases"])
-            .arg(&case_file)
-            .output()
-            .unwrap();
+        let out = support::policy_test(&wasm, hook, &case_file, &[]);
         let (stdout, stderr) = text(&out);
         assert!(out.status.success(), "{name}: {stdout}{stderr}");
         assert!(stdout.ends_with(&format!("{n} passed, 0 failed\n")), "{name}: {stdout}");

@@ -11,18 +11,11 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::sdk::{self, build_python, run};
-use crate::support::{Backend, Server, guests};
+use crate::support::{self, Backend, Server, guests};
 
 fn policy_test(wasm: &Path, hook: &str, cases: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["policy", "test"])
-        .arg(wasm)
-        .args(["--hook", hook, "--cases"])
-        .arg(cases)
-        .env("RUST_LOG", "off")
-        .output()
-        .expect("run cairn policy test");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    let out = support::policy_test(wasm, hook, cases, &[]);
+    (out.status.success(), support::text(&out).0)
 }
 
 /// One case file per hook, run against each language's build: every case

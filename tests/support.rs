@@ -49,6 +49,28 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}{}", hex::encode(b))
 }
 
+/// `cairn policy test WASM --hook HOOK --cases CASES [EXTRA...]`, run offline.
+pub fn policy_test(
+    wasm: &std::path::Path,
+    hook: &str,
+    cases: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["policy", "test"])
+        .arg(wasm)
+        .args(["--hook", hook, "--cases"])
+        .arg(cases)
+        .args(extra)
+        .output()
+        .expect("run cairn policy test")
+}
+
+/// A finished command's stdout and stderr, as text.
+pub fn text(out: &std::process::Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// A directory for one test's files, removed when dropped.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("cairn-test-").tempdir().expect("create a scratch directory")

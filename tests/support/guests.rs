@@ -49,24 +49,26 @@ fn build_all() -> PathBuf {
     target_dir().join("wasm32-wasip2").join("debug")
 }
 
+/// Where the debug builds are, after building every guest and example once.
+fn built_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(build_all)
+}
+
 /// The compiled component of guest `name`.
 pub fn wasm(name: &str) -> Vec<u8> {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    let dir = DIR.get_or_init(build_all);
-    let path = dir.join(format!("guest_{}.wasm", name.replace('-', "_")));
+    let path = path(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
 }
 
 /// Where the Rust policy example `name` (e.g. `budget-gate`) is, built.
 pub fn example_path(name: &str) -> PathBuf {
-    wasm("approve-all");
-    target_dir().join("wasm32-wasip2").join("debug").join(format!("{}.wasm", name.replace('-', "_")))
+    built_dir().join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// Where guest `name`'s component is, after building it if needed.
 pub fn path(name: &str) -> PathBuf {
-    wasm(name);
-    target_dir().join("wasm32-wasip2").join("debug").join(format!("guest_{}.wasm", name.replace('-', "_")))
+    built_dir().join(format!("guest_{}.wasm", name.replace('-', "_")))
 }
 
 /// Guest `name` built with optimisations, for benchmarks.

@@ -166,7 +166,7 @@ fn files(name: &str, lang: Lang, hook: Hook) -> anyhow::Result<Vec<(PathBuf, Str
         }
         Lang::Js => {
             out.push((PathBuf::from(source_file(lang)), t.js.to_string()));
-            out.push((PathBuf::from("package.json"), js_package(name, hook)?));
+            out.push((PathBuf::from("package.json"), js_package(name, hook, t.name)?));
             let lock = JS_LOCK.replace(&format!("\"name\": \"{JS_PROJECT}\""), &format!("\"name\": \"{name}\""));
             out.push((PathBuf::from("package-lock.json"), lock));
             out.push((PathBuf::from(".gitignore"), "*.wasm\nnode_modules/\n".into()));
@@ -177,10 +177,9 @@ fn files(name: &str, lang: Lang, hook: Hook) -> anyhow::Result<Vec<(PathBuf, Str
 
 /// The examples' package.json, narrowed to this project: its name and one
 /// build script for its world, with the same pinned dependencies.
-fn js_package(name: &str, hook: Hook) -> anyhow::Result<String> {
+fn js_package(name: &str, hook: Hook, template: &str) -> anyhow::Result<String> {
     let mut package: serde_json::Value = serde_json::from_str(JS_PACKAGE).context("the bundled package.json")?;
     let key = format!("build:{}", hook.name());
-    let template = template(hook)?.name;
     let build = package["scripts"][&key]
         .as_str()
         .with_context(|| format!("the bundled package.json has no {key} script"))?
