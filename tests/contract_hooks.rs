@@ -11,7 +11,7 @@ on_both_backends!(
     thirty_racing_claims_assign_one_agent,
     over_budget_claims_are_denied_with_the_reason,
     approval_subtasks_escalate_and_copies_check_their_config,
-    deliverables_without_a_handoff_are_rejected,
+    deliverables_are_checked_only_where_the_contract_asks,
     a_halt_locks_claims_until_the_creator_acknowledges
 );
 
@@ -186,40 +186,69 @@ async fn approval_subtasks_escalate_and_copies_check_their_config(backend: Backe
     assert_eq!(log["decisions"][0]["scope"], "contract:site");
 }
 
-async fn deliverables_without_a_handoff_are_rejected(backend: Backend) {
+async fn deliver(call: &Call<'_>, stream: &str, deliverable: &str) -> Value {
+    let data = json!({"subtask_id": "research", "deliverable": deliverable});
+    call.post(&format!("/stream/{stream}"), json!({"label": "deliverable", "data": data})).await.expect(201).json()
+}
+
+/// The HANDOFF gate applies on contracts that ask for it (`"handoff":
+/// "required"`, or a handoff policy bound to the contract); elsewhere the
+/// host adds nothing after a deliverable, as the contracts pattern expects.
+async fn deliverables_are_checked_only_where_the_contract_asks(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
     let creator = server.register("orchestrator").await;
     let bot = server.register("research-bot").await;
-    let (_, exec) = contract(&server.as_agent(&creator)).await;
+    let c = server.as_agent(&creator);
+    let (_, exec) = contract(&c).await;
     let b = server.as_agent(&bot);
-    let r = b
-        .post(
-            &format!("/stream/{exec}"),
-            json!({"label": "deliverable",
-            "data": {"subtask_id": "research", "deliverable": "Analysis in stash 'findings'"}}),
-        )
-        .await
-        .expect(201)
-        .json();
-    assert_eq!(r["decision"]["accepted"], false);
-    let rejected = entries(&b, &exec, "handoff-rejected").await;
+
+    // Not asked: the deliverable stands alone, with no decision.
+    let r = deliver(&b, &exec, "Analysis in stash 'findings'").await;
+    assert!(r["decision"].is_null(), "{r}");
+    assert!(entries(&b, &exec, "handoff-rejected").await.is_empty());
+    let latest = b.get(&format!("/stream/{exec}/latest")).await.expect(200).json();
+    assert_eq!((latest["label"].as_str(), latest["seq"].as_i64()), (Some("deliverable"), r["seq"].as_i64()));
+
+    // Asked in the document.
+    let mut gated: Value = serde_json::from_str(CONTRACT).unwrap();
+    gated["handoff"] = json!("required");
+    c.put_text("/stash/gated?persistent=true&schema=agent-contract", &gated.to_string()).await.expect(201);
+    let gexec = c.post("/stream", json!({"name": "gated-execution"})).await.expect(201).json();
+    let gexec = gexec["stream_id"].as_str().unwrap();
+    let r = deliver(&b, gexec, "Analysis in stash 'findings'").await;
+    assert_eq!(r["decision"]["accepted"], false, "{r}");
+    let rejected = entries(&b, gexec, "handoff-rejected").await;
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0]["data"]["deliverable_seq"], r["seq"]);
     assert_eq!(rejected[0]["data"]["violations"][0]["field"], "handoff");
+    assert_eq!(rejected[0]["agent"], "cairn");
     // The protocol's text form in the message passes, and adds no rejection.
     let text = "Analysis done.\n\nHANDOFF:\n1. Produced: stash findings\n2. Key decisions: 30-day window\n\
         3. Reasoning chain: seasonality is weekly, so 30 days is enough\n\
         4. Areas of uncertainty:\n- [MEDIUM] bot traffic in the funnel\n5. Integration points: design\n6. Open questions: none";
-    let r = b
-        .post(
-            &format!("/stream/{exec}"),
-            json!({"label": "deliverable", "data": {"subtask_id": "research", "deliverable": text}}),
-        )
-        .await
-        .expect(201)
-        .json();
+    let r = deliver(&b, gexec, text).await;
     assert_eq!(r["decision"]["accepted"], true, "{r}");
-    assert_eq!(entries(&b, &exec, "handoff-rejected").await.len(), 1);
+    assert_eq!(entries(&b, gexec, "handoff-rejected").await.len(), 1);
+
+    // Asked by binding a handoff policy to the contract.
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let wasm = support::guests::wasm("handoff-basic");
+    ad.send(
+        ad.req(Method::PUT, "/policies/site-handoffs?hook=handoff")
+            .header("Content-Type", "application/wasm")
+            .body(wasm),
+    )
+    .await
+    .expect(201);
+    ad.send(ad.req(Method::PUT, "/policies/site-handoffs/settings").json(&json!({"scope": {"stash": "site"}})))
+        .await
+        .expect(200);
+    let r = deliver(&b, &exec, "Analysis in stash 'findings'").await;
+    assert_eq!(r["decision"]["accepted"], false, "{r}");
+    let rejected = entries(&b, &exec, "handoff-rejected").await;
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0]["data"]["violations"][0]["field"], "produced");
 }
 
 async fn a_halt_locks_claims_until_the_creator_acknowledges(backend: Backend) {

@@ -233,11 +233,9 @@ async fn website_redesign_walkthrough(backend: Backend) {
     assert_eq!(subtask(&state.json(), "research")["status"], "completed");
     let log = me.get(&format!("/stream/{exec_id}")).await.expect(200).json();
     let labels: Vec<&str> = log["entries"].as_array().unwrap().iter().map(|e| e["label"].as_str().unwrap()).collect();
-    // The seed's deliverable carries no HANDOFF: the handoff hook says so.
-    assert_eq!(labels, ["progress", "deliverable", "handoff-rejected"]);
-    assert_eq!(log["next_after"], 3);
-    assert_eq!(log["entries"][2]["agent"], "cairn");
-    assert_eq!(log["entries"][2]["data"]["violations"][0]["field"], "handoff");
+    // The seed's contract does not ask for HANDOFFs: nothing follows its deliverable.
+    assert_eq!(labels, ["progress", "deliverable"]);
+    assert_eq!(log["next_after"], 2);
     let talk = me.get(&format!("/stream/{disc_id}")).await.expect(200).json();
     let seqs: Vec<i64> = talk["entries"].as_array().unwrap().iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, [1, 2, 3, 4]);
@@ -247,8 +245,8 @@ async fn website_redesign_walkthrough(backend: Backend) {
     assert_eq!(only_progress["entries"].as_array().unwrap().len(), 1);
     assert_eq!(only_progress["entries"][0]["data"]["findings_stash"], "research-findings-v1");
     let latest = me.get(&format!("/stream/{exec_id}/latest")).await.expect(200).json();
-    assert_eq!(latest["label"], "handoff-rejected");
-    assert_eq!(latest["seq"], 3);
+    assert_eq!(latest["label"], "deliverable");
+    assert_eq!(latest["seq"], 2);
     let delivered = me.get(&format!("/stream/{exec_id}/latest?label=deliverable")).await.expect(200).json();
     assert_eq!(delivered["seq"], 2);
 }

@@ -38,7 +38,7 @@ async fn upload_evaluate_and_log(backend: Backend) {
     assert_eq!(created["sha256"].as_str().unwrap().len(), 64);
     let imports: Vec<&str> = created["imports"].as_array().unwrap().iter().map(|i| i.as_str().unwrap()).collect();
     assert!(
-        imports.contains(&"cairn:coord/stash-read@0.1.0") && imports.contains(&"cairn:coord/log@0.1.0"),
+        imports.contains(&"cairn:coord/stash-read@0.2.0") && imports.contains(&"cairn:coord/log@0.2.0"),
         "{imports:?}"
     );
     assert_eq!(created["settings"]["limits"]["timeout_ms"], 100);
@@ -154,7 +154,7 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
         .await
         .expect(422)
         .json();
-    assert!(refused["error"]["message"].as_str().unwrap().contains("cairn:coord/stash-read@0.1.0"), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("cairn:coord/stash-read@0.2.0"), "{refused}");
     assert_eq!(ad.get("/policies/reader").await.expect(200).json()["settings"]["grants"], Value::Null);
     ad.send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"grants": ["stash-write"]})))
         .await

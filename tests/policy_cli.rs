@@ -30,7 +30,7 @@ fn bundled_policies_export_and_pass_their_cases() {
     let scratch = support::scratch();
     let dir = scratch.path();
     for (name, hook, n) in [
-        ("claim-approval", "claim", 10),
+        ("claim-approval", "claim", 11),
         ("handoff-validation", "handoff", 7),
         ("algedonic-escalation", "escalation", 5),
     ] {

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::support::{self, guests};
 use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, Handoff, SubtaskRef, TaskRef, Verdict};
-use cairn_host::policy::{Capability, Fixture, Hook, Isolation, Limits, LoadError, Loaded, Options, Runtime, State};
+use cairn_host::policy::view::Reads;
+use cairn_host::policy::{Capability, Fixture, Hook, Isolation, Limits, LoadError, Loaded, Options, Runtime, View};
 
 fn runtime() -> Arc<Runtime> {
     Runtime::new(Options::default()).expect("engine")
@@ -26,11 +27,16 @@ fn claim(claimant: &str) -> Claim {
     }
 }
 
-fn nothing() -> Arc<dyn State> {
+fn nothing() -> Arc<dyn View> {
     Arc::new(Fixture::default())
 }
 
-fn decide(rt: &Runtime, loaded: &Loaded, limits: &Limits, config: &str) -> cairn_host::policy::Outcome<Verdict> {
+fn decide(
+    rt: &Runtime,
+    loaded: &Loaded,
+    limits: &Limits,
+    config: &str,
+) -> cairn_host::policy::runtime::Outcome<Verdict> {
     rt.decide_claim(loaded, "test", limits, config, &claim("research-bot"), nothing())
 }
 
@@ -74,7 +80,7 @@ fn config_reaches_the_guest() {
 fn stash_import_reads_fixture_state_and_logs() {
     let rt = runtime();
     let g = load(&rt, "stash-reader");
-    let state = |status: &str| -> Arc<dyn State> {
+    let state = |status: &str| -> Arc<dyn View> {
         let fixture: Fixture = serde_json::from_value(serde_json::json!({"stashes": [{
             "name": "website-redesign", "persistent": true, "owner": "orchestrator",
             "body": {"objective": "o", "subtasks": [{"id": "research", "description": "d", "status": status}]}
@@ -177,11 +183,29 @@ fn a_component_for_another_world_is_refused() {
         structured: Some(r#"{"produced": ["x"]}"#.into()),
         text: None,
     };
-    let out = rt.check_handoff(&handoff, "h", &Limits::default(), Isolation::Fresh, "{}", &input, nothing());
+    let out = rt.check_handoff(
+        &handoff,
+        "h",
+        &Limits::default(),
+        Isolation::Fresh,
+        "{}",
+        &input,
+        Reads::new(nothing(), Arc::default()),
+    );
     assert!(out.result.unwrap().is_empty(), "a HANDOFF with produced passes");
     let bare = Handoff { structured: None, ..input };
-    let v =
-        rt.check_handoff(&handoff, "h", &Limits::default(), Isolation::Fresh, "{}", &bare, nothing()).result.unwrap();
+    let v = rt
+        .check_handoff(
+            &handoff,
+            "h",
+            &Limits::default(),
+            Isolation::Fresh,
+            "{}",
+            &bare,
+            Reads::new(nothing(), Arc::default()),
+        )
+        .result
+        .unwrap();
     assert_eq!((v.len(), v[0].field.as_str()), (1, "produced"));
 }
 
@@ -191,7 +215,7 @@ fn ungranted_imports_and_non_components_are_refused() {
     let only_log: BTreeSet<_> = [Capability::Log].into();
     let err = rt.load(Hook::Claim, &guests::wasm("stash-reader"), &only_log).err().unwrap();
     let text = err.to_string();
-    assert!(text.contains("cairn:coord/stash-read@0.1.0") && text.contains("not granted"), "{text}");
+    assert!(text.contains("cairn:coord/stash-read@0.2.0") && text.contains("not granted"), "{text}");
     let err = rt.load(Hook::Claim, b"\0asm not really", &Hook::Claim.default_grants()).err().unwrap();
     assert!(matches!(err, LoadError::NotAComponent(_)), "{err}");
 }
@@ -236,7 +260,16 @@ fn reuse_keeps_instances_warm_and_replaces_failed_ones() {
     let rt = runtime();
     let g = load(&rt, "counter");
     let reuse = |rt: &Runtime, g: &Loaded| {
-        rt.decide_claim_with(g, "t", &Limits::default(), Isolation::Reuse, "{}", &claim("a"), nothing()).result
+        rt.decide_claim_with(
+            g,
+            "t",
+            &Limits::default(),
+            Isolation::Reuse,
+            "{}",
+            &claim("a"),
+            Reads::new(nothing(), Arc::default()),
+        )
+        .result
     };
     // The trade-off of reuse, made visible: the guest's globals carry over.
     assert!(matches!(reuse(&rt, &g), Ok(Verdict::Deny(r)) if r == "call 1"));
@@ -247,7 +280,15 @@ fn reuse_keeps_instances_warm_and_replaces_failed_ones() {
     // A warm instance that fails is dropped; the next call gets a new one.
     let p = load(&rt, "panic");
     for _ in 0..3 {
-        let out = rt.decide_claim_with(&p, "t", &Limits::default(), Isolation::Reuse, "{}", &claim("a"), nothing());
+        let out = rt.decide_claim_with(
+            &p,
+            "t",
+            &Limits::default(),
+            Isolation::Reuse,
+            "{}",
+            &claim("a"),
+            Reads::new(nothing(), Arc::default()),
+        );
         assert!(out.result.unwrap_err().starts_with("trapped:"));
         assert!(out.stderr.contains("policy bug"), "each failure's own output: {:?}", out.stderr);
     }

@@ -16,6 +16,7 @@ on_both_backends!(
     bad_input_gets_clear_errors,
     a_team_policy_decides_and_is_logged,
     a_policy_reads_tasks_and_escalates_to_the_lead,
+    a_0_1_policy_still_reads_tasks_and_decides,
     inbox_is_live_over_sse
 );
 
@@ -478,13 +479,23 @@ async fn a_team_policy_decides_and_is_logged(backend: Backend) {
 }
 
 async fn a_policy_reads_tasks_and_escalates_to_the_lead(backend: Backend) {
+    reads_tasks_and_escalates(backend, "task-reader").await;
+}
+
+/// A component built against `cairn:coord@0.1.0` still loads, reads and
+/// decides on a host that speaks 0.2.0.
+async fn a_0_1_policy_still_reads_tasks_and_decides(backend: Backend) {
+    reads_tasks_and_escalates(backend, "v0-1-task-reader").await;
+}
+
+async fn reads_tasks_and_escalates(backend: Backend, guest: &str) {
     let Some(server) = Server::start(backend).await else { return };
     let lead = server.register("lead").await;
     let mate = server.register("mate").await;
     team(&server, &lead, "reviewed", &[&mate]).await;
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    upload(&ad, "task-gate", "claim", "task-reader").await;
+    upload(&ad, "task-gate", "claim", guest).await;
     ad.send(ad.req(Method::PUT, "/policies/task-gate/settings").json(&json!({"scope": {"team": "reviewed"}})))
         .await
         .expect(200);

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_host::policy::bindings::{claim, coord};
+use cairn_host::policy::view::Reads;
 use cairn_host::policy::{Fixture, Hook, Isolation, Limits, Options, Runtime};
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmtime::Store;
@@ -55,7 +56,7 @@ fn bench(c: &mut Criterion) {
     let runtime = Runtime::new(Options::default()).expect("engine");
     let loaded = runtime.load(Hook::Claim, &wasm, &Hook::Claim.default_grants()).expect("load");
     let limits = Limits::default();
-    let state: Arc<dyn cairn_host::policy::State> = Arc::new(Fixture::default());
+    let state: Arc<dyn cairn_host::policy::View> = Arc::new(Fixture::default());
     let claim = input();
 
     let mut group = c.benchmark_group("decision");
@@ -67,8 +68,15 @@ fn bench(c: &mut Criterion) {
     });
     group.bench_function("reuse", |b| {
         b.iter(|| {
-            let out =
-                runtime.decide_claim_with(&loaded, "bench", &limits, Isolation::Reuse, "{}", &claim, state.clone());
+            let out = runtime.decide_claim_with(
+                &loaded,
+                "bench",
+                &limits,
+                Isolation::Reuse,
+                "{}",
+                &claim,
+                Reads::new(state.clone(), Arc::default()),
+            );
             assert!(out.result.is_ok());
         })
     });

@@ -18,7 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, SubtaskRef, Verdict};
-use cairn_host::policy::{Fixture, Hook, Isolation, Limits, Loaded, Options, Runtime, State};
+use cairn_host::policy::view::Reads;
+use cairn_host::policy::{Fixture, Hook, Isolation, Limits, Loaded, Options, Runtime, View};
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort_unstable();
@@ -45,7 +46,7 @@ fn decisions(
     loaded: &Loaded,
     isolation: Isolation,
     n: usize,
-    state: &Arc<dyn State>,
+    state: &Arc<dyn View>,
 ) -> Vec<Duration> {
     let claim = Claim {
         claimant: "design-bot".into(),
@@ -57,7 +58,15 @@ fn decisions(
     (0..n)
         .map(|_| {
             let start = Instant::now();
-            let out = runtime.decide_claim_with(loaded, "bench", &limits, isolation, config, &claim, state.clone());
+            let out = runtime.decide_claim_with(
+                loaded,
+                "bench",
+                &limits,
+                isolation,
+                config,
+                &claim,
+                Reads::new(state.clone(), Arc::default()),
+            );
             let took = start.elapsed();
             assert!(matches!(out.result, Ok(Verdict::Escalate(_))), "{:?}", out.result);
             assert_eq!(out.logs.len(), 1, "one log line per decision");
@@ -87,7 +96,7 @@ fn main() {
     let fixture: Fixture = serde_json::from_value(serde_json::json!({"stashes": [{"name": "site", "persistent": true,
         "body": {"objective": "o", "subtasks": [{"id": "design", "description": "d", "status": "open", "budget_usdc": 15}]}}]}))
     .expect("fixture");
-    let state: Arc<dyn State> = Arc::new(fixture);
+    let state: Arc<dyn View> = Arc::new(fixture);
     let grants = Hook::Claim.default_grants();
 
     println!(

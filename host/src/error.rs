@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Error {
     status: StatusCode,
     code: &'static str,

@@ -7,12 +7,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every guest crate, by directory name.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 14] = [
     "approve-all",
     "deny-all",
     "config-driven",
     "stash-reader",
     "task-reader",
+    "v0-1-task-reader",
     "infinite-loop",
     "memory-bomb",
     "recursion",

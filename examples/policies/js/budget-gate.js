@@ -1,8 +1,8 @@
 // Claim policy: deny an agent that already holds `max_open_claims`
 // subtasks of the contract; escalate a subtask whose `budget_usdc` is over
 // `max_budget_usdc`. Team tasks are left to other policies.
-import { get } from 'cairn:coord/stash-read@0.1.0';
-import { log } from 'cairn:coord/log@0.1.0';
+import { get } from 'cairn:coord/stash-read@0.2.0';
+import { log } from 'cairn:coord/log@0.2.0';
 
 export function decide(config, claim) {
   let cfg;

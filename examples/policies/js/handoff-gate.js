@@ -1,8 +1,8 @@
 // Handoff policy: the structured HANDOFF must fill every field in
 // `require` (by default `produced` and `uncertainty`), and each `stash:NAME`
 // it says it produced must exist as a persistent stash.
-import { get } from 'cairn:coord/stash-read@0.1.0';
-import { log } from 'cairn:coord/log@0.1.0';
+import { get } from 'cairn:coord/stash-read@0.2.0';
+import { log } from 'cairn:coord/log@0.2.0';
 
 function filled(value) {
   if (value == null) return false;

@@ -1,8 +1,8 @@
 // Escalation policy: a HALT, or an ALERT in one of the `halt_on`
 // categories (by default SECURITY), halts the scope; every signal is sent
 // to the lead, with the category's entry from the `runbook` stash if set.
-import { get } from 'cairn:coord/stash-read@0.1.0';
-import { log } from 'cairn:coord/log@0.1.0';
+import { get } from 'cairn:coord/stash-read@0.2.0';
+import { log } from 'cairn:coord/log@0.2.0';
 
 export function escalate(config, signal) {
   let cfg = {};

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -15,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::registry::{Active, Settings, hook_str};
 use super::store::{self, DecisionRow};
-use super::{Hook, live};
+use super::{Hook, Input, Reader};
 use crate::agent::Caller;
 use crate::error::{Error, Json, Path, Query, RawBody, Result};
 use crate::{AppState, clock};
@@ -177,18 +176,9 @@ pub struct Evaluated {
     duration_us: u64,
     fuel_used: Option<u64>,
     #[schema(value_type = Vec<Object>)]
-    logs: Vec<super::state::LogLine>,
+    logs: Vec<super::LogLine>,
     stdout: String,
     stderr: String,
-}
-
-/// What a failed decision means for its hook.
-pub fn fail_closed(hook: Hook, error: &str) -> Value {
-    match hook {
-        Hook::Claim => json!({"verdict": "deny", "reason": format!("policy failed: {error}")}),
-        Hook::Handoff => json!({"violations": [{"field": "policy", "message": format!("policy failed: {error}")}]}),
-        Hook::Escalation | Hook::Agent => json!({"actions": []}),
-    }
 }
 
 /// A dry run: the decision, without any effect. It is recorded in the
@@ -203,51 +193,21 @@ async fn evaluate(
 ) -> Result<Json<Evaluated>> {
     admin_only(&caller)?;
     let active = find(&app, &name)?;
-    let loaded =
-        active.loaded.clone().map_err(|e| Error::validation(format!("policy {name:?} does not load: {e}"), vec![]))?;
-    let config = req.config.as_ref().unwrap_or(&active.settings.config).to_string();
-    let state = Arc::new(live::Live {
-        db: app.db.clone(),
-        agent: caller.name.clone(),
-        admin: caller.admin,
-        handle: tokio::runtime::Handle::current(),
-    });
-    let (runtime, limits, isolation) =
-        (app.policies.runtime().clone(), active.settings.limits, active.settings.isolation);
-    let (input, policy) = (req.input.clone(), name.clone());
-    let evaluation = tokio::task::spawn_blocking(move || {
-        super::evaluate(&runtime, &loaded, &policy, &limits, isolation, &config, input, state)
-    })
-    .await
-    .map_err(|e| Error::internal(format!("evaluating {name}: {e}")))?
-    .map_err(|bad| Error::validation(format!("the input is not a {} input: {bad}", hook_str(active.hook)), vec![]))?;
-    let error = evaluation.result.as_ref().err().cloned();
-    let result = evaluation.result.unwrap_or_else(|e| fail_closed(active.hook, &e));
-    active.stats.observe(evaluation.duration, error.is_some());
-    app.metrics.observe_policy(&name, error.is_some(), evaluation.duration);
-    let decision_id = new_decision_id();
-    store::record(
-        &app.db,
-        &DecisionRow {
-            decision_id: decision_id.clone(),
-            policy: name,
-            version: active.version,
-            hook: hook_str(active.hook).into(),
-            dry_run: true,
-            agent: caller.name,
-            input: req.input.to_string(),
-            result: Some(result.to_string()),
-            error: error.clone(),
-            duration_us: evaluation.duration.as_micros() as i64,
-            fuel_used: evaluation.fuel_used.map(|f| f as i64),
-            logs: serde_json::to_string(&evaluation.logs).unwrap_or_else(|_| "[]".into()),
-            stdout: evaluation.stdout.clone(),
-            stderr: evaluation.stderr.clone(),
-            at: clock::now_ms(),
-            scope: None,
-        },
-    )
-    .await?;
+    if let Err(e) = &active.loaded {
+        return Err(Error::validation(format!("policy {name:?} does not load: {e}"), vec![]));
+    }
+    let config = req.config.clone().unwrap_or_else(|| active.settings.config.clone());
+    let input = Input::parse(active.hook, req.input).map_err(|bad| {
+        Error::validation(format!("the input is not a {} input: {bad}", hook_str(active.hook)), vec![])
+    })?;
+    let reader = Reader { name: caller.name.clone(), admin: caller.admin };
+    let decider = app.decider.clone();
+    let run = tokio::task::spawn_blocking(move || decider.dry_run_blocking(&active, &config, input, reader))
+        .await
+        .map_err(|e| Error::internal(format!("evaluating {name}: {e}")))??;
+    store::record(&app.db, &run.record).await?;
+    let (evaluation, error) = (run.evaluation, run.error);
+    let (decision_id, result) = (run.record.decision_id, run.outcome.to_json());
     Ok(Json(Evaluated {
         decision_id,
         result,
@@ -258,12 +218,6 @@ async fn evaluate(
         stdout: evaluation.stdout,
         stderr: evaluation.stderr,
     }))
-}
-
-pub fn new_decision_id() -> String {
-    let mut b = [0u8; 12];
-    rand::rng().fill_bytes(&mut b);
-    format!("dec_{}", hex::encode(b))
 }
 
 #[derive(Deserialize, IntoParams)]

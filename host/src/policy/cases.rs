@@ -22,7 +22,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{Fixture, Limits, Loaded, Runtime};
+use super::view::{Reads, View};
+use super::{Fixture, Input, Limits, Loaded, Runtime};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -70,7 +71,7 @@ pub fn run(runtime: &Runtime, loaded: &Loaded, policy: &str, file: CaseFile) -> 
 
 fn run_one(runtime: &Runtime, loaded: &Loaded, policy: &str, case: Case) -> CaseResult {
     let config = if case.config.is_null() { "{}".to_string() } else { case.config.to_string() };
-    let state = Arc::new(case.state);
+    let state: Arc<dyn View> = Arc::new(case.state);
     let actual = match decide(runtime, loaded, policy, &case.limits, &config, case.input, state) {
         Ok(v) => v,
         Err(bad_input) => {
@@ -94,10 +95,12 @@ pub fn decide(
     limits: &Limits,
     config: &str,
     input: Value,
-    state: Arc<dyn super::State>,
+    state: Arc<dyn View>,
 ) -> Result<Value, String> {
-    let e = super::evaluate(runtime, loaded, policy, limits, super::Isolation::Fresh, config, input, state)?;
-    Ok(e.result.unwrap_or_else(|error| serde_json::json!({ "error": error })))
+    let input = Input::parse(loaded.hook, input)?;
+    let reads = Reads::new(state, Arc::default());
+    let e = super::evaluate(runtime, loaded, policy, limits, super::Isolation::Fresh, config, &input, reads);
+    Ok(e.result.map(|o| o.to_json()).unwrap_or_else(|error| serde_json::json!({ "error": error })))
 }
 
 fn compare(expect: &Expect, actual: &Value) -> Option<String> {

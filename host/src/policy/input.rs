@@ -4,11 +4,53 @@
 //! reaches a guest.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use super::Hook;
 use super::bindings::coord::types as wit;
 
-#[derive(Debug, Deserialize)]
+/// A decision's input, typed; its JSON form is what the decision log keeps.
+#[derive(Debug, Clone)]
+pub enum Input {
+    Claim(ClaimInput),
+    Handoff(HandoffInput),
+    Signal(SignalInput),
+}
+
+impl Input {
+    pub fn hook(&self) -> Hook {
+        match self {
+            Input::Claim(_) => Hook::Claim,
+            Input::Handoff(_) => Hook::Handoff,
+            Input::Signal(_) => Hook::Escalation,
+        }
+    }
+
+    /// Reads a JSON input for `hook`; `Err` says why it is not one.
+    pub fn parse(hook: Hook, input: Value) -> Result<Self, String> {
+        let e = |e: serde_json::Error| e.to_string();
+        Ok(match hook {
+            Hook::Claim => Input::Claim(serde_json::from_value(input).map_err(e)?),
+            Hook::Handoff => Input::Handoff(serde_json::from_value(input).map_err(e)?),
+            Hook::Escalation => Input::Signal(serde_json::from_value(input).map_err(e)?),
+            Hook::Agent => {
+                return Err("agent components react to stream entries; they are not evaluated on an input".into());
+            }
+        })
+    }
+
+    pub fn to_json(&self) -> Value {
+        let v = match self {
+            Input::Claim(c) => serde_json::to_value(c),
+            Input::Handoff(h) => serde_json::to_value(h),
+            Input::Signal(s) => serde_json::to_value(s),
+        };
+        // Plain data with string keys: serialising cannot fail.
+        v.unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimInput {
     pub claimant: String,
@@ -17,21 +59,21 @@ pub struct ClaimInput {
     pub request: Value,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum TargetInput {
     Task { team: String, id: u64 },
     Subtask { contract: String, subtask_id: String },
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRefInput {
     pub team: String,
     pub id: u64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HandoffInput {
     pub agent: String,
@@ -49,7 +91,7 @@ pub struct HandoffInput {
     pub text: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignalInput {
     #[serde(default = "test_signal_id")]
@@ -76,7 +118,7 @@ fn test_signal_id() -> String {
     "sig_test".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum LevelInput {
     #[serde(rename = "HALT")]
     Halt,
@@ -84,7 +126,7 @@ pub enum LevelInput {
     Alert,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ScopeInput {
     Team(String),
@@ -148,52 +190,10 @@ impl From<SignalInput> for wit::Signal {
     }
 }
 
-/// `{"verdict": "approve"}`, `{"verdict": "deny", "reason": ...}`, ...
-pub fn verdict_json(v: &wit::Verdict) -> Value {
-    match v {
-        wit::Verdict::Approve => json!({"verdict": "approve"}),
-        wit::Verdict::Deny(reason) => json!({"verdict": "deny", "reason": reason}),
-        wit::Verdict::Escalate(reason) => json!({"verdict": "escalate", "reason": reason}),
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct ViolationJson<'a> {
-    pub field: &'a str,
-    pub message: &'a str,
-}
-
-pub fn violations_json(vs: &[wit::Violation]) -> Value {
-    json!({"violations": vs.iter().map(|v| ViolationJson { field: &v.field, message: &v.message }).collect::<Vec<_>>()})
-}
-
-fn handle_json(h: &wit::TaskHandle) -> Value {
-    match h {
-        wit::TaskHandle::Existing(id) => json!({"existing": id}),
-        wit::TaskHandle::Created(key) => json!({"created": key}),
-    }
-}
-
-/// Actions as `{"type": "halt-scope"}`, `{"type": "notify", "to": ...}`, ...
-pub fn actions_json(actions: &[wit::Action]) -> Value {
-    let list: Vec<Value> = actions
-        .iter()
-        .map(|a| match a {
-            wit::Action::HaltScope => json!({"type": "halt-scope"}),
-            wit::Action::Notify(n) => json!({"type": "notify", "to": n.to, "summary": n.summary, "message": n.message}),
-            wit::Action::CreateTask(t) => json!({"type": "create-task", "key": t.key, "subject": t.subject,
-                "description": t.description, "metadata": serde_json::from_str::<Value>(&t.metadata).unwrap_or(Value::String(t.metadata.clone()))}),
-            wit::Action::BlockTask(b) => json!({"type": "block-task", "task": handle_json(&b.task), "blocked_by": handle_json(&b.blocked_by)}),
-            wit::Action::AppendToStream(s) => json!({"type": "append-to-stream", "stream": s.target_stream, "label": s.label,
-                "data": serde_json::from_str::<Value>(&s.data).unwrap_or(Value::String(s.data.clone()))}),
-        })
-        .collect();
-    json!({ "actions": list })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn claim_inputs_convert_and_refuse_unknown_fields() {
@@ -216,21 +216,5 @@ mod tests {
             serde_json::from_value(json!({"agent": "a", "metadata": {"handoff": {"produced": ["x"]}}})).unwrap();
         let w: wit::Handoff = h.into();
         assert_eq!(w.structured.as_deref(), Some(r#"{"produced":["x"]}"#));
-    }
-
-    #[test]
-    fn decisions_render_as_json() {
-        assert_eq!(verdict_json(&wit::Verdict::Deny("no".into())), json!({"verdict": "deny", "reason": "no"}));
-        let a = actions_json(&[
-            wit::Action::HaltScope,
-            wit::Action::BlockTask(wit::TaskBlock {
-                task: wit::TaskHandle::Existing(3),
-                blocked_by: wit::TaskHandle::Created("sig".into()),
-            }),
-        ]);
-        assert_eq!(
-            a["actions"][1],
-            json!({"type": "block-task", "task": {"existing": 3}, "blocked_by": {"created": "sig"}})
-        );
     }
 }

@@ -47,54 +47,73 @@ pub mod bundled;
 pub mod cache;
 pub mod cases;
 pub mod cli;
+pub mod decide;
+pub mod decision;
 pub mod file;
-pub mod hook;
+pub mod fixture;
+mod host;
 pub mod input;
 pub mod limits;
-pub mod live;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;
-pub mod state;
 pub(crate) mod store;
+pub mod view;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use serde_json::Value;
-
-use input::{ClaimInput, HandoffInput, SignalInput};
+pub use decide::{Decider, Decision, Request};
+pub use decision::{Action, Handle, Outcome, Verdict, Violation};
+pub use fixture::Fixture;
+pub use input::Input;
 pub use limits::Limits;
-pub use runtime::{Isolation, LoadError, Loaded, Options, Outcome, Runtime};
-pub use state::{Fixture, State};
+pub use runtime::{Isolation, LoadError, Loaded, LogLine, Options, Runtime};
+pub use view::{Answer, Read, Reader, Source, View};
 
-/// One evaluated decision, as JSON, with what was seen on the way.
+/// One run of a decision, with what was seen on the way.
 #[derive(Debug)]
 pub struct Evaluation {
     /// The decision, or why it failed (a failure denies).
-    pub result: Result<Value, String>,
+    pub result: Result<Outcome, String>,
     pub duration: Duration,
     pub fuel_used: Option<u64>,
-    pub logs: Vec<state::LogLine>,
+    pub logs: Vec<LogLine>,
     pub logs_dropped: usize,
     pub stdout: String,
     pub stderr: String,
+    /// Reads the view did not cover: the run must be repeated with them.
+    pub misses: Vec<Read>,
 }
 
-impl<T> Outcome<T> {
-    fn render(self, f: impl FnOnce(&T) -> Value) -> Evaluation {
+impl Evaluation {
+    /// A decision that failed before any guest ran.
+    pub fn failed(error: String) -> Self {
+        Self {
+            result: Err(error),
+            duration: Duration::ZERO,
+            fuel_used: None,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            misses: Vec::new(),
+        }
+    }
+}
+
+impl<T> runtime::Outcome<T> {
+    fn render(self, f: impl FnOnce(T) -> Outcome) -> Evaluation {
         // A decision is a verdict and a reason, or a short list; anything
         // this large is a policy bug, and would bloat the decision log.
-        let result = self.result.map(|v| f(&v)).and_then(|v| {
-            let size = v.to_string().len();
+        let result = self.result.map(f).and_then(|o| {
+            let size = o.to_json().to_string().len();
             if size > limits::MAX_RESULT_BYTES {
                 Err(format!("returned a {size}-byte decision, over the {}-byte limit", limits::MAX_RESULT_BYTES))
             } else {
-                Ok(v)
+                Ok(o)
             }
         });
         Evaluation {
@@ -105,46 +124,35 @@ impl<T> Outcome<T> {
             logs_dropped: self.logs_dropped,
             stdout: self.stdout,
             stderr: self.stderr,
+            misses: self.misses,
         }
     }
 }
 
-/// Runs `loaded` on a JSON input of its hook. `Err` means the input is not
-/// one the hook takes (nothing ran).
+/// Runs `loaded` once on `input`, reading through `reads`. A policy of
+/// another hook than the input's fails, as a decision.
 #[allow(clippy::too_many_arguments)]
-pub fn evaluate(
+pub(crate) fn evaluate(
     runtime: &Runtime,
     loaded: &Loaded,
     policy: &str,
     limits: &Limits,
     isolation: Isolation,
     config: &str,
-    input: Value,
-    state: Arc<dyn State>,
-) -> Result<Evaluation, String> {
-    Ok(match loaded.hook {
-        Hook::Claim => {
-            let input: ClaimInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
-            runtime
-                .decide_claim_with(loaded, policy, limits, isolation, config, &input.into(), state)
-                .render(input::verdict_json)
-        }
-        Hook::Handoff => {
-            let input: HandoffInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
-            runtime
-                .check_handoff(loaded, policy, limits, isolation, config, &input.into(), state)
-                .render(|v| input::violations_json(v))
-        }
-        Hook::Escalation => {
-            let input: SignalInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
-            runtime
-                .escalate(loaded, policy, limits, isolation, config, &input.into(), state)
-                .render(|v| input::actions_json(v))
-        }
-        Hook::Agent => {
-            return Err("agent components react to stream entries; they are not evaluated on an input".into());
-        }
-    })
+    input: &Input,
+    reads: view::Reads,
+) -> Evaluation {
+    match input.clone() {
+        Input::Claim(c) => runtime
+            .decide_claim_with(loaded, policy, limits, isolation, config, &c.into(), reads)
+            .render(|v| Outcome::Verdict(v.into())),
+        Input::Handoff(h) => runtime
+            .check_handoff(loaded, policy, limits, isolation, config, &h.into(), reads)
+            .render(|v| Outcome::Violations(v.into_iter().map(Into::into).collect())),
+        Input::Signal(s) => runtime
+            .escalate(loaded, policy, limits, isolation, config, &s.into(), reads)
+            .render(|a| Outcome::Actions(a.into_iter().map(Into::into).collect())),
+    }
 }
 
 /// Where a policy plugs in.
@@ -233,7 +241,7 @@ impl Capability {
         matches!(self, Capability::StashWrite | Capability::StreamWrite)
     }
 
-    /// `cairn:coord/stash-read@0.1.0` → `StashRead`. `types` carries no
+    /// `cairn:coord/stash-read@0.2.0` (or `@0.1.0`) → `StashRead`. `types` carries no
     /// functions and is always linked, so it is no capability.
     pub fn from_import(import: &str) -> Option<Self> {
         let rest = import.strip_prefix("cairn:coord/")?;

@@ -173,16 +173,16 @@ impl Registry {
 
     /// The bundled policy that decides on `hook` where no user policy is
     /// bound (version 0 in the decision log). Compiled on first use, from
-    /// the precompiled cache when it is there.
-    pub async fn default_for(self: &Arc<Self>, hook: Hook) -> Result<Option<Arc<Active>>> {
-        let Some(bundled) = super::bundled::for_hook(hook) else { return Ok(None) };
+    /// the precompiled cache when it is there; this blocks while it does.
+    pub fn default_blocking(&self, hook: Hook) -> Result<Arc<Active>> {
+        let bundled = super::bundled::for_hook(hook)
+            .ok_or_else(|| Error::internal(format!("no bundled policy decides the {} hook", hook_str(hook))))?;
         if let Some(a) = self.defaults.read().ok().and_then(|m| m.get(&hook).cloned()) {
-            return Ok(Some(a));
+            return Ok(a);
         }
-        let runtime = self.runtime.clone();
-        let loaded = tokio::task::spawn_blocking(move || runtime.load(hook, bundled.wasm, &hook.default_grants()))
-            .await
-            .map_err(|e| Error::internal(format!("loading the bundled {}: {e}", bundled.name)))?
+        let loaded = self
+            .runtime
+            .load(hook, bundled.wasm, &hook.default_grants())
             .map_err(|e| Error::internal(format!("the bundled {} does not load: {e}", bundled.name)))?;
         let now = clock::now_ms();
         let active = Arc::new(Active {
@@ -198,9 +198,9 @@ impl Registry {
             updated_at: now,
         });
         if let Ok(mut m) = self.defaults.write() {
-            m.entry(hook).or_insert_with(|| active.clone());
+            return Ok(m.entry(hook).or_insert_with(|| active.clone()).clone());
         }
-        Ok(Some(active))
+        Ok(active)
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -445,29 +445,6 @@ async fn announce(db: &Db, name: &str) {
 }
 
 /// Several policies on one hook: any deny wins, then escalate, else approve.
-/// A failed decision counts as a deny.
-pub fn combine(verdicts: &[Value]) -> Value {
-    let reasons = |kind: &str| -> Vec<String> {
-        verdicts
-            .iter()
-            .filter_map(|v| match (v["verdict"].as_str(), v["error"].as_str()) {
-                (Some(k), _) if k == kind => Some(v["reason"].as_str().unwrap_or_default().to_string()),
-                (None, Some(e)) if kind == "deny" => Some(format!("policy failed: {e}")),
-                _ => None,
-            })
-            .collect()
-    };
-    let denies = reasons("deny");
-    if !denies.is_empty() {
-        return json!({"verdict": "deny", "reason": denies.join("; ")});
-    }
-    let escalations = reasons("escalate");
-    if !escalations.is_empty() {
-        return json!({"verdict": "escalate", "reason": escalations.join("; ")});
-    }
-    json!({"verdict": "approve"})
-}
-
 fn rejected(e: LoadError) -> Error {
     let at = match &e {
         LoadError::Import { import, .. } => {
@@ -518,25 +495,6 @@ fn settings_of(row: &PolicyRow) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn any_deny_wins_then_escalate_else_approve() {
-        let approve = json!({"verdict": "approve"});
-        let deny = json!({"verdict": "deny", "reason": "no"});
-        let escalate = json!({"verdict": "escalate", "reason": "ask"});
-        let failed = json!({"error": "timed out after 5 ms"});
-        assert_eq!(combine(&[approve.clone(), approve.clone()]), approve);
-        assert_eq!(combine(&[]), approve, "no policy: the hook's built-in rule decides before this");
-        assert_eq!(
-            combine(&[approve.clone(), escalate.clone(), deny.clone()]),
-            json!({"verdict": "deny", "reason": "no"})
-        );
-        assert_eq!(combine(&[approve.clone(), escalate.clone()]), json!({"verdict": "escalate", "reason": "ask"}));
-        assert_eq!(
-            combine(&[escalate, failed]),
-            json!({"verdict": "deny", "reason": "policy failed: timed out after 5 ms"})
-        );
-    }
 
     #[test]
     fn settings_take_defaults_and_refuse_what_the_world_lacks() {

@@ -23,7 +23,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::bindings::{claim, coord, escalation, handoff};
 use super::cache::ArtifactCache;
 use super::limits::{self, Limits};
-use super::state::{LogLine, State};
+use super::view::{Read, Reads, View};
 use super::{Capability, Hook};
 
 /// How often the epoch advances; deadlines are counted in these ticks.
@@ -96,7 +96,7 @@ impl Runtime {
         Ok(Loaded { sha256, hook, imports, pre, warm: Mutex::new(Vec::new()) })
     }
 
-    fn store(&self, limits: &Limits, state: Arc<dyn State>, policy: &str) -> (Store<Sandbox>, Pipes) {
+    fn store(&self, limits: &Limits, reads: Reads, policy: &str) -> (Store<Sandbox>, Pipes) {
         let pipes = Pipes {
             stdout: MemoryOutputPipe::new(limits::MAX_OUTPUT_BYTES),
             stderr: MemoryOutputPipe::new(limits::MAX_OUTPUT_BYTES),
@@ -118,7 +118,7 @@ impl Runtime {
             wasi,
             table: ResourceTable::new(),
             meter,
-            state,
+            reads,
             policy: policy.to_string(),
             logs: Vec::new(),
             logs_dropped: 0,
@@ -147,7 +147,7 @@ impl Runtime {
         policy: &str,
         limits: &Limits,
         isolation: Isolation,
-        state: Arc<dyn State>,
+        reads: Reads,
         call: impl FnOnce(&mut Store<Sandbox>, &HookInstance) -> wasmtime::Result<T>,
     ) -> Outcome<T> {
         let started = Instant::now();
@@ -157,12 +157,12 @@ impl Runtime {
         };
         let (mut store, pipes, instance, out_before) = match warm {
             Some(mut w) => {
-                w.store.data_mut().state = state;
+                w.store.data_mut().reads = reads;
                 let before = (w.pipes.stdout.contents().len(), w.pipes.stderr.contents().len());
                 (w.store, w.pipes, Ok(w.instance), before)
             }
             None => {
-                let (mut store, pipes) = self.store(limits, state, policy);
+                let (mut store, pipes) = self.store(limits, reads, policy);
                 self.arm(&mut store, limits);
                 let instance = loaded.pre.instantiate(&mut store);
                 (store, pipes, instance, (0, 0))
@@ -175,6 +175,8 @@ impl Runtime {
         let memory_refused = store.data().meter.memory_refused;
         let logs = std::mem::take(&mut store.data_mut().logs);
         let logs_dropped = std::mem::take(&mut store.data_mut().logs_dropped);
+        // A warm instance must not keep the decision's snapshot alive.
+        let misses = std::mem::replace(&mut store.data_mut().reads, Reads::none()).misses;
         let stdout = String::from_utf8_lossy(&pipes.stdout.contents()[out_before.0..]).into_owned();
         let stderr = String::from_utf8_lossy(&pipes.stderr.contents()[out_before.1..]).into_owned();
         let result = match result {
@@ -193,9 +195,11 @@ impl Runtime {
             // A failed instance is never reused.
             Err(e) => Err(explain(e, limits, memory_refused)),
         };
-        Outcome { result, duration, fuel_used, logs, logs_dropped, stdout, stderr }
+        Outcome { result, duration, fuel_used, logs, logs_dropped, stdout, stderr, misses }
     }
 
+    /// One claim decision in a fresh instance, reading only from `view`
+    /// (what it lacks reads as absent): for tests and benchmarks.
     pub fn decide_claim(
         &self,
         loaded: &Loaded,
@@ -203,9 +207,17 @@ impl Runtime {
         limits: &Limits,
         config: &str,
         input: &coord::types::Claim,
-        state: Arc<dyn State>,
+        view: Arc<dyn View>,
     ) -> Outcome<coord::types::Verdict> {
-        self.decide_claim_with(loaded, policy, limits, Isolation::Fresh, config, input, state)
+        self.decide_claim_with(
+            loaded,
+            policy,
+            limits,
+            Isolation::Fresh,
+            config,
+            input,
+            Reads::new(view, Arc::default()),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -217,9 +229,9 @@ impl Runtime {
         isolation: Isolation,
         config: &str,
         input: &coord::types::Claim,
-        state: Arc<dyn State>,
+        reads: Reads,
     ) -> Outcome<coord::types::Verdict> {
-        self.run(loaded, policy, limits, isolation, state, |store, instance| match instance {
+        self.run(loaded, policy, limits, isolation, reads, |store, instance| match instance {
             HookInstance::Claim(i) => i.call_decide(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not a claim policy"))),
         })
@@ -234,9 +246,9 @@ impl Runtime {
         isolation: Isolation,
         config: &str,
         input: &coord::types::Handoff,
-        state: Arc<dyn State>,
+        reads: Reads,
     ) -> Outcome<Vec<coord::types::Violation>> {
-        self.run(loaded, policy, limits, isolation, state, |store, instance| match instance {
+        self.run(loaded, policy, limits, isolation, reads, |store, instance| match instance {
             HookInstance::Handoff(i) => i.call_check(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not a handoff policy"))),
         })
@@ -251,9 +263,9 @@ impl Runtime {
         isolation: Isolation,
         config: &str,
         input: &coord::types::Signal,
-        state: Arc<dyn State>,
+        reads: Reads,
     ) -> Outcome<Vec<coord::types::Action>> {
-        self.run(loaded, policy, limits, isolation, state, |store, instance| match instance {
+        self.run(loaded, policy, limits, isolation, reads, |store, instance| match instance {
             HookInstance::Escalation(i) => i.call_escalate(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not an escalation policy"))),
         })
@@ -411,7 +423,10 @@ fn linker(engine: &Engine, grants: &BTreeSet<Capability>) -> wasmtime::Result<Li
     let mut linker = Linker::<Sandbox>::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
     coord::types::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?;
+    // 0.1.0's `types` carries only types; an empty instance satisfies it.
+    linker.instance("cairn:coord/types@0.1.0")?;
     for cap in grants {
+        link_v0_1(&mut linker, *cap)?;
         match cap {
             Capability::StashRead => coord::stash_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?,
             Capability::StashWrite => {
@@ -430,13 +445,27 @@ fn linker(engine: &Engine, grants: &BTreeSet<Capability>) -> wasmtime::Result<Li
     Ok(linker)
 }
 
+/// Links the 0.1.0 twin of a granted interface.
+fn link_v0_1(linker: &mut Linker<Sandbox>, cap: Capability) -> wasmtime::Result<()> {
+    use super::bindings::v0_1::cairn::coord0_1_0 as old;
+    use wasmtime::component::HasSelf;
+    match cap {
+        Capability::StashRead => old::stash_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
+        Capability::StashWrite => old::stash_write::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
+        Capability::StreamRead => old::stream_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
+        Capability::StreamWrite => old::stream_write::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
+        Capability::TaskRead => old::task_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
+        Capability::Log => old::log::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
+    }
+}
+
 /// The store's data: the sandboxed WASI context, the meter, and what the
 /// host imports need.
 pub struct Sandbox {
     wasi: WasiCtx,
     table: ResourceTable,
     meter: Meter,
-    pub(super) state: Arc<dyn State>,
+    pub(super) reads: Reads,
     pub(super) policy: String,
     pub(super) logs: Vec<LogLine>,
     pub(super) logs_dropped: usize,
@@ -494,6 +523,15 @@ pub struct Outcome<T> {
     pub logs_dropped: usize,
     pub stdout: String,
     pub stderr: String,
+    /// Reads the view did not cover; if any, the decision must run again.
+    pub misses: Vec<Read>,
+}
+
+/// A guest's log line, as the decision log keeps it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: &'static str,
+    pub message: String,
 }
 
 /// Turns a failed call into a sentence for the decision log.

@@ -20,7 +20,7 @@ pub enum Lang {
 }
 
 const WORLDS: &str = include_str!("../../../wit/worlds.wit");
-const COORD: &str = include_str!("../../../wit/deps/coord@0.1.0/coord.wit");
+const COORD: &str = include_str!("../../../wit/deps/coord@0.2.0/coord.wit");
 const JS_PACKAGE: &str = include_str!("../../../examples/policies/js/package.json");
 const JS_LOCK: &str = include_str!("../../../examples/policies/js/package-lock.json");
 const JS_PROJECT: &str = "cairn-policy-examples";
@@ -147,7 +147,7 @@ fn files(name: &str, lang: Lang, hook: Hook) -> anyhow::Result<Vec<(PathBuf, Str
     let t = template(hook)?;
     let mut out = vec![
         (PathBuf::from("wit/worlds.wit"), WORLDS.to_string()),
-        (PathBuf::from("wit/deps/coord@0.1.0/coord.wit"), COORD.to_string()),
+        (PathBuf::from("wit/deps/coord@0.2.0/coord.wit"), COORD.to_string()),
         (PathBuf::from("cases.json"), t.cases.to_string()),
         (PathBuf::from("config.json"), t.config.to_string()),
         (PathBuf::from("README.md"), readme(name, lang, hook, &t)),
@@ -271,7 +271,7 @@ mod tests {
                 let files = files("my-gate", lang, hook).unwrap();
                 let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
                 for want in
-                    ["wit/worlds.wit", "wit/deps/coord@0.1.0/coord.wit", "cases.json", "config.json", "README.md"]
+                    ["wit/worlds.wit", "wit/deps/coord@0.2.0/coord.wit", "cases.json", "config.json", "README.md"]
                 {
                     assert!(names.iter().any(|n| n == want), "{lang:?}/{hook:?} lacks {want}: {names:?}");
                 }
@@ -326,6 +326,6 @@ mod tests {
         assert!(err.contains("already exists and is not empty"), "{err}");
         let fresh = dir.path().join("gate");
         create("gate", Lang::Python, Hook::Claim, Some(fresh.clone())).unwrap();
-        assert!(fresh.join("wit/deps/coord@0.1.0/coord.wit").is_file() && fresh.join("app.py").is_file());
+        assert!(fresh.join("wit/deps/coord@0.2.0/coord.wit").is_file() && fresh.join("app.py").is_file());
     }
 }

@@ -17,6 +17,7 @@
 mod cache;
 mod patch;
 mod store;
+pub mod view;
 
 use std::sync::Arc;
 
@@ -37,8 +38,7 @@ use crate::schema::{self, Binding, Target};
 use crate::{AppState, clock, name};
 
 pub use cache::Cache;
-use store::Stash;
-pub use store::{count_bound, discover};
+pub use store::{LOCK_PERSISTENT, SET_BODY, Stash, count_bound, discover, select_persistent_sql};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
 /// Optimistic writes retried this often before reporting contention.
@@ -560,7 +560,8 @@ pub async fn owner_of(db: &crate::db::Db, viewer: &str, name: &str) -> Result<Op
     Ok(store::lookup(db, viewer, name, true).await?.map(|s| s.owner))
 }
 
-fn bound(s: &Stash) -> Option<Binding> {
+/// The schema a stash is bound to, pinned at its version.
+pub fn bound(s: &Stash) -> Option<Binding> {
     Some(Binding {
         schema_id: s.schema_id.clone()?,
         version: s.schema_version?,
@@ -617,24 +618,4 @@ pub async fn visible(db: &crate::db::Db, caller: &Caller, name: &str) -> Result<
         }
     }
     Ok(false)
-}
-
-/// A stash as a policy sees it: looked up as `caller` would over HTTP.
-pub async fn read_for_policy(
-    db: &crate::db::Db,
-    caller: &str,
-    name: &str,
-    persistent: bool,
-) -> Result<Option<crate::policy::bindings::coord::types::StashDocument>> {
-    Ok(store::lookup(db, caller, name, persistent).await?.map(|s| {
-        crate::policy::bindings::coord::types::StashDocument {
-            name: s.name,
-            owner: s.owner,
-            persistent: s.persistent,
-            version: s.version as u64,
-            content_type: s.content_type,
-            body: s.body,
-            schema_id: s.schema_id,
-        }
-    }))
 }

@@ -121,6 +121,23 @@ pub async fn insert(db: &Db, s: &Stash) -> Result<Insert> {
     }
 }
 
+/// `$1` owner, `$2` persistent (true), `$3` name: takes the row for the
+/// transaction (a row lock on PostgreSQL; SQLite has one writer) and
+/// returns its version.
+pub const LOCK_PERSISTENT: &str =
+    "UPDATE stashes SET version = version WHERE owner = $1 AND persistent = $2 AND name = $3 RETURNING version";
+
+/// `$1` owner, `$2` persistent (true), `$3` name: the whole row.
+pub fn select_persistent_sql() -> String {
+    format!("SELECT {COLUMNS} FROM stashes WHERE owner = $1 AND persistent = $2 AND name = $3")
+}
+
+/// `$1` body, `$2` size, `$3` new version, `$4` now, `$5` owner, `$6`
+/// persistent (true), `$7` name: a new body, inside a transaction that holds
+/// the row.
+pub const SET_BODY: &str = "UPDATE stashes SET body = $1, size = $2, version = $3, renewed_at = $4, updated_at = $4
+     WHERE owner = $5 AND persistent = $6 AND name = $7";
+
 /// Writes `s` over the row at `expected` version; false if it moved on.
 pub async fn update(db: &Db, s: &Stash, expected: i64) -> Result<bool> {
     let public_name = (s.shared || s.discoverable).then_some(&s.name);

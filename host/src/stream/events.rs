@@ -67,6 +67,17 @@ pub async fn listen(pool: PgPool, bus: Arc<Bus>, shutdown: watch::Receiver<bool>
     .await
 }
 
+/// Wakes live readers of `stream_id`, in this process and in every other.
+pub async fn announce(bus: &Bus, db: &crate::db::Db, stream_id: &str, seq: i64) {
+    bus.publish(stream_id, seq);
+    if let Some(pool) = db.postgres()
+        && let Err(e) = notify_others(pool, stream_id, seq).await
+    {
+        // The entry is stored; remote readers catch up on their next re-check.
+        tracing::warn!(stream = %stream_id, seq, "could not notify other hosts: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

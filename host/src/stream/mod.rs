@@ -10,6 +10,7 @@
 mod appender;
 pub mod events;
 mod store;
+pub mod view;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -20,6 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
+use futures_util::future::BoxFuture;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,7 +34,7 @@ use crate::agent::Caller;
 use crate::db::{decode_labels, encode_labels};
 use crate::error::{Error, Json, Path, Query, Result};
 use crate::schema::{self, Binding, Target};
-use crate::{AppState, clock, contract, name};
+use crate::{AppState, clock, name};
 
 pub use appender::Appender;
 pub use store::{APPEND_ONE, INSERT_ENTRY, count_bound, discover, sweep};
@@ -271,13 +273,38 @@ async fn create(
 
 /// Wakes live readers of `stream_id`, in this process and in every other.
 pub async fn announce(app: &AppState, stream_id: &str, seq: i64) {
-    app.bus.publish(stream_id, seq);
-    if let Some(pool) = app.db.postgres()
-        && let Err(e) = events::notify_others(pool, stream_id, seq).await
-    {
-        // The entry is stored; remote readers catch up on their next re-check.
-        tracing::warn!(stream = %stream_id, seq, "could not notify other hosts: {e}");
-    }
+    events::announce(&app.bus, &app.db, stream_id, seq).await;
+}
+
+/// What runs after a hooked entry is stored at its seq: the hook's answer,
+/// for the append's response.
+pub type AfterAppend = Box<dyn FnOnce(i64) -> BoxFuture<'static, Result<Option<Value>>> + Send>;
+
+/// Something that acts on entries of some streams (a contract's hooks).
+/// Stream knows no contract: the composition root plugs the hook in.
+pub trait AppendHook: Send + Sync {
+    /// Whether entries with `label` may concern the hook at all; only those
+    /// cost a lookup.
+    fn watches(&self, label: &str) -> bool;
+
+    /// Checks an entry before it is stored: refuses it, lets it through
+    /// untouched (`None`), or says what to do once it is stored.
+    fn admit<'a>(
+        &'a self,
+        caller: &'a Caller,
+        stream: &'a Hooked,
+        label: &'a str,
+        data: &'a Value,
+    ) -> BoxFuture<'a, Result<Option<AfterAppend>>>;
+}
+
+/// The stream an entry goes to, as a hook sees it.
+#[derive(Debug, Clone)]
+pub struct Hooked {
+    pub stream_id: String,
+    pub owner: String,
+    pub name: String,
+    pub linked_stash: Option<String>,
 }
 
 /// A live stream given by id, or by name among `owner`'s: (id, owner, name).
@@ -360,23 +387,14 @@ async fn append(
     if let Some(binding) = app.stream_schemas.get(&app, &id).await? {
         app.schemas.check(&app.db, &binding, &req.data).await?;
     }
-    // Only hooked and host-written labels cost the contract lookup.
     let label = req.label.as_deref().unwrap_or_default();
-    let contract = if contract::HOOKED.contains(&label) || contract::WRITTEN_BY_HOST.contains(&label) {
-        let stream = find(&app, &id).await?;
-        contract::of_stream(&app, &stream.owner, &stream.name, stream.linked_stash.as_deref()).await?
+    let after = if app.append_hook.watches(label) {
+        let s = find(&app, &id).await?;
+        let hooked = Hooked { stream_id: s.stream_id, owner: s.owner, name: s.name, linked_stash: s.linked_stash };
+        app.append_hook.admit(&caller, &hooked, label, &req.data).await?
     } else {
         None
     };
-    if let Some(c) = &contract {
-        if contract::WRITTEN_BY_HOST.contains(&label) {
-            return Err(Error::forbidden(format!(
-                "{label:?} entries on contract {}'s streams are written by the host alone",
-                c.name
-            )));
-        }
-        contract::admit(&app, &caller, c, label, &req.data).await?;
-    }
     let data = serde_json::to_string(&req.data).map_err(|e| Error::internal(e.to_string()))?;
     let now = clock::now_ms();
     let append =
@@ -385,8 +403,8 @@ async fn append(
         return Err(not_found(&id));
     };
     announce(&app, &id, seq).await;
-    let decision = match &contract {
-        Some(c) => contract::react(&app, &caller, &id, c, seq, label, &req.data).await?,
+    let decision = match after {
+        Some(after) => after(seq).await?,
         None => None,
     };
     Ok((
@@ -655,40 +673,4 @@ impl SchemaBindings {
         }
         Ok(binding)
     }
-}
-
-/// Entries as a policy sees them: oldest first after `after`, or only the
-/// newest with `latest`. Expired streams and entries past retention are
-/// not there.
-pub async fn read_for_policy(
-    db: &crate::db::Db,
-    id: &str,
-    label: Option<&str>,
-    after: u64,
-    limit: u32,
-    latest: bool,
-) -> Result<Vec<crate::policy::bindings::coord::types::StreamEntry>> {
-    let Some(stream) = store::by_id(db, id).await? else { return Ok(Vec::new()) };
-    let rows = if latest {
-        store::latest(db, id, label, retention_cutoff(&stream)).await?.into_iter().collect()
-    } else {
-        let q = EntryQuery {
-            label,
-            after: after as i64,
-            not_before: retention_cutoff(&stream),
-            limit: i64::from(limit),
-            offset: 0,
-        };
-        store::entries(db, id, &q).await?
-    };
-    Ok(rows
-        .into_iter()
-        .map(|e| crate::policy::bindings::coord::types::StreamEntry {
-            seq: e.seq as u64,
-            label: e.label,
-            data: e.data,
-            agent: e.agent,
-            created_at: clock::rfc3339(e.created_at),
-        })
-        .collect())
 }

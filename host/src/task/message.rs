@@ -187,36 +187,41 @@ async fn send(
         }
     };
     let now = clock::now_ms();
-    let outcome = store::transact(&app.db, &team, |s| {
-        let recipients = match &reply_to {
-            // A response goes back to whoever asked, however it is addressed.
-            Some(asker) => {
-                let named = recipients(s, &caller.name, &req.to)?;
-                if named != [asker.clone()] {
-                    return Err(invalid("to", format!("answer the shutdown request to {asker}, who sent it")));
+    let (sender, rid) = (caller.name.clone(), request_id.clone());
+    let outcome = app
+        .teams
+        .transact_mut(&team, move |s, _| {
+            let caller = Caller { name: sender, admin: false };
+            let request_id = rid;
+            let recipients = match &reply_to {
+                // A response goes back to whoever asked, however it is addressed.
+                Some(asker) => {
+                    let named = recipients(s, &caller.name, &req.to)?;
+                    if named != [asker.clone()] {
+                        return Err(invalid("to", format!("answer the shutdown request to {asker}, who sent it")));
+                    }
+                    named
                 }
-                named
+                None => recipients(s, &caller.name, &req.to)?,
+            };
+            if recipients.is_empty() {
+                return Err(invalid("to", format!("team {} has no one else to send to", s.team.name)));
             }
-            None => recipients(s, &caller.name, &req.to)?,
-        };
-        if recipients.is_empty() {
-            return Err(invalid("to", format!("team {} has no one else to send to", s.team.name)));
-        }
-        let message = MessageRow {
-            id: s.next_message_id(),
-            sender: caller.name.clone(),
-            addressed: req.to.clone(),
-            kind: req.kind.as_str().into(),
-            summary: req.summary.clone(),
-            message: req.message.clone(),
-            request_id: request_id.clone(),
-            approve: req.approve,
-            created_at: now,
-        };
-        let id = message.id;
-        Ok((vec![Write::Message { message, recipients }], id))
-    })
-    .await?;
+            let message = MessageRow {
+                id: s.next_message_id(),
+                sender: caller.name.clone(),
+                addressed: req.to.clone(),
+                kind: req.kind.as_str().into(),
+                summary: req.summary.clone(),
+                message: req.message.clone(),
+                request_id: request_id.clone(),
+                approve: req.approve,
+                created_at: now,
+            };
+            let id = message.id;
+            Ok((vec![Write::Message { message, recipients }], id))
+        })
+        .await?;
     let (id, committed) = outcome.ok_or_else(|| super::team_not_found(&team))?;
     announce(&app, &team, &committed).await;
     Ok((StatusCode::CREATED, Json(Sent { id, request_id })))

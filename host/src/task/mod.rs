@@ -6,26 +6,29 @@
 //! - Tasks ([`tasks`]) follow the task tools agents already use: integer ids
 //!   per team, pending → in_progress → completed, owners, dependencies kept
 //!   symmetric and acyclic, metadata merged key by key.
-//! - Decisions go through the policy hooks ([`crate::policy::hook`]):
-//!   taking a task is a claim, completing it checks the HANDOFF, a signal
-//!   is escalated. With no policy bound, the protocol's rules ([`rules`])
-//!   decide. Each decision is logged in the same transaction as its effect.
+//! - Decisions go through the decider ([`crate::policy::Decider`]): taking
+//!   a task is a claim, completing it checks the HANDOFF, a signal is
+//!   escalated. With no policy bound, the bundled policies decide, with the
+//!   team's [`rules`] as their config. Each decision is made on the team's
+//!   snapshot and logged in the same transaction as its effect.
 //! - Messages ([`message`]) go to one member, the lead or all, into inboxes
 //!   read by page or live; signals ([`signal`]) may halt the team until the
 //!   lead acknowledges them, and are echoed on the team's stream.
 //!
-//! Every write to a team runs through [`store::transact`], which orders a
-//! team's writes and checks rules against the team as it stands.
+//! Every write to a team runs through [`Teams::transact`]: one writer per
+//! team, which orders its writes, checks rules and decides against the team
+//! as it stands, and group-commits what is queued.
 
 mod graph;
 mod message;
+mod queue;
 pub mod rules;
 pub mod signal;
 mod store;
 mod tasks;
+pub mod view;
 
-// Signals outside teams (contracts) share the signals table.
-pub use store::{SignalRow, acknowledge_signal, insert_signal, open_halts};
+pub use queue::Teams;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -38,7 +41,6 @@ use crate::agent::Caller;
 use crate::db::Db;
 use crate::error::{Error, Json, Path, Query, Result, Violation};
 use crate::policy::api::{DecisionList, DecisionParams, decision_json};
-use crate::policy::bindings::coord::types as wit;
 use crate::{AppState, clock, name};
 use rules::TeamRules;
 use store::TeamRow;
@@ -115,7 +117,7 @@ pub(crate) fn rules_of(team: &TeamRow) -> TeamRules {
 }
 
 async fn view(db: &Db, team: &TeamRow) -> Result<TeamView> {
-    let halted_by = store::open_halts(db, "team", &team.name).await?;
+    let halted_by = crate::signal::open_halts(db, crate::signal::ScopeKind::Team, &team.name).await?;
     Ok(TeamView {
         name: team.name.clone(),
         lead: team.lead.clone(),
@@ -155,6 +157,7 @@ async fn create_team(
         next_message_id: 1,
         created_at: now,
         updated_at: now,
+        version: 0,
     };
     if !store::insert_team(&app.db, &row).await? {
         return Err(taken());
@@ -264,38 +267,4 @@ async fn decisions(
     let (limit, _) = crate::pagination::page(p.limit, None)?;
     let rows = crate::policy::store::decisions_in(&app.db, &format!("team:{team}"), p.after.as_deref(), limit).await?;
     Ok(Json(DecisionList { decisions: rows.into_iter().map(decision_json).collect() }))
-}
-
-/// A task as a policy's `task-read` import sees it; only for members.
-pub async fn read_for_policy(db: &Db, agent: &str, admin: bool, team: &str, id: Option<i64>) -> Result<Vec<wit::Task>> {
-    if !name::is_valid(team) || !(admin || store::is_member(db, team, agent).await?) {
-        return Ok(Vec::new());
-    }
-    let rows = match id {
-        Some(id) => store::task(db, team, id).await?.into_iter().collect(),
-        None => store::tasks(db, team, None, None, i64::MAX, 0).await?,
-    };
-    let deps = store::deps(db, team).await?;
-    Ok(rows
-        .into_iter()
-        .map(|t| {
-            let (blocked_by, blocks) = store::edges(&deps, t.id);
-            (t, blocked_by, blocks)
-        })
-        .map(|(t, blocked_by, blocks)| wit::Task {
-            id: t.id as u64,
-            blocked_by: blocked_by.into_iter().map(|b| b as u64).collect(),
-            blocks: blocks.into_iter().map(|b| b as u64).collect(),
-            subject: t.subject,
-            description: t.description,
-            active_form: t.active_form,
-            status: match t.status.as_str() {
-                "in_progress" => wit::TaskStatus::InProgress,
-                "completed" => wit::TaskStatus::Completed,
-                _ => wit::TaskStatus::Pending,
-            },
-            owner: t.owner,
-            metadata: t.metadata,
-        })
-        .collect())
 }

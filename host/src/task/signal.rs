@@ -9,7 +9,6 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -17,36 +16,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::message::{announce, recipients};
-use super::store::{self, MessageRow, SignalRow, Snapshot, TaskRow, Write};
+use super::store::{MessageRow, Snapshot, TaskRow, Write};
 use super::{graph, invalid, lead_only, team_for};
 use crate::agent::{Caller, SYSTEM};
 use crate::error::{Error, Json, Path, Query, Result};
-use crate::policy::Hook;
-use crate::policy::hook;
+use crate::policy::input::{LevelInput, ScopeInput, SignalInput};
 use crate::policy::registry::Scope;
+use crate::policy::{Handle, Input, Reader, Request};
+use crate::signal as store;
+use crate::signal::{self, Level, ScopeKind, SignalRow, new_signal_id};
 use crate::{AppState, clock};
 
 const MAX_TEXT: usize = 64 * 1024;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(raise, list)).routes(routes!(acknowledge_in_team)).routes(routes!(acknowledge))
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum Level {
-    #[serde(rename = "HALT")]
-    Halt,
-    #[serde(rename = "ALERT")]
-    Alert,
-}
-
-impl Level {
-    fn as_str(self) -> &'static str {
-        match self {
-            Level::Halt => "HALT",
-            Level::Alert => "ALERT",
-        }
-    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -67,24 +51,6 @@ pub struct NewSignal {
     task_id: Option<i64>,
     #[schema(value_type = Option<Object>)]
     partial_handoff: Option<Value>,
-}
-
-/// One action, in the JSON form escalation decisions take.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "kebab-case")]
-enum Action {
-    HaltScope,
-    Notify { to: String, summary: String, message: String },
-    CreateTask { key: String, subject: String, description: String, metadata: Value },
-    BlockTask { task: Handle, blocked_by: Handle },
-    AppendToStream { stream: String, label: Option<String>, data: Value },
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Handle {
-    Existing(i64),
-    Created(String),
 }
 
 #[derive(Serialize, ToSchema)]
@@ -138,13 +104,6 @@ impl From<&SignalRow> for SignalView {
     }
 }
 
-/// `sig_` and 96 random bits, for team and contract signals alike.
-pub fn new_signal_id() -> String {
-    let mut b = [0u8; 12];
-    rand::rng().fill_bytes(&mut b);
-    format!("sig_{}", hex::encode(b))
-}
-
 /// Raises a HALT or ALERT: the escalation policy decides the actions and
 /// the host carries them out.
 #[utoipa::path(post, path = "/teams/{team}/signals", tag = "signals", params(("team" = String, Path)),
@@ -173,75 +132,78 @@ async fn raise(
             return Err(invalid(field, format!("{field} is over {MAX_TEXT} bytes")));
         }
     }
-    if let Some(id) = req.task_id
-        && store::task(&app.db, &team, id).await?.is_none()
-    {
-        return Err(invalid("task_id", format!("team {team} has no task #{id}")));
-    }
     let signal_id = new_signal_id();
-    let input = json!({
-        "id": signal_id, "level": req.level.as_str(), "category": category, "reporter": caller.name,
-        "scope": {"team": team}, "task_id": req.task_id, "issue": req.issue, "evidence": req.evidence,
-        "impact": req.impact, "recommended_action": req.recommended_action, "partial_handoff": req.partial_handoff,
-    });
-    let decision =
-        hook::decide(&app, Hook::Escalation, &Scope::Team(team.clone()), &caller, &caller, input.clone(), json!({}))
-            .await?;
-    let actions: Vec<Value> = decision.result["actions"].as_array().cloned().unwrap_or_default();
+    let input = SignalInput {
+        id: signal_id.clone(),
+        level: match req.level {
+            Level::Halt => LevelInput::Halt,
+            Level::Alert => LevelInput::Alert,
+        },
+        category: category.clone(),
+        reporter: caller.name.clone(),
+        scope: ScopeInput::Team(team.clone()),
+        task_id: req.task_id.and_then(|t| u64::try_from(t).ok()),
+        issue: req.issue.clone(),
+        evidence: req.evidence.clone(),
+        impact: req.impact.clone(),
+        recommended_action: req.recommended_action.clone(),
+        partial_handoff: req.partial_handoff.clone(),
+    };
+    let body = serde_json::to_value(&input).unwrap_or_default();
     let now = clock::now_ms();
-    let outcome = store::transact(&app.db, &team, |s| {
-        let mut writes = Vec::new();
-        let mut reports = Vec::with_capacity(actions.len());
-        let mut created: HashMap<String, i64> = HashMap::new();
-        let mut halts = false;
-        let mut signal_task_id = None;
-        for raw in &actions {
-            let result = match serde_json::from_value::<Action>(raw.clone()) {
-                Err(e) => Err(format!("not an action the host knows: {e}")),
-                Ok(action) => carry_out(s, action, &caller.name, now, &mut created, &mut halts, &mut writes),
-            };
-            if let Ok(Some(id)) = &result
-                && signal_task_id.is_none()
+    let (name, reporter, level, cat, sig) =
+        (team.clone(), caller.name.clone(), req.level, category.clone(), signal_id.clone());
+    let reader = Reader { name: caller.name.clone(), admin: caller.admin };
+    let outcome = app
+        .teams
+        .transact_mut(&team, move |s, decider| {
+            if let Some(id) = req.task_id
+                && !s.tasks.contains_key(&id)
             {
-                signal_task_id = Some(*id);
+                return Err(invalid("task_id", format!("team {name} has no task #{id}")));
             }
-            let mut report = raw.clone();
-            match result {
-                Ok(_) => report["done"] = json!(true),
-                Err(why) => {
-                    report["done"] = json!(false);
-                    report["skipped"] = json!(why);
-                }
-            }
-            reports.push(report);
-        }
-        let row = SignalRow {
-            signal_id: signal_id.clone(),
-            scope_kind: "team".into(),
-            scope: team.clone(),
-            level: req.level.as_str().into(),
-            category: category.clone(),
-            reporter: caller.name.clone(),
-            task_id: req.task_id,
-            body: input.to_string(),
-            signal_task_id,
-            actions: Value::Array(reports.clone()).to_string(),
-            halts,
-            acknowledged_by: None,
-            acknowledged_at: None,
-            note: None,
-            created_at: now,
-        };
-        writes.push(Write::Append {
-            label: "algedonic".into(),
-            data: json!({"event": "signal", "signal": SignalView::from(&row)}).to_string(),
-            agent: caller.name.clone(),
-        });
-        writes.push(Write::PutSignal(row));
-        writes.push(Write::Decisions(decision.records));
-        Ok((writes, (signal_task_id, reports)))
-    })
-    .await?;
+            let request = Request {
+                scope: Scope::Team(name.clone()),
+                agent: reporter.clone(),
+                reader,
+                input: Input::Signal(input),
+                default_config: json!({}),
+            };
+            let decision = decider.decide_blocking(&request, &s.view())?;
+            let mut effects =
+                TeamEffects { work: s.clone(), reporter: &reporter, now, created: HashMap::new(), writes: Vec::new() };
+            let carried = signal::carry_out(decision.actions(), &mut effects);
+            let (mut writes, work) = (effects.writes, effects.work);
+            s.team.next_task_id = work.team.next_task_id;
+            s.team.next_message_id = work.team.next_message_id;
+            let (halts, signal_task_id, reports) = (carried.halts, carried.signal_task, carried.reports);
+            let row = SignalRow {
+                signal_id: sig.clone(),
+                scope_kind: "team".into(),
+                scope: name.clone(),
+                level: level.as_str().into(),
+                category: cat.clone(),
+                reporter: reporter.clone(),
+                task_id: req.task_id,
+                body: body.to_string(),
+                signal_task_id,
+                actions: Value::Array(reports.clone()).to_string(),
+                halts,
+                acknowledged_by: None,
+                acknowledged_at: None,
+                note: None,
+                created_at: now,
+            };
+            writes.push(Write::Append {
+                label: "algedonic".into(),
+                data: json!({"event": "signal", "signal": SignalView::from(&row)}).to_string(),
+                agent: reporter.clone(),
+            });
+            writes.push(Write::PutSignal(row));
+            writes.push(Write::Decisions(decision.records));
+            Ok((writes, (signal_task_id, reports)))
+        })
+        .await?;
     let ((signal_task_id, actions), committed) = outcome.ok_or_else(|| super::team_not_found(&team))?;
     announce(&app, &team, &committed).await;
     tracing::warn!(team = %team, signal = %signal_id, level = req.level.as_str(), category = %category,
@@ -249,76 +211,88 @@ async fn raise(
     Ok((StatusCode::CREATED, Json(Raised { signal_id, signal_task_id, actions })))
 }
 
-/// Carries out one action against the snapshot; `Ok(Some(id))` for a
-/// created task.
-fn carry_out(
-    s: &mut Snapshot,
-    action: Action,
-    reporter: &str,
+/// Escalation actions in a team: planned against a working copy of the
+/// snapshot, so that later actions see the tasks earlier ones made.
+struct TeamEffects<'a> {
+    work: Snapshot,
+    reporter: &'a str,
     now: i64,
-    created: &mut HashMap<String, i64>,
-    halts: &mut bool,
-    writes: &mut Vec<Write>,
-) -> std::result::Result<Option<i64>, String> {
-    match action {
-        Action::HaltScope => {
-            *halts = true;
-            Ok(None)
-        }
-        Action::Notify { to, summary, message } => {
-            let to_whom = recipients(s, SYSTEM, &to).map_err(|e| e.message().to_string())?;
-            let message = MessageRow::from_host(s.next_message_id(), &to, summary, message, now);
-            writes.push(Write::Message { message, recipients: to_whom });
-            Ok(None)
-        }
-        Action::CreateTask { key, subject, description, metadata } => {
-            if created.contains_key(&key) {
-                return Err(format!("a task with key {key:?} was already created"));
+    created: HashMap<String, i64>,
+    writes: Vec<Write>,
+}
+
+impl TeamEffects<'_> {
+    fn push(&mut self, w: Write) {
+        self.work.apply(std::slice::from_ref(&w));
+        self.writes.push(w);
+    }
+
+    fn resolve(&self, h: &Handle) -> std::result::Result<i64, String> {
+        match h {
+            Handle::Existing(id) => {
+                i64::try_from(*id).ok().filter(|id| self.work.tasks.contains_key(id)).ok_or(format!("no task #{id}"))
             }
-            let metadata = if metadata.is_object() { metadata } else { json!({}) };
-            let id = s.next_task_id();
-            let row = TaskRow {
-                team: s.team.name.clone(),
-                id,
-                subject,
-                description,
-                active_form: String::new(),
-                status: "pending".into(),
-                owner: None,
-                metadata: metadata.to_string(),
-                created_by: reporter.into(),
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            };
-            s.tasks.insert(id, row.clone());
-            writes.push(Write::PutTask(row));
-            created.insert(key, id);
-            Ok(Some(id))
+            Handle::Created(k) => self.created.get(k).copied().ok_or_else(|| format!("no task was created as {k:?}")),
         }
-        Action::BlockTask { task, blocked_by } => {
-            let resolve = |h: &Handle| match h {
-                Handle::Existing(id) if s.tasks.contains_key(id) => Ok(*id),
-                Handle::Existing(id) => Err(format!("no task #{id}")),
-                Handle::Created(k) => created.get(k).copied().ok_or_else(|| format!("no task was created as {k:?}")),
-            };
-            let (t, b) = (resolve(&task)?, resolve(&blocked_by)?);
-            if let Some(cycle) = graph::cycle(&s.deps, &[(t, b)]) {
-                return Err(format!("would make a dependency cycle {cycle:?}"));
-            }
-            s.deps.insert((t, b));
-            writes.push(Write::Block { task: t, blocked_by: b });
-            Ok(None)
+    }
+}
+
+impl signal::Effects for TeamEffects<'_> {
+    fn create_task(
+        &mut self,
+        key: &str,
+        subject: &str,
+        description: &str,
+        metadata: &Value,
+    ) -> std::result::Result<i64, String> {
+        if self.created.contains_key(key) {
+            return Err(format!("a task with key {key:?} was already created"));
         }
-        Action::AppendToStream { stream, label, data } => {
-            let own = stream == s.team.stream_id || stream == "team" || stream == format!("team.{}", s.team.name);
-            if !own {
-                return Err("a team signal may append only to the team's stream".into());
-            }
-            let label = label.unwrap_or_else(|| "algedonic".into());
-            writes.push(Write::Append { label, data: data.to_string(), agent: reporter.into() });
-            Ok(None)
+        let metadata = if metadata.is_object() { metadata.clone() } else { json!({}) };
+        let id = self.work.next_task_id();
+        self.push(Write::PutTask(TaskRow {
+            team: self.work.team.name.clone(),
+            id,
+            subject: subject.into(),
+            description: description.into(),
+            active_form: String::new(),
+            status: "pending".into(),
+            owner: None,
+            metadata: metadata.to_string(),
+            created_by: self.reporter.into(),
+            version: 1,
+            created_at: self.now,
+            updated_at: self.now,
+        }));
+        self.created.insert(key.into(), id);
+        Ok(id)
+    }
+
+    fn block_task(&mut self, task: &Handle, blocked_by: &Handle) -> std::result::Result<(), String> {
+        let (t, b) = (self.resolve(task)?, self.resolve(blocked_by)?);
+        if let Some(cycle) = graph::cycle(self.work.deps.edges(), &[(t, b)]) {
+            return Err(format!("would make a dependency cycle {cycle:?}"));
         }
+        self.push(Write::Block { task: t, blocked_by: b });
+        Ok(())
+    }
+
+    fn notify(&mut self, to: &str, summary: &str, message: &str) -> std::result::Result<(), String> {
+        let to_whom = recipients(&self.work, SYSTEM, to).map_err(|e| e.message().to_string())?;
+        let message = MessageRow::from_host(self.work.next_message_id(), to, summary.into(), message.into(), self.now);
+        self.push(Write::Message { message, recipients: to_whom });
+        Ok(())
+    }
+
+    fn append(&mut self, stream: &str, label: Option<&str>, data: &Value) -> std::result::Result<(), String> {
+        let team = &self.work.team;
+        let own = stream == team.stream_id || stream == "team" || stream == format!("team.{}", team.name);
+        if !own {
+            return Err("a team signal may append only to the team's stream".into());
+        }
+        let label = label.unwrap_or("algedonic").to_string();
+        self.push(Write::Append { label, data: data.to_string(), agent: self.reporter.into() });
+        Ok(())
     }
 }
 
@@ -344,7 +318,7 @@ async fn list(
 ) -> Result<Json<SignalList>> {
     team_for(&app.db, &caller, &team).await?;
     let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
-    let rows = store::signals(&app.db, "team", &team, limit, offset).await?;
+    let rows = store::signals(&app.db, ScopeKind::Team, &team, limit, offset).await?;
     Ok(Json(SignalList { signals: rows.iter().map(SignalView::from).collect() }))
 }
 
@@ -366,7 +340,9 @@ async fn acknowledge_in_team(
     Path((team, signal_id)): Path<(String, String)>,
     Json(req): Json<Acknowledgement>,
 ) -> Result<Json<SignalView>> {
-    let signal = store::signal(&app.db, &signal_id).await?.filter(|s| s.scope_kind == "team" && s.scope == team);
+    let signal = store::signal(&app.db, &signal_id)
+        .await?
+        .filter(|s| ScopeKind::of(s) == Some(ScopeKind::Team) && s.scope == team);
     let team_row = team_for(&app.db, &caller, &team).await?;
     let signal = signal.ok_or_else(|| Error::not_found(format!("signal {signal_id} in team {team}")))?;
     lead_only(&caller, &team_row, "acknowledge a signal")?;
@@ -386,8 +362,8 @@ async fn acknowledge(
 ) -> Result<Json<SignalView>> {
     let not_found = || Error::not_found(format!("signal {signal_id}"));
     let signal = store::signal(&app.db, &signal_id).await?.ok_or_else(not_found)?;
-    if signal.scope_kind == "contract" {
-        crate::contract::acknowledge(&app, &caller, &signal, &req.note).await?;
+    if ScopeKind::of(&signal) == Some(ScopeKind::Contract) {
+        app.contracts.acknowledge(&caller, signal, req.note).await?;
         let row = store::signal(&app.db, &signal_id).await?.ok_or_else(not_found)?;
         return Ok(Json(SignalView::from(&row)));
     }
@@ -410,52 +386,53 @@ async fn acknowledge_team_signal(
     }
     let team = signal.scope.clone();
     let now = clock::now_ms();
-    let outcome = store::transact(&app.db, &team, |s| {
-        if !s.open_signals.contains(&signal.signal_id) {
-            return Err(Error::conflict(
-                "already_acknowledged",
-                format!("signal {} was just acknowledged", signal.signal_id),
-            ));
-        }
-        let mut row = signal.clone();
-        row.acknowledged_by = Some(caller.name.clone());
-        row.acknowledged_at = Some(now);
-        row.note = Some(note.clone());
-        let mut writes = Vec::new();
-        if let Some(task) = row.signal_task_id.and_then(|id| s.tasks.get(&id)).filter(|t| t.status != "completed") {
-            let mut done = task.clone();
-            done.status = "completed".into();
-            done.version += 1;
-            done.updated_at = now;
-            s.tasks.insert(done.id, done.clone());
-            writes.push(Write::PutTask(done));
-        }
-        s.halts.retain(|h| *h != row.signal_id);
-        let lifted = row.halts && s.halts.is_empty();
-        if lifted {
-            let summary = format!("HALT lifted ({})", row.category);
-            let text = format!(
-                "[cairn→all] {} acknowledged the {} HALT {}; work may resume.{}",
-                caller.name,
-                row.category,
-                row.signal_id,
-                if note.is_empty() { String::new() } else { format!(" Note: {note}") }
-            );
-            let message = MessageRow::from_host(s.next_message_id(), "all", summary, text, now);
-            let to = s.members.iter().cloned().collect();
-            writes.push(Write::Message { message, recipients: to });
-        }
-        writes.push(Write::Append {
-            label: "algedonic".into(),
-            data: json!({"event": "acknowledged", "signal_id": row.signal_id, "by": caller.name, "note": note,
+    let by = caller.name.clone();
+    let outcome = app
+        .teams
+        .transact_mut(&team, move |s, _| {
+            if !s.open_signals.contains(&signal.signal_id) {
+                return Err(Error::conflict(
+                    "already_acknowledged",
+                    format!("signal {} was just acknowledged", signal.signal_id),
+                ));
+            }
+            let mut row = signal.clone();
+            row.acknowledged_by = Some(by.clone());
+            row.acknowledged_at = Some(now);
+            row.note = Some(note.clone());
+            let mut writes = Vec::new();
+            if let Some(task) = row.signal_task_id.and_then(|id| s.tasks.get(&id)).filter(|t| t.status != "completed") {
+                let mut done = task.clone();
+                done.status = "completed".into();
+                done.version += 1;
+                done.updated_at = now;
+                writes.push(Write::PutTask(done));
+            }
+            let lifted = row.halts && s.halts.iter().all(|h| *h == row.signal_id);
+            if lifted {
+                let summary = format!("HALT lifted ({})", row.category);
+                let text = format!(
+                    "[cairn→all] {} acknowledged the {} HALT {}; work may resume.{}",
+                    by,
+                    row.category,
+                    row.signal_id,
+                    if note.is_empty() { String::new() } else { format!(" Note: {note}") }
+                );
+                let message = MessageRow::from_host(s.next_message_id(), "all", summary, text, now);
+                let to = s.members.iter().cloned().collect();
+                writes.push(Write::Message { message, recipients: to });
+            }
+            writes.push(Write::Append {
+                label: "algedonic".into(),
+                data: json!({"event": "acknowledged", "signal_id": row.signal_id, "by": by, "note": note,
                          "halt_lifted": lifted})
-            .to_string(),
-            agent: caller.name.clone(),
-        });
-        writes.push(Write::PutSignal(row.clone()));
-        Ok((writes, row))
-    })
-    .await?;
+                .to_string(),
+                agent: by.clone(),
+            });
+            writes.push(Write::PutSignal(row.clone()));
+            Ok((writes, row))
+        })
+        .await?;
     let (row, committed) = outcome.ok_or_else(|| super::team_not_found(&team))?;
     announce(app, &team, &committed).await;
     tracing::info!(team = %team, signal = %row.signal_id, by = %caller.name, "signal acknowledged");

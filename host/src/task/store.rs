@@ -7,10 +7,13 @@
 //! cannot both see an unowned task.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::db::{Arg, Db, Filter, is_unique_violation};
 use crate::error::Result;
+use crate::policy::Decider;
 use crate::policy::store::DecisionRow;
+use crate::signal::{self, SignalRow};
 use crate::stream::{APPEND_ONE, INSERT_ENTRY};
 use crate::{bind_args, clock, insert_decisions, with_db};
 
@@ -24,9 +27,12 @@ pub struct TeamRow {
     pub next_message_id: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Grows by one with every committed write to the team.
+    pub version: i64,
 }
 
-const TEAM_COLUMNS: &str = "name, lead, stream_id, rules, next_task_id, next_message_id, created_at, updated_at";
+const TEAM_COLUMNS: &str =
+    "name, lead, stream_id, rules, next_task_id, next_message_id, created_at, updated_at, version";
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TaskRow {
@@ -79,28 +85,6 @@ impl MessageRow {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct SignalRow {
-    pub signal_id: String,
-    pub scope_kind: String,
-    pub scope: String,
-    pub level: String,
-    pub category: String,
-    pub reporter: String,
-    pub task_id: Option<i64>,
-    pub body: String,
-    pub signal_task_id: Option<i64>,
-    pub actions: String,
-    pub halts: bool,
-    pub acknowledged_by: Option<String>,
-    pub acknowledged_at: Option<i64>,
-    pub note: Option<String>,
-    pub created_at: i64,
-}
-
-const SIGNAL_COLUMNS: &str = "signal_id, scope_kind, scope, level, category, reporter, task_id, body, signal_task_id, \
-    actions, halts, acknowledged_by, acknowledged_at, note, created_at";
-
 pub async fn team(db: &Db, name: &str) -> Result<Option<TeamRow>> {
     let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE name = $1");
     Ok(with_db!(db, read, |pool| sqlx::query_as(&sql).bind(name).fetch_optional(pool).await)?)
@@ -108,7 +92,7 @@ pub async fn team(db: &Db, name: &str) -> Result<Option<TeamRow>> {
 
 /// Creates a team with its lead as first member; false if the name is taken.
 pub async fn insert_team(db: &Db, t: &TeamRow) -> Result<bool> {
-    let sql = format!("INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    let sql = format!("INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
     let result = with_db!(db, write, |pool| async {
         let mut tx = pool.begin().await?;
         sqlx::query(&sql)
@@ -120,6 +104,7 @@ pub async fn insert_team(db: &Db, t: &TeamRow) -> Result<bool> {
             .bind(t.next_message_id)
             .bind(t.created_at)
             .bind(t.updated_at)
+            .bind(t.version)
             .execute(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO team_members (team, agent, added_by, added_at) VALUES ($1, $2, $2, $3)")
@@ -139,28 +124,39 @@ pub async fn insert_team(db: &Db, t: &TeamRow) -> Result<bool> {
 }
 
 pub async fn set_rules(db: &Db, team: &str, rules: &str) -> Result<()> {
-    with_db!(db, write, |pool| sqlx::query("UPDATE teams SET rules = $2, updated_at = $3 WHERE name = $1")
-        .bind(team)
-        .bind(rules)
-        .bind(clock::now_ms())
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
+    with_db!(db, write, |pool| sqlx::query(
+        "UPDATE teams SET rules = $2, updated_at = $3, version = version + 1 WHERE name = $1"
+    )
+    .bind(team)
+    .bind(rules)
+    .bind(clock::now_ms())
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?;
     Ok(())
 }
 
 /// Adds a member; false if it already is one.
 pub async fn add_member(db: &Db, team: &str, agent: &str, by: &str) -> Result<bool> {
-    let result = with_db!(db, write, |pool| sqlx::query(
-        "INSERT INTO team_members (team, agent, added_by, added_at) VALUES ($1, $2, $3, $4)"
-    )
-    .bind(team)
-    .bind(agent)
-    .bind(by)
-    .bind(clock::now_ms())
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected()));
+    let now = clock::now_ms();
+    let result = with_db!(db, write, |pool| async {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO team_members (team, agent, added_by, added_at) VALUES ($1, $2, $3, $4)")
+            .bind(team)
+            .bind(agent)
+            .bind(by)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        // Snapshots held in memory know the members: this makes them stale.
+        sqlx::query("UPDATE teams SET version = version + 1, updated_at = $2 WHERE name = $1")
+            .bind(team)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+    .await);
     match result {
         Ok(_) => Ok(true),
         Err(e) if is_unique_violation(&e) => Ok(false),
@@ -268,100 +264,66 @@ pub async fn inbox(db: &Db, team: &str, agent: &str, after: i64, limit: i64) -> 
         .await)?)
 }
 
-pub async fn signal(db: &Db, signal_id: &str) -> Result<Option<SignalRow>> {
-    let sql = format!("SELECT {SIGNAL_COLUMNS} FROM signals WHERE signal_id = $1");
-    Ok(with_db!(db, read, |pool| sqlx::query_as(&sql).bind(signal_id).fetch_optional(pool).await)?)
+/// Dependency edges `(task, blocked_by)`, indexed both ways.
+#[derive(Debug, Clone, Default)]
+pub struct Deps {
+    fwd: BTreeSet<(i64, i64)>,
+    /// `(blocked_by, task)`
+    rev: BTreeSet<(i64, i64)>,
 }
 
-pub async fn signals(db: &Db, kind: &str, scope: &str, limit: i64, offset: i64) -> Result<Vec<SignalRow>> {
-    let sql = format!(
-        "SELECT {SIGNAL_COLUMNS} FROM signals WHERE scope_kind = $1 AND scope = $2 ORDER BY created_at, signal_id LIMIT $3 OFFSET $4"
-    );
-    Ok(with_db!(db, read, |pool| sqlx::query_as(&sql)
-        .bind(kind)
-        .bind(scope)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(pool)
-        .await)?)
+impl Deps {
+    pub fn insert(&mut self, task: i64, blocked_by: i64) {
+        self.fwd.insert((task, blocked_by));
+        self.rev.insert((blocked_by, task));
+    }
+
+    /// What `id` waits for.
+    pub fn blocked_by(&self, id: i64) -> Vec<i64> {
+        self.fwd.range((id, i64::MIN)..=(id, i64::MAX)).map(|e| e.1).collect()
+    }
+
+    /// What waits for `id`.
+    pub fn blocks(&self, id: i64) -> Vec<i64> {
+        self.rev.range((id, i64::MIN)..=(id, i64::MAX)).map(|e| e.1).collect()
+    }
+
+    fn remove_task(&mut self, id: i64) {
+        for b in self.blocked_by(id) {
+            self.fwd.remove(&(id, b));
+            self.rev.remove(&(b, id));
+        }
+        for t in self.blocks(id) {
+            self.fwd.remove(&(t, id));
+            self.rev.remove(&(id, t));
+        }
+    }
+
+    /// Every edge `(task, blocked_by)`.
+    pub fn edges(&self) -> &BTreeSet<(i64, i64)> {
+        &self.fwd
+    }
 }
 
-/// Inserts or updates a signal: every column, in [`SIGNAL_COLUMNS`] order.
-fn put_signal_sql() -> String {
-    format!(
-        "INSERT INTO signals ({SIGNAL_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
-         ON CONFLICT (signal_id) DO UPDATE SET signal_task_id = excluded.signal_task_id, actions = excluded.actions,
-         halts = excluded.halts, acknowledged_by = excluded.acknowledged_by,
-         acknowledged_at = excluded.acknowledged_at, note = excluded.note"
-    )
+impl FromIterator<(i64, i64)> for Deps {
+    fn from_iter<I: IntoIterator<Item = (i64, i64)>>(iter: I) -> Self {
+        let mut d = Deps::default();
+        for (t, b) in iter {
+            d.insert(t, b);
+        }
+        d
+    }
 }
 
-/// Binds a [`SignalRow`] to [`put_signal_sql`]'s placeholders.
-macro_rules! bind_signal {
-    ($query:expr, $s:expr) => {
-        $query
-            .bind(&$s.signal_id)
-            .bind(&$s.scope_kind)
-            .bind(&$s.scope)
-            .bind(&$s.level)
-            .bind(&$s.category)
-            .bind(&$s.reporter)
-            .bind($s.task_id)
-            .bind(&$s.body)
-            .bind($s.signal_task_id)
-            .bind(&$s.actions)
-            .bind($s.halts)
-            .bind(&$s.acknowledged_by)
-            .bind($s.acknowledged_at)
-            .bind(&$s.note)
-            .bind($s.created_at)
-    };
-}
-
-/// Records a signal outside any team (a contract's).
-pub async fn insert_signal(db: &Db, s: &SignalRow) -> Result<()> {
-    let sql = put_signal_sql();
-    with_db!(db, write, |pool| bind_signal!(sqlx::query(&sql), s).execute(pool).await.map(|r| r.rows_affected()))?;
-    Ok(())
-}
-
-/// Marks a signal acknowledged; false if it already was.
-pub async fn acknowledge_signal(db: &Db, signal_id: &str, by: &str, note: &str, at: i64) -> Result<bool> {
-    let n = with_db!(db, write, |pool| sqlx::query(
-        "UPDATE signals SET acknowledged_by = $2, acknowledged_at = $3, note = $4
-         WHERE signal_id = $1 AND acknowledged_at IS NULL"
-    )
-    .bind(signal_id)
-    .bind(by)
-    .bind(at)
-    .bind(note)
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(n == 1)
-}
-
-/// Unacknowledged HALTs of a scope (`team` or `contract`), oldest first.
-pub async fn open_halts(db: &Db, kind: &str, scope: &str) -> Result<Vec<String>> {
-    let rows: Vec<(String,)> = with_db!(db, read, |pool| sqlx::query_as(
-        "SELECT signal_id FROM signals WHERE scope_kind = $1 AND scope = $2 AND halts AND acknowledged_at IS NULL
-         ORDER BY created_at, signal_id"
-    )
-    .bind(kind)
-    .bind(scope)
-    .fetch_all(pool)
-    .await)?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
-}
-
-/// The team as one write sees it, inside that write's transaction.
+/// The team as its writer holds it: read once, then kept in memory between
+/// writes for as long as the team's version says no one else wrote.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub team: TeamRow,
     pub members: BTreeSet<String>,
-    pub tasks: BTreeMap<i64, TaskRow>,
-    /// (task, blocked_by)
-    pub deps: BTreeSet<(i64, i64)>,
+    /// Shared with the views of decisions made on this snapshot.
+    pub tasks: Arc<BTreeMap<i64, TaskRow>>,
+    pub deps: Arc<Deps>,
     /// Unacknowledged HALTs on the team, oldest first.
     pub halts: Vec<String>,
     /// Every unacknowledged signal of the team.
@@ -383,16 +345,50 @@ impl Snapshot {
     }
 
     pub fn blocked_by(&self, id: i64) -> Vec<i64> {
-        edges(&self.deps, id).0
+        self.deps.blocked_by(id)
     }
 
     pub fn blocks(&self, id: i64) -> Vec<i64> {
-        edges(&self.deps, id).1
+        self.deps.blocks(id)
     }
 
     /// Blockers of `id` that are not completed.
     pub fn open_blockers(&self, id: i64) -> Vec<i64> {
         self.blocked_by(id).into_iter().filter(|b| self.tasks.get(b).is_some_and(|t| t.status != "completed")).collect()
+    }
+
+    /// What decisions made for this team read: its tasks, from memory.
+    pub fn view(&self) -> Arc<dyn crate::policy::View> {
+        Arc::new(super::view::TeamView::new(&self.team.name, self.tasks.clone(), self.deps.clone()))
+    }
+
+    /// Makes the snapshot what the store holds once `writes` commit. Plans
+    /// only read the snapshot (and take ids); this is the one place it
+    /// changes.
+    pub fn apply(&mut self, writes: &[Write]) {
+        for w in writes {
+            match w {
+                Write::PutTask(t) => {
+                    Arc::make_mut(&mut self.tasks).insert(t.id, t.clone());
+                }
+                Write::DeleteTask(id) => {
+                    Arc::make_mut(&mut self.tasks).remove(id);
+                    Arc::make_mut(&mut self.deps).remove_task(*id);
+                }
+                Write::Block { task, blocked_by } => Arc::make_mut(&mut self.deps).insert(*task, *blocked_by),
+                Write::PutSignal(sig) if sig.acknowledged_at.is_none() => {
+                    self.open_signals.insert(sig.signal_id.clone());
+                    if sig.halts && !self.halts.contains(&sig.signal_id) {
+                        self.halts.push(sig.signal_id.clone());
+                    }
+                }
+                Write::PutSignal(sig) => {
+                    self.open_signals.remove(&sig.signal_id);
+                    self.halts.retain(|h| *h != sig.signal_id);
+                }
+                Write::Message { .. } | Write::Append { .. } | Write::Decisions(_) => {}
+            }
+        }
     }
 }
 
@@ -445,15 +441,31 @@ pub struct Committed {
     pub inboxes: Vec<(String, i64)>,
 }
 
-/// Runs one team write: lock the team, snapshot it, plan, apply, commit.
-/// `Ok(Err(e))` is the plan's refusal (nothing written); `Ok(None)` means
-/// there is no such team.
-pub async fn transact<T>(
-    db: &Db,
-    team: &str,
-    plan: impl FnOnce(&mut Snapshot) -> Result<(Vec<Write>, T)>,
-) -> Result<Option<(T, Committed)>> {
-    let lock = format!("UPDATE teams SET updated_at = $2 WHERE name = $1 RETURNING {TEAM_COLUMNS}");
+/// How a job's commit went: `Ok(None)` when there is no such team.
+pub type Reply = Box<dyn FnOnce(Result<Option<Committed>>) + Send>;
+
+/// One write to a team, as its writer runs it: plan against the snapshot
+/// (deciding on it where the write needs a decision), then hear how the
+/// commit went. `None` instead of a snapshot: there is no such team.
+pub type Job = Box<dyn FnOnce(Option<&mut Snapshot>, &Decider) -> Planned + Send>;
+
+/// A planned job: its writes (none when the plan refused) and its reply.
+pub struct Planned {
+    pub writes: Vec<Write>,
+    pub reply: Reply,
+}
+
+/// Commits a batch of one team's jobs in one transaction. It takes the
+/// team's row first (a row lock on PostgreSQL, the single writer on
+/// SQLite) and bumps its version; the cached snapshot serves if the version
+/// is the one it was taken at, or the team is read afresh. Each job is
+/// planned in order on a blocking thread (policies decide there, against
+/// the snapshot), its writes applied to the snapshot for the next job, and
+/// all writes commit together. On success `cached` holds the team as
+/// committed; on failure it is emptied, and every job hears the error.
+pub async fn commit_batch(db: &Db, decider: &Arc<Decider>, team: &str, cached: &mut Option<Snapshot>, jobs: Vec<Job>) {
+    let lock =
+        format!("UPDATE teams SET updated_at = $2, version = version + 1 WHERE name = $1 RETURNING {TEAM_COLUMNS}");
     let task_sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE team = $1 ORDER BY id");
     let put_task = format!(
         "INSERT INTO tasks ({TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -464,123 +476,156 @@ pub async fn transact<T>(
     let put_message = format!(
         "INSERT INTO team_messages (team, recipient, {MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
     );
-    let put_signal = put_signal_sql();
+    let put_signal = signal::put_signal_sql();
     let now = clock::now_ms();
-    let outcome: std::result::Result<Result<Option<(T, Committed)>>, sqlx::Error> = with_db!(db, write, |pool| async {
+    let held = cached.take();
+    // Outside the transaction's future, so that a failed commit can still
+    // tell every job, and a missing team can still release them.
+    let mut pending = Some(jobs);
+    let mut replies: Vec<(Reply, Committed)> = Vec::new();
+    let outcome: std::result::Result<Option<Snapshot>, sqlx::Error> = with_db!(db, write, |pool| async {
         let mut tx = pool.begin().await?;
         let Some(team_row): Option<TeamRow> =
             sqlx::query_as(&lock).bind(team).bind(now).fetch_optional(&mut *tx).await?
         else {
-            return Ok(Ok(None));
+            return Ok(None);
         };
-        let members: Vec<(String,)> =
-            sqlx::query_as("SELECT agent FROM team_members WHERE team = $1").bind(team).fetch_all(&mut *tx).await?;
-        let tasks: Vec<TaskRow> = sqlx::query_as(&task_sql).bind(team).fetch_all(&mut *tx).await?;
-        let deps: Vec<(i64, i64)> = sqlx::query_as("SELECT task, blocked_by FROM task_deps WHERE team = $1")
-            .bind(team)
-            .fetch_all(&mut *tx)
-            .await?;
-        let open: Vec<(String, bool)> = sqlx::query_as(
-            "SELECT signal_id, halts FROM signals WHERE scope_kind = 'team' AND scope = $1 AND acknowledged_at IS NULL
-             ORDER BY created_at, signal_id",
-        )
-        .bind(team)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut snapshot = Snapshot {
-            team: team_row,
-            members: members.into_iter().map(|(m,)| m).collect(),
-            tasks: tasks.into_iter().map(|t| (t.id, t)).collect(),
-            deps: deps.into_iter().collect(),
-            halts: open.iter().filter(|(_, h)| *h).map(|(id, _)| id.clone()).collect(),
-            open_signals: open.into_iter().map(|(id, _)| id).collect(),
-        };
-        let (writes, value) = match plan(&mut snapshot) {
-            Ok(planned) => planned,
-            Err(refused) => return Ok(Err(refused)),
-        };
-        let mut committed = Committed::default();
-        for write in &writes {
-            match write {
-                Write::PutTask(t) => {
-                    sqlx::query(&put_task)
-                        .bind(&t.team)
-                        .bind(t.id)
-                        .bind(&t.subject)
-                        .bind(&t.description)
-                        .bind(&t.active_form)
-                        .bind(&t.status)
-                        .bind(&t.owner)
-                        .bind(&t.metadata)
-                        .bind(&t.created_by)
-                        .bind(t.version)
-                        .bind(t.created_at)
-                        .bind(t.updated_at)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Write::DeleteTask(id) => {
-                    sqlx::query("DELETE FROM task_deps WHERE team = $1 AND (task = $2 OR blocked_by = $2)")
-                        .bind(team)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("DELETE FROM tasks WHERE team = $1 AND id = $2")
-                        .bind(team)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Write::Block { task, blocked_by } => {
-                    sqlx::query(
-                        "INSERT INTO task_deps (team, task, blocked_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
+        let jobs = pending.take().unwrap_or_default();
+        let snapshot = match held {
+            Some(mut s) if s.team.version + 1 == team_row.version => {
+                s.team = team_row;
+                s
+            }
+            _ => {
+                let members: Vec<(String,)> = sqlx::query_as("SELECT agent FROM team_members WHERE team = $1")
                     .bind(team)
-                    .bind(task)
-                    .bind(blocked_by)
-                    .execute(&mut *tx)
+                    .fetch_all(&mut *tx)
                     .await?;
+                let tasks: Vec<TaskRow> = sqlx::query_as(&task_sql).bind(team).fetch_all(&mut *tx).await?;
+                let deps: Vec<(i64, i64)> = sqlx::query_as("SELECT task, blocked_by FROM task_deps WHERE team = $1")
+                    .bind(team)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let open: Vec<(String, bool)> = sqlx::query_as(
+                    "SELECT signal_id, halts FROM signals WHERE scope_kind = 'team' AND scope = $1
+                         AND acknowledged_at IS NULL ORDER BY created_at, signal_id",
+                )
+                .bind(team)
+                .fetch_all(&mut *tx)
+                .await?;
+                Snapshot {
+                    team: team_row,
+                    members: members.into_iter().map(|(m,)| m).collect(),
+                    tasks: Arc::new(tasks.into_iter().map(|t| (t.id, t)).collect()),
+                    deps: Arc::new(deps.into_iter().collect()),
+                    halts: open.iter().filter(|(_, h)| *h).map(|(id, _)| id.clone()).collect(),
+                    open_signals: open.into_iter().map(|(id, _)| id).collect(),
                 }
-                Write::Message { message: m, recipients } => {
-                    for r in recipients {
-                        sqlx::query(&put_message)
+            }
+        };
+        let decider = decider.clone();
+        let (snapshot, planned) = tokio::task::spawn_blocking(move || {
+            let mut snapshot = snapshot;
+            let planned: Vec<Planned> = jobs
+                .into_iter()
+                .map(|job| {
+                    let p = job(Some(&mut snapshot), &decider);
+                    snapshot.apply(&p.writes);
+                    p
+                })
+                .collect();
+            (snapshot, planned)
+        })
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("planning team {team}'s writes failed: {e}")))?;
+        let mut all_writes = Vec::with_capacity(planned.len());
+        for Planned { writes, reply } in planned {
+            replies.push((reply, Committed::default()));
+            all_writes.push(writes);
+        }
+        for (writes, (_, committed)) in all_writes.iter().zip(replies.iter_mut()) {
+            for write in writes {
+                match write {
+                    Write::PutTask(t) => {
+                        sqlx::query(&put_task)
+                            .bind(&t.team)
+                            .bind(t.id)
+                            .bind(&t.subject)
+                            .bind(&t.description)
+                            .bind(&t.active_form)
+                            .bind(&t.status)
+                            .bind(&t.owner)
+                            .bind(&t.metadata)
+                            .bind(&t.created_by)
+                            .bind(t.version)
+                            .bind(t.created_at)
+                            .bind(t.updated_at)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Write::DeleteTask(id) => {
+                        sqlx::query("DELETE FROM task_deps WHERE team = $1 AND (task = $2 OR blocked_by = $2)")
                             .bind(team)
-                            .bind(r)
-                            .bind(m.id)
-                            .bind(&m.sender)
-                            .bind(&m.addressed)
-                            .bind(&m.kind)
-                            .bind(&m.summary)
-                            .bind(&m.message)
-                            .bind(&m.request_id)
-                            .bind(m.approve)
-                            .bind(m.created_at)
+                            .bind(id)
                             .execute(&mut *tx)
                             .await?;
-                        committed.inboxes.push((r.clone(), m.id));
-                    }
-                }
-                Write::Append { label, data, agent } => {
-                    let stream_id = &snapshot.team.stream_id;
-                    let seq: Option<(i64,)> =
-                        sqlx::query_as(APPEND_ONE).bind(stream_id).bind(now).fetch_optional(&mut *tx).await?;
-                    if let Some((seq,)) = seq {
-                        sqlx::query(INSERT_ENTRY)
-                            .bind(stream_id)
-                            .bind(seq)
-                            .bind(label)
-                            .bind(data)
-                            .bind(agent)
-                            .bind(now)
+                        sqlx::query("DELETE FROM tasks WHERE team = $1 AND id = $2")
+                            .bind(team)
+                            .bind(id)
                             .execute(&mut *tx)
                             .await?;
-                        committed.entries.push((stream_id.clone(), seq));
                     }
+                    Write::Block { task, blocked_by } => {
+                        sqlx::query(
+                            "INSERT INTO task_deps (team, task, blocked_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(team)
+                        .bind(task)
+                        .bind(blocked_by)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    Write::Message { message: m, recipients } => {
+                        for r in recipients {
+                            sqlx::query(&put_message)
+                                .bind(team)
+                                .bind(r)
+                                .bind(m.id)
+                                .bind(&m.sender)
+                                .bind(&m.addressed)
+                                .bind(&m.kind)
+                                .bind(&m.summary)
+                                .bind(&m.message)
+                                .bind(&m.request_id)
+                                .bind(m.approve)
+                                .bind(m.created_at)
+                                .execute(&mut *tx)
+                                .await?;
+                            committed.inboxes.push((r.clone(), m.id));
+                        }
+                    }
+                    Write::Append { label, data, agent } => {
+                        let stream_id = &snapshot.team.stream_id;
+                        let seq: Option<(i64,)> =
+                            sqlx::query_as(APPEND_ONE).bind(stream_id).bind(now).fetch_optional(&mut *tx).await?;
+                        if let Some((seq,)) = seq {
+                            sqlx::query(INSERT_ENTRY)
+                                .bind(stream_id)
+                                .bind(seq)
+                                .bind(label)
+                                .bind(data)
+                                .bind(agent)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            committed.entries.push((stream_id.clone(), seq));
+                        }
+                    }
+                    Write::PutSignal(s) => {
+                        crate::bind_signal!(sqlx::query(&put_signal), s).execute(&mut *tx).await?;
+                    }
+                    Write::Decisions(rows) => insert_decisions!(tx, rows)?,
                 }
-                Write::PutSignal(s) => {
-                    bind_signal!(sqlx::query(&put_signal), s).execute(&mut *tx).await?;
-                }
-                Write::Decisions(rows) => insert_decisions!(tx, rows)?,
             }
         }
         sqlx::query("UPDATE teams SET next_task_id = $2, next_message_id = $3 WHERE name = $1")
@@ -590,10 +635,28 @@ pub async fn transact<T>(
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Ok(Some((value, committed))))
+        Ok(Some(snapshot))
     }
     .await);
-    outcome?
+    match outcome {
+        Ok(Some(snapshot)) => {
+            *cached = Some(snapshot);
+            for (reply, committed) in replies {
+                reply(Ok(Some(committed)));
+            }
+        }
+        Ok(None) => {
+            for job in pending.into_iter().flatten() {
+                (job(None, decider).reply)(Ok(None));
+            }
+        }
+        Err(e) => {
+            tracing::error!(team, "team write failed: {e}");
+            for (reply, _) in replies {
+                reply(Err(crate::error::Error::internal(format!("storage error: {e}"))));
+            }
+        }
+    }
 }
 
 /// The latest shutdown request with this id sent to `recipient`, if any.

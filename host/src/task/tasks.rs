@@ -2,11 +2,10 @@
 //!
 //! An update that takes a task (owner set to oneself, or moved to
 //! in_progress) is a claim; one that moves it to completed checks its
-//! HANDOFF. Both are decided before the write, against the task as read,
-//! and the write then commits only if the task has not changed since
-//! (otherwise the whole update is decided again). That is how fifty racing
-//! claims end with one owner: after the first commits, the others are
-//! decided again and see an owned task.
+//! HANDOFF. Both are decided inside the team's writer, against the team as
+//! it stands, and commit with their decision records. That is how fifty
+//! racing claims end with one owner: they are decided one after another,
+//! and every claim after the first sees an owned task.
 
 use std::collections::BTreeMap;
 
@@ -18,19 +17,15 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::store::{self, Snapshot, TaskRow, TeamRow, Write};
+use super::store::{self, MessageRow, Snapshot, TaskRow, TeamRow, Write};
 use super::{graph, lead_only, rules_of, team_for};
 use crate::agent::Caller;
 use crate::error::{Error, Json, Path, Query, Result, Violation};
-use crate::policy::hook;
+use crate::policy::input::{ClaimInput, HandoffInput, TargetInput, TaskRefInput};
 use crate::policy::registry::Scope;
 use crate::policy::store::DecisionRow;
-use crate::policy::{Hook, store as decision_store};
+use crate::policy::{Decider, Decision, Input, Reader, Request, Verdict};
 use crate::{AppState, clock};
-
-/// How often an update is decided again when the task keeps changing
-/// under it; past this the caller gets a 409 to retry.
-const ATTEMPTS: usize = 16;
 const MAX_SUBJECT: usize = 1_000;
 const MAX_TEXT: usize = 64 * 1024;
 
@@ -199,40 +194,40 @@ async fn create(
         lead_only(&caller, &team_row, &format!("assign a task to {owner}"))?;
     }
     let now = clock::now_ms();
-    let committed = store::transact(&app.db, &team, |s| {
-        if let Some(owner) = &req.owner
-            && !s.members.contains(owner)
-        {
-            return Err(not_member(&s.team, owner, "owner"));
-        }
-        let missing: Vec<i64> = req.blocked_by.iter().copied().filter(|b| !s.tasks.contains_key(b)).collect();
-        if !missing.is_empty() {
-            return Err(unknown_tasks(&team, "blocked_by", &missing));
-        }
-        let id = s.next_task_id();
-        let row = TaskRow {
-            team: team.clone(),
-            id,
-            subject: req.subject.clone(),
-            description: req.description.clone(),
-            active_form: req.active_form.clone(),
-            status: "pending".into(),
-            owner: req.owner.clone(),
-            metadata: Value::Object(metadata).to_string(),
-            created_by: caller.name.clone(),
-            version: 1,
-            created_at: now,
-            updated_at: now,
-        };
-        let mut writes = vec![Write::PutTask(row.clone())];
-        for &b in &req.blocked_by {
-            s.deps.insert((id, b));
-            writes.push(Write::Block { task: id, blocked_by: b });
-        }
-        s.tasks.insert(id, row.clone());
-        Ok((writes, view_in(s, &row)))
-    })
-    .await?;
+    let (name, caller_name) = (team.clone(), caller.name.clone());
+    let committed = app
+        .teams
+        .transact_mut(&team, move |s, _| {
+            if let Some(owner) = &req.owner
+                && !s.members.contains(owner)
+            {
+                return Err(not_member(&s.team, owner, "owner"));
+            }
+            let missing: Vec<i64> = req.blocked_by.iter().copied().filter(|b| !s.tasks.contains_key(b)).collect();
+            if !missing.is_empty() {
+                return Err(unknown_tasks(&name, "blocked_by", &missing));
+            }
+            let id = s.next_task_id();
+            let row = TaskRow {
+                team: name.clone(),
+                id,
+                subject: req.subject,
+                description: req.description,
+                active_form: req.active_form,
+                status: "pending".into(),
+                owner: req.owner,
+                metadata: Value::Object(metadata).to_string(),
+                created_by: caller_name,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+            };
+            let view = task_view(&row, req.blocked_by.clone(), Vec::new());
+            let mut writes = vec![Write::PutTask(row)];
+            writes.extend(req.blocked_by.iter().map(|&b| Write::Block { task: id, blocked_by: b }));
+            Ok((writes, view))
+        })
+        .await?;
     let (task, _) = committed.ok_or_else(|| super::team_not_found(&team))?;
     Ok((StatusCode::CREATED, Json(task)))
 }
@@ -468,8 +463,13 @@ fn blocked(id: i64, open: &[i64]) -> Error {
     )
 }
 
-fn stale() -> Error {
-    Error::conflict("task_changed", "the task changed while the update was decided")
+/// What an update came to; the refusals among them still commit their
+/// decision records (and, for an escalation, the lead's message).
+enum Updated {
+    Done(Box<TaskView>),
+    Denied(String),
+    Escalated(String),
+    Rejected(String, Vec<Violation>),
 }
 
 /// TaskUpdate. Taking a task goes through the claim policy (409 on a
@@ -488,225 +488,164 @@ async fn update(
 ) -> Result<Json<TaskView>> {
     let team_row = team_for(&app.db, &caller, &team).await?;
     let request = serde_json::to_value(&req).unwrap_or_default();
-    for _ in 0..ATTEMPTS {
-        let task = store::task(&app.db, &team, id).await?.ok_or_else(|| task_not_found(&team, id))?;
-        let plan = plan(&task, &req, &caller, &team_row)?;
-        match attempt(&app, &caller, &team_row, &task, &req, &request, plan).await {
-            Err(e) if e.code() == "task_changed" => continue,
-            done => return done.map(Json),
-        }
+    let outcome =
+        app.teams.transact_mut(&team, move |s, decider| plan_update(s, decider, &caller, id, &req, request)).await?;
+    let (updated, committed) = outcome.ok_or_else(|| super::team_not_found(&team))?;
+    super::message::announce(&app, &team, &committed).await;
+    match updated {
+        Updated::Done(view) => Ok(Json(*view)),
+        Updated::Denied(reason) => Err(Error::conflict("claim_denied", format!("claim refused: {reason}"))),
+        Updated::Escalated(reason) => Err(Error::conflict(
+            "claim_escalated",
+            format!("the claim needs a human decision ({reason}); the lead ({}) has been asked", team_row.lead),
+        )),
+        Updated::Rejected(message, details) => Err(Error::validation(message, details).with_code("handoff_rejected")),
     }
-    Err(Error::conflict("busy", format!("task #{id} kept changing while this update was decided; retry")))
 }
 
-/// One try: decide against `task` as read, then commit if it is unchanged.
-async fn attempt(
-    app: &AppState,
+/// The whole update against the team as its writer holds it: the rules,
+/// then the claim and handoff decisions on that same snapshot, then the
+/// writes. Takes only message ids from the snapshot.
+fn plan_update(
+    s: &mut Snapshot,
+    decider: &Decider,
     caller: &Caller,
-    team: &TeamRow,
-    task: &TaskRow,
+    id: i64,
     req: &TaskUpdate,
-    request: &Value,
-    plan: Plan,
-) -> Result<TaskView> {
-    let scope = Scope::Team(team.name.clone());
+    request: Value,
+) -> Result<(Vec<Write>, Updated)> {
+    let team = s.team.name.clone();
+    let current = s.tasks.get(&id).cloned().ok_or_else(|| task_not_found(&team, id))?;
+    let plan = plan(&current, req, caller, &s.team)?;
+    if (plan.claim || plan.complete) && !s.halts.is_empty() {
+        return Err(halted(&team, &s.halts));
+    }
+    if plan.delete {
+        return Ok((vec![Write::DeleteTask(id)], Updated::Done(Box::new(view_in(s, &current)))));
+    }
+    if let Some(o) = &plan.next.owner
+        && !s.members.contains(o)
+    {
+        return Err(not_member(&s.team, o, "owner"));
+    }
+    let new_edges: Vec<(i64, i64)> =
+        req.add_blocked_by.iter().map(|&b| (id, b)).chain(req.add_blocks.iter().map(|&t| (t, id))).collect();
+    let missing: Vec<i64> =
+        req.add_blocked_by.iter().chain(&req.add_blocks).copied().filter(|i| !s.tasks.contains_key(i)).collect();
+    if !missing.is_empty() {
+        let field =
+            if req.add_blocked_by.iter().any(|i| missing.contains(i)) { "add_blocked_by" } else { "add_blocks" };
+        return Err(unknown_tasks(&team, field, &missing));
+    }
+    if let Some(cycle) = graph::cycle(s.deps.edges(), &new_edges) {
+        return Err(cycle_error(&cycle));
+    }
+    let mut blocked_by = s.blocked_by(id);
+    blocked_by.extend(req.add_blocked_by.iter().filter(|b| !blocked_by.contains(b)).copied().collect::<Vec<_>>());
+    let open: Vec<i64> =
+        blocked_by.iter().copied().filter(|b| s.tasks.get(b).is_some_and(|t| t.status != "completed")).collect();
+    if plan.next.status == "in_progress" && current.status != "in_progress" && !open.is_empty() {
+        return Err(blocked(id, &open));
+    }
+    let reader = Reader { name: caller.name.clone(), admin: caller.admin };
+    let scope = Scope::Team(team.clone());
+    let now = clock::now_ms();
     let mut records: Vec<DecisionRow> = Vec::new();
-    if plan.claim || plan.complete {
-        // Refuse early; the write re-checks under the team's lock.
-        let halts = store::open_halts(&app.db, "team", &team.name).await?;
-        if !halts.is_empty() {
-            return Err(halted(&team.name, &halts));
-        }
-    }
-    let open_blockers: Vec<i64> = store::open_blockers(&app.db, &team.name)
-        .await?
-        .into_iter()
-        .filter(|(t, _)| *t == task.id)
-        .map(|(_, b)| b)
-        .collect();
-    if plan.next.status == "in_progress" && task.status != "in_progress" && !open_blockers.is_empty() {
-        return Err(blocked(task.id, &open_blockers));
-    }
     if plan.claim {
-        let input = json!({"claimant": caller.name, "target": {"task": {"team": team.name, "id": task.id}},
-                           "request": request});
-        let decision = hook::decide(app, Hook::Claim, &scope, caller, caller, input, json!({})).await?;
+        let input = Input::Claim(ClaimInput {
+            claimant: caller.name.clone(),
+            target: TargetInput::Task { team: team.clone(), id: id as u64 },
+            request,
+        });
+        let req = Request {
+            scope: scope.clone(),
+            agent: caller.name.clone(),
+            reader: reader.clone(),
+            input,
+            default_config: json!({}),
+        };
+        let decision = decider.decide_blocking(&req, &s.view())?;
         match decision.verdict() {
-            "approve" => records.extend(decision.records),
-            "escalate" => {
-                let reason = decision.reason().to_string();
-                escalate_claim(app, team, task, caller, &reason, decision.records).await?;
-                return Err(Error::conflict(
-                    "claim_escalated",
-                    format!("the claim needs a human decision ({reason}); the lead ({}) has been asked", team.lead),
-                ));
+            Verdict::Approve => records.extend(decision.records),
+            Verdict::Escalate(reason) => {
+                let summary = format!("Claim of task #{id} by {} needs your decision", caller.name);
+                let message = format!(
+                    "[cairn→lead] {} asked to take task #{id} ({}); the claim policy escalated it: {reason}. \
+                     Assign the task (PATCH owner) to grant it.",
+                    caller.name, current.subject
+                );
+                let message = MessageRow::from_host(s.next_message_id(), "lead", summary, message, now);
+                let writes = vec![
+                    Write::Message { message, recipients: vec![s.team.lead.clone()] },
+                    Write::Decisions(decision.records),
+                ];
+                return Ok((writes, Updated::Escalated(reason)));
             }
-            _ => {
-                let reason = decision.reason().to_string();
-                decision_store::record_all(&app.db, &decision.records).await?;
-                return Err(Error::conflict("claim_denied", format!("claim refused: {reason}")));
-            }
+            Verdict::Deny(reason) => return Ok((vec![Write::Decisions(decision.records)], Updated::Denied(reason))),
         }
     }
     if plan.complete {
-        rules_of(team).may_complete(&caller.name, &team.lead, plan.next.owner.as_deref(), caller.admin).map_err(
-            |why| Error::forbidden(format!("cannot complete task #{}: {why}", task.id)).with_code("not_allowed"),
-        )?;
+        rules_of(&s.team)
+            .may_complete(&caller.name, &s.team.lead, plan.next.owner.as_deref(), caller.admin)
+            .map_err(|why| Error::forbidden(format!("cannot complete task #{id}: {why}")).with_code("not_allowed"))?;
         let metadata: Value = serde_json::from_str(&plan.next.metadata).unwrap_or_else(|_| json!({}));
-        let mut input = json!({"agent": caller.name, "task": {"team": team.name, "id": task.id},
-                               "subject": plan.next.subject, "metadata": metadata});
-        if let Some(Value::String(text)) = metadata.get("handoff") {
-            input["text"] = json!(text);
-            input["handoff"] = Value::Null;
-        }
-        let config = rules_of(team).handoff_config();
-        let decision = hook::decide(app, Hook::Handoff, &scope, caller, caller, input, config).await?;
-        let violations = decision.result["violations"].as_array().cloned().unwrap_or_default();
-        if !violations.is_empty() {
-            return reject_handoff(app, team, task, violations, decision.records).await;
+        let text = metadata.get("handoff").and_then(Value::as_str).map(str::to_string);
+        let input = Input::Handoff(HandoffInput {
+            agent: caller.name.clone(),
+            task: Some(TaskRefInput { team: team.clone(), id: id as u64 }),
+            subject: plan.next.subject.clone(),
+            metadata,
+            handoff: None,
+            text,
+        });
+        let default_config = rules_of(&s.team).handoff_config();
+        let req = Request { scope, agent: caller.name.clone(), reader, input, default_config };
+        let decision = decider.decide_blocking(&req, &s.view())?;
+        if !decision.violations().is_empty() {
+            return Ok(reject_handoff(&current, &decision, now));
         }
         records.extend(decision.records);
     }
-
-    let expected = task.version;
-    let now = clock::now_ms();
-    let committed = store::transact(&app.db, &team.name, |s| {
-        let Some(current) = s.tasks.get(&task.id) else {
-            return Err(task_not_found(&team.name, task.id));
-        };
-        if current.version != expected {
-            return Err(stale());
-        }
-        if (plan.claim || plan.complete) && !s.halts.is_empty() {
-            return Err(halted(&s.team.name, &s.halts));
-        }
-        let mut writes = Vec::new();
-        if plan.delete {
-            writes.push(Write::DeleteTask(task.id));
-            writes.push(Write::Decisions(records));
-            let view = view_in(s, current);
-            return Ok((writes, view));
-        }
-        if let Some(o) = &plan.next.owner
-            && !s.members.contains(o)
-        {
-            return Err(not_member(&s.team, o, "owner"));
-        }
-        let mut new_edges = Vec::new();
-        for &b in &req.add_blocked_by {
-            new_edges.push((task.id, b));
-        }
-        for &t in &req.add_blocks {
-            new_edges.push((t, task.id));
-        }
-        let missing: Vec<i64> =
-            req.add_blocked_by.iter().chain(&req.add_blocks).copied().filter(|i| !s.tasks.contains_key(i)).collect();
-        if !missing.is_empty() {
-            let field =
-                if req.add_blocked_by.iter().any(|i| missing.contains(i)) { "add_blocked_by" } else { "add_blocks" };
-            return Err(unknown_tasks(&team.name, field, &missing));
-        }
-        if let Some(cycle) = graph::cycle(&s.deps, &new_edges) {
-            return Err(cycle_error(&cycle));
-        }
-        for &(t, b) in &new_edges {
-            s.deps.insert((t, b));
-            writes.push(Write::Block { task: t, blocked_by: b });
-        }
-        let open = s.open_blockers(task.id);
-        if plan.next.status == "in_progress" && current.status != "in_progress" && !open.is_empty() {
-            return Err(blocked(task.id, &open));
-        }
-        let mut next = plan.next.clone();
-        if plan.complete {
-            // Accepted: an earlier rejection no longer applies.
-            let mut m: Map<String, Value> = serde_json::from_str(&next.metadata).unwrap_or_default();
-            m.remove("handoff_rejection");
-            next.metadata = Value::Object(m).to_string();
-        }
-        next.version = current.version + 1;
-        next.updated_at = now;
-        writes.push(Write::PutTask(next.clone()));
-        writes.push(Write::Decisions(records));
-        s.tasks.insert(next.id, next.clone());
-        Ok((writes, view_in(s, &next)))
-    })
-    .await?;
-    let (view, _) = committed.ok_or_else(|| super::team_not_found(&team.name))?;
-    Ok(view)
+    let mut next = plan.next;
+    if plan.complete {
+        // Accepted: an earlier rejection no longer applies.
+        let mut m: Map<String, Value> = serde_json::from_str(&next.metadata).unwrap_or_default();
+        m.remove("handoff_rejection");
+        next.metadata = Value::Object(m).to_string();
+    }
+    next.version = current.version + 1;
+    next.updated_at = now;
+    let mut blocks = s.blocks(id);
+    blocks.extend(req.add_blocks.iter().filter(|t| !blocks.contains(t)).copied().collect::<Vec<_>>());
+    let view = task_view(&next, blocked_by, blocks);
+    let mut writes: Vec<Write> =
+        new_edges.into_iter().map(|(task, blocked_by)| Write::Block { task, blocked_by }).collect();
+    writes.push(Write::PutTask(next));
+    writes.push(Write::Decisions(records));
+    Ok((writes, Updated::Done(Box::new(view))))
 }
 
 /// A refused HANDOFF: record why in `metadata.handoff_rejection` (with a
-/// revision number that counts the rejections), log the decision, 422.
-async fn reject_handoff(
-    app: &AppState,
-    team: &TeamRow,
-    task: &TaskRow,
-    violations: Vec<Value>,
-    records: Vec<DecisionRow>,
-) -> Result<TaskView> {
+/// revision number that counts the rejections) beside the decision, and
+/// answer 422 with one detail per violation.
+fn reject_handoff(current: &TaskRow, decision: &Decision, now: i64) -> (Vec<Write>, Updated) {
+    let violations = decision.violations();
     let reason = format!("the HANDOFF is incomplete: {} violation(s)", violations.len());
     let details: Vec<Violation> = violations
         .iter()
-        .map(|v| Violation {
-            path: format!("/metadata/handoff/{}", v["field"].as_str().unwrap_or_default()),
-            message: v["message"].as_str().unwrap_or_default().to_string(),
-        })
+        .map(|v| Violation { path: format!("/metadata/handoff/{}", v.field), message: v.message.clone() })
         .collect();
-    let now = clock::now_ms();
-    let expected = task.version;
-    let decision_id = records.last().map(|r| r.decision_id.clone());
-    let outcome = store::transact(&app.db, &team.name, |s| {
-        let Some(current) = s.tasks.get(&task.id) else {
-            return Err(task_not_found(&team.name, task.id));
-        };
-        if current.version != expected {
-            return Err(stale());
-        }
-        let mut m: Map<String, Value> = serde_json::from_str(&current.metadata).unwrap_or_default();
-        let revision = m.get("handoff_rejection").and_then(|r| r["revision"].as_i64()).unwrap_or(0) + 1;
-        m.insert(
-            "handoff_rejection".into(),
-            json!({"reason": reason, "corrections": violations, "revision": revision,
-                   "decision_id": decision_id, "at": clock::rfc3339(now)}),
-        );
-        let mut next = current.clone();
-        next.metadata = Value::Object(m).to_string();
-        next.version += 1;
-        next.updated_at = now;
-        Ok((vec![Write::PutTask(next), Write::Decisions(records)], ()))
-    })
-    .await?;
-    outcome.ok_or_else(|| super::team_not_found(&team.name))?;
-    Err(Error::validation(format!("cannot complete task #{}: {reason}", task.id), details)
-        .with_code("handoff_rejected"))
-}
-
-/// An escalated claim: the lead is asked, from `cairn`, and the decision
-/// is logged with that message.
-async fn escalate_claim(
-    app: &AppState,
-    team: &TeamRow,
-    task: &TaskRow,
-    caller: &Caller,
-    reason: &str,
-    records: Vec<DecisionRow>,
-) -> Result<()> {
-    let now = clock::now_ms();
-    let outcome = store::transact(&app.db, &team.name, |s| {
-        let summary = format!("Claim of task #{} by {} needs your decision", task.id, caller.name);
-        let message = format!(
-            "[cairn→lead] {} asked to take task #{} ({}); the claim policy escalated it: {reason}. \
-             Assign the task (PATCH owner) to grant it.",
-            caller.name, task.id, task.subject
-        );
-        let message = store::MessageRow::from_host(s.next_message_id(), "lead", summary, message, now);
-        let writes = vec![Write::Message { message, recipients: vec![s.team.lead.clone()] }, Write::Decisions(records)];
-        Ok((writes, ()))
-    })
-    .await?;
-    if let Some((_, committed)) = outcome {
-        super::message::announce(app, &team.name, &committed).await;
-    }
-    Ok(())
+    let mut m: Map<String, Value> = serde_json::from_str(&current.metadata).unwrap_or_default();
+    let revision = m.get("handoff_rejection").and_then(|r| r["revision"].as_i64()).unwrap_or(0) + 1;
+    m.insert(
+        "handoff_rejection".into(),
+        json!({"reason": reason, "corrections": violations, "revision": revision,
+               "decision_id": decision.decision_id(), "at": clock::rfc3339(now)}),
+    );
+    let mut next = current.clone();
+    next.metadata = Value::Object(m).to_string();
+    next.version += 1;
+    next.updated_at = now;
+    let message = format!("cannot complete task #{}: {reason}", current.id);
+    (vec![Write::PutTask(next), Write::Decisions(decision.records.clone())], Updated::Rejected(message, details))
 }

@@ -4,15 +4,17 @@
 //! (see `config.schema.json`): allow and deny lists with globs, a ceiling
 //! on open claims per agent, budgets, subtasks that need the creator's
 //! approval (escalated), the contract's deadline, and blockers. It reads
-//! the contract through `stash-read`, earlier claims through `stream-read`
-//! and team tasks through `task-read`; the decision itself is in [`rules`].
+//! the contract through `stash-read` and team tasks through `task-read`,
+//! one task at a time and the claimant's own through `owned-by`, so a
+//! claim costs the same in a team of ten or ten thousand. The decision
+//! itself is in [`rules`].
 
 pub mod rules;
 
 wit_bindgen::generate!({ path: "../../wit", world: "cairn:policy/claim-policy", generate_all });
 
 use cairn::coord::types::{ClaimTarget, TaskStatus};
-use cairn::coord::{log, stash_read, stream_read, task_read};
+use cairn::coord::{log, stash_read, task_read};
 use rules::{Config, Decision, Facts, Target};
 use serde_json::Value;
 
@@ -34,7 +36,7 @@ impl Guest for Policy {
         };
         match &claim.target {
             ClaimTarget::Task(t) => task_facts(&mut facts, &t.team, t.id),
-            ClaimTarget::Subtask(s) => subtask_facts(&mut facts, &s.contract, &s.subtask_id, &request),
+            ClaimTarget::Subtask(s) => subtask_facts(&mut facts, &s.contract, &s.subtask_id),
         }
         log::log(
             log::Level::Debug,
@@ -54,13 +56,12 @@ fn now() -> i64 {
 
 fn task_facts(facts: &mut Facts, team: &str, id: u64) {
     let Some(task) = task_read::get(team, id) else { return };
-    let all = task_read::team_tasks(team);
     let metadata: Value = serde_json::from_str(&task.metadata).unwrap_or(Value::Null);
-    facts.open_claims = all
-        .iter()
-        .filter(|t| t.id != id && matches!(t.status, TaskStatus::InProgress))
-        .filter(|t| t.owner.as_deref() == Some(facts.claimant.as_str()))
-        .count() as u32;
+    // The claimant's own tasks and the blockers, one by one: the cost of a
+    // claim does not grow with the team.
+    facts.open_claims =
+        task_read::owned_by(team, &facts.claimant, Some(TaskStatus::InProgress)).iter().filter(|t| t.id != id).count()
+            as u32;
     facts.deadline = metadata.get("deadline").and_then(Value::as_str).and_then(rules::parse_time);
     facts.target = Some(Target {
         label: format!("task #{id}"),
@@ -68,16 +69,17 @@ fn task_facts(facts: &mut Facts, team: &str, id: u64) {
         open: !matches!(task.status, TaskStatus::Completed),
         holder: task.owner.clone(),
         budget_usdc: metadata.get("budget_usdc").and_then(Value::as_f64),
-        open_blockers: all
+        open_blockers: task
+            .blocked_by
             .iter()
-            .filter(|t| task.blocked_by.contains(&t.id) && !matches!(t.status, TaskStatus::Completed))
-            .map(|t| format!("#{}", t.id))
+            .filter(|b| task_read::get(team, **b).is_some_and(|t| !matches!(t.status, TaskStatus::Completed)))
+            .map(|b| format!("#{b}"))
             .collect(),
         requires_approval: metadata.get("needs_approval").and_then(Value::as_bool).unwrap_or(false),
     });
 }
 
-fn subtask_facts(facts: &mut Facts, contract: &str, subtask_id: &str, request: &Value) {
+fn subtask_facts(facts: &mut Facts, contract: &str, subtask_id: &str) {
     let Some(doc) = stash_read::get(contract, true) else { return };
     let Ok(contract_doc) = serde_json::from_slice::<Value>(&doc.body) else {
         log::log(log::Level::Warn, &format!("contract {contract} is not JSON"));
@@ -88,32 +90,14 @@ fn subtask_facts(facts: &mut Facts, contract: &str, subtask_id: &str, request: &
         subtasks.iter().find(|s| s["id"] == id).and_then(|s| s["status"].as_str()).unwrap_or("open").to_string()
     };
     facts.deadline = contract_doc.get("deadline").and_then(Value::as_str).and_then(rules::parse_time);
-    // Open claims: subtasks assigned in the contract, and approvals on the
-    // claim stream not yet reflected there.
+    // Open claims: subtasks assigned to the claimant in the contract. The
+    // host applies an approval in the same transaction as its decision, so
+    // the contract is the whole truth.
     let mut held: Vec<String> = subtasks
         .iter()
         .filter(|s| s["assigned_agent"] == facts.claimant.as_str() && s["status"] == "claimed")
         .filter_map(|s| s["id"].as_str().map(str::to_string))
         .collect();
-    if let Some(stream) = request.get("stream_id").and_then(Value::as_str) {
-        let mut after = 0;
-        loop {
-            let page = stream_read::read(stream, Some("claim-decision"), after, 1000);
-            for e in &page {
-                let d: Value = serde_json::from_str(&e.data).unwrap_or(Value::Null);
-                if d["verdict"] == "approve"
-                    && d["agent_name"] == facts.claimant.as_str()
-                    && let Some(id) = d["subtask_id"].as_str().filter(|id| status_of(id) != "completed")
-                {
-                    held.push(id.to_string());
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == 1000 => after = last.seq,
-                _ => break,
-            }
-        }
-    }
     held.sort();
     held.dedup();
     held.retain(|id| id != subtask_id);

@@ -1,0 +1,160 @@
+//! The composition root: the one place that assembles the database, the
+//! caches, the policy engine and its views, the writers and the hooks, and
+//! the router over every resource's routes.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use futures_util::future::BoxFuture;
+use tokio::sync::watch;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::Result;
+use crate::policy::view::{Answer, Read, Reader, Source};
+use crate::policy::{Decider, registry::Registry};
+use crate::{Config, agent, contract, db, discover, error, ops, policy, schema, stash, stream, task};
+
+/// Everything a handler can reach, shared as `State<Arc<App>>`.
+pub struct App {
+    pub db: db::Db,
+    pub config: Config,
+    pub keys: agent::KeyCache,
+    pub limiter: agent::RateLimiter,
+    pub schemas: Arc<schema::Validators>,
+    pub stash_cache: Arc<stash::Cache>,
+    pub stream_schemas: stream::SchemaBindings,
+    pub bus: Arc<stream::events::Bus>,
+    pub appender: stream::Appender,
+    pub metrics: Arc<ops::Metrics>,
+    pub policies: Arc<Registry>,
+    /// Makes every decision, on the views its callers hand it.
+    pub decider: Arc<Decider>,
+    /// One writer per team.
+    pub teams: task::Teams,
+    /// The hooks on contract streams, with one writer per contract.
+    pub contracts: Arc<contract::Hooks>,
+    /// What stream appends call: the contract hooks.
+    pub append_hook: Arc<dyn stream::AppendHook>,
+    /// Turns true when the server starts shutting down; live responses end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    /// Must run inside the tokio runtime that will serve it.
+    pub fn new(db: db::Db, config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<Self> {
+        let runtime = policy::Runtime::new(policy::Options {
+            fuel: config.policy_fuel,
+            cache_dir: Some(config.policy_cache_dir()),
+        })?;
+        let policies = Arc::new(Registry::new(runtime));
+        let metrics = Arc::new(ops::Metrics::default());
+        let observe = {
+            let metrics = metrics.clone();
+            Arc::new(move |policy: &str, failed: bool, took| metrics.observe_policy(policy, failed, took))
+        };
+        let decider = Arc::new(Decider::new(policies.clone(), Arc::new(Storage { db: db.clone() }), observe));
+        let schemas: Arc<schema::Validators> = Arc::default();
+        let stash_cache = Arc::new(stash::Cache::new(db.postgres().is_none()));
+        let bus: Arc<stream::events::Bus> = Arc::default();
+        let writer = contract::Writer::new(
+            db.clone(),
+            decider.clone(),
+            schemas.clone(),
+            stash_cache.clone(),
+            bus.clone(),
+            config.max_stash_bytes(true),
+        );
+        let contracts = Arc::new(contract::Hooks::new(db.clone(), writer));
+        Ok(Self {
+            policies,
+            teams: task::Teams::new(db.clone(), decider.clone()),
+            append_hook: contracts.clone(),
+            contracts,
+            decider,
+            limiter: agent::RateLimiter::new(config.rate_limit),
+            appender: stream::Appender::start(&db),
+            stash_cache,
+            db,
+            config,
+            keys: agent::KeyCache::default(),
+            schemas,
+            stream_schemas: stream::SchemaBindings::default(),
+            bus,
+            metrics,
+            shutdown,
+        })
+    }
+}
+
+/// Where decisions fetch what their views lack: each resource's storage,
+/// as the reader could read it over HTTP.
+struct Storage {
+    db: db::Db,
+}
+
+impl Source for Storage {
+    fn fetch<'a>(&'a self, reader: &'a Reader, reads: &'a [Read]) -> BoxFuture<'a, Result<Vec<Answer>>> {
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(reads.len());
+            for read in reads {
+                answers.push(match read {
+                    Read::Stash { .. } => stash::view::fetch(&self.db, reader, read).await?,
+                    Read::Stream { .. } | Read::Latest { .. } => stream::view::fetch(&self.db, read).await?,
+                    Read::Task { .. } | Read::Tasks { .. } | Read::OwnedBy { .. } => {
+                        task::view::fetch(&self.db, reader, read).await?
+                    }
+                });
+            }
+            Ok(answers)
+        })
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cairn", description = "Coordination host for AI agents: stash, stream, schema, discovery, teams and policies."),
+    modifiers(&ApiKeyAuth),
+    security(("api_key" = []))
+)]
+struct ApiDoc;
+
+struct ApiKeyAuth;
+
+impl utoipa::Modify for ApiKeyAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-KEY"))));
+    }
+}
+
+/// The whole HTTP API, with its OpenAPI document built from the same routes.
+pub fn router(app: AppState) -> Router {
+    let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(agent::routes())
+        .merge(stash::routes())
+        .merge(stream::routes())
+        .merge(schema::routes())
+        .merge(discover::routes())
+        .merge(ops::routes())
+        .merge(policy::api::routes())
+        .merge(task::routes())
+        .split_for_parts();
+    let openapi = Arc::new(openapi);
+    // Stash bodies are the largest thing the API takes; each handler then
+    // applies its own, smaller limit with a precise 413.
+    let body_limit = app.config.max_persistent_bytes.max(app.config.max_json_bytes) + 64 * 1024;
+    routes
+        .route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), ops::track))
+        .with_state(app)
+}

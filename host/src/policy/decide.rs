@@ -1,0 +1,322 @@
+//! The decider: the one way a decision is made, for real or as a dry run.
+//!
+//! Every enabled policy bound to the hook in the scope decides; with none
+//! bound, the bundled policy for the hook does (see [`super::bundled`]), in
+//! the same sandbox. Their answers combine into one typed [`Decision`], and
+//! each becomes a decision-log row that the caller commits in the same
+//! transaction as the decision's effect, so no effect lands without its
+//! record.
+//!
+//! A decision reads through the caller's [`View`]; what the view lacks is
+//! fetched between runs (see [`super::view`]), so the guest never waits on
+//! storage and its deadline counts only its own work.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use serde_json::Value;
+
+use super::decision::{Action, Outcome, Verdict, Violation};
+use super::input::Input;
+use super::registry::{Active, Registry, Scope, hook_str};
+use super::runtime::LogLine;
+use super::store::DecisionRow;
+use super::view::{Answer, MAX_ROUNDS, Read, Reader, Reads, Source, View};
+use super::{Evaluation, Hook};
+use crate::clock;
+use crate::error::{Error, Result};
+
+/// Called once per policy decision: (policy, failed, duration).
+pub type Observer = dyn Fn(&str, bool, Duration) + Send + Sync;
+
+/// What to decide, for whom, and where.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub scope: Scope,
+    /// The agent the decision is about, as recorded.
+    pub agent: String,
+    /// Whom the policies' reads are made as.
+    pub reader: Reader,
+    pub input: Input,
+    /// The bundled default's config where no policy is bound.
+    pub default_config: Value,
+}
+
+/// The combined decision and the rows that record how it was reached.
+#[derive(Debug)]
+pub struct Decision {
+    pub outcome: Outcome,
+    pub records: Vec<DecisionRow>,
+}
+
+impl Decision {
+    /// A claim's verdict (a deny for any other hook's decision).
+    pub fn verdict(&self) -> Verdict {
+        match &self.outcome {
+            Outcome::Verdict(v) => v.clone(),
+            _ => Verdict::Deny("not a claim decision".into()),
+        }
+    }
+
+    pub fn violations(&self) -> &[Violation] {
+        match &self.outcome {
+            Outcome::Violations(v) => v,
+            _ => &[],
+        }
+    }
+
+    pub fn actions(&self) -> &[Action] {
+        match &self.outcome {
+            Outcome::Actions(a) => a,
+            _ => &[],
+        }
+    }
+
+    /// The id of the last record, which callers show beside the effect.
+    pub fn decision_id(&self) -> Option<String> {
+        self.records.last().map(|r| r.decision_id.clone())
+    }
+}
+
+/// A dry run's decision, with what was seen on the way.
+pub struct DryRun {
+    pub outcome: Outcome,
+    pub error: Option<String>,
+    pub evaluation: Evaluation,
+    pub record: DecisionRow,
+}
+
+/// `dec_` and 96 random bits.
+pub fn new_decision_id() -> String {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    format!("dec_{}", hex::encode(b))
+}
+
+/// `team:NAME` or `contract:NAME`, as stored with each decision.
+pub fn scope_label(scope: &Scope) -> Option<String> {
+    match scope {
+        Scope::Global => None,
+        Scope::Team(t) => Some(format!("team:{t}")),
+        Scope::Stash(s) => Some(format!("contract:{s}")),
+    }
+}
+
+pub struct Decider {
+    registry: Arc<Registry>,
+    source: Arc<dyn Source>,
+    observe: Arc<Observer>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Decider {
+    /// Must be made inside the tokio runtime whose storage `source` uses.
+    pub fn new(registry: Arc<Registry>, source: Arc<dyn Source>, observe: Arc<Observer>) -> Self {
+        Self { registry, source, observe, handle: tokio::runtime::Handle::current() }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// [`Self::decide_blocking`] on the blocking pool.
+    pub async fn decide(self: &Arc<Self>, req: Request, view: Arc<dyn View>) -> Result<Decision> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.decide_blocking(&req, &view))
+            .await
+            .map_err(|e| Error::internal(format!("deciding: {e}")))?
+    }
+
+    /// Decides `req` against `view`. Runs guests on this thread, so call it
+    /// where blocking is allowed (a `spawn_blocking` closure), never on an
+    /// async worker.
+    pub fn decide_blocking(&self, req: &Request, view: &Arc<dyn View>) -> Result<Decision> {
+        let hook = req.input.hook();
+        let mut policies: Vec<(Arc<Active>, Value)> = self
+            .registry
+            .for_hook(hook, &req.scope)
+            .into_iter()
+            .map(|a| {
+                let config = a.settings.config.clone();
+                (a, config)
+            })
+            .collect();
+        let bound = !policies.is_empty();
+        if !bound {
+            policies.push((self.registry.default_blocking(hook)?, req.default_config.clone()));
+        }
+        let mut outcomes = Vec::with_capacity(policies.len());
+        let mut records = Vec::with_capacity(policies.len());
+        let mut failures = 0;
+        for (active, config) in &policies {
+            let (outcome, record, failed) = self.run(req, active, config, view)?;
+            failures += usize::from(failed);
+            outcomes.push(outcome);
+            records.push(record);
+        }
+        let outcome = match hook {
+            Hook::Claim => Outcome::Verdict(Verdict::combine(outcomes.into_iter().filter_map(|o| match o {
+                Outcome::Verdict(v) => Some(v),
+                _ => None,
+            }))),
+            Hook::Handoff => Outcome::Violations(
+                outcomes
+                    .into_iter()
+                    .flat_map(|o| match o {
+                        Outcome::Violations(v) => v,
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+            ),
+            // A signal must never come to nothing: when every bound policy
+            // failed, the bundled one decides.
+            Hook::Escalation if bound && failures == outcomes.len() => {
+                let default = self.registry.default_blocking(hook)?;
+                let (outcome, record, _) = self.run(req, &default, &req.default_config, view)?;
+                records.push(record);
+                outcome
+            }
+            Hook::Escalation | Hook::Agent => Outcome::Actions(
+                outcomes
+                    .into_iter()
+                    .flat_map(|o| match o {
+                        Outcome::Actions(a) => a,
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(Decision { outcome, records })
+    }
+
+    /// One policy's decision on a config of the caller's choosing, without
+    /// effect; its record is marked `dry_run` for the caller to store.
+    pub fn dry_run_blocking(
+        &self,
+        active: &Arc<Active>,
+        config: &Value,
+        input: Input,
+        reader: Reader,
+    ) -> Result<DryRun> {
+        let req =
+            Request { scope: Scope::Global, agent: reader.name.clone(), reader, input, default_config: Value::Null };
+        let view: Arc<dyn View> = Arc::new(super::view::Empty);
+        let (evaluation, mut record) = self.evaluate(&req, active, config, &view)?;
+        record.dry_run = true;
+        record.scope = None;
+        let error = evaluation.result.as_ref().err().cloned();
+        record.error = error.clone();
+        let outcome = match &evaluation.result {
+            Ok(o) => o.clone(),
+            Err(e) => Outcome::fail_closed(active.hook, e),
+        };
+        record.result = Some(outcome.to_json().to_string());
+        Ok(DryRun { outcome, error, evaluation, record })
+    }
+
+    /// One policy's decision (the fail-closed one if it failed), its record,
+    /// and whether it failed.
+    fn run(
+        &self,
+        req: &Request,
+        active: &Arc<Active>,
+        config: &Value,
+        view: &Arc<dyn View>,
+    ) -> Result<(Outcome, DecisionRow, bool)> {
+        let hook = req.input.hook();
+        let (evaluation, mut record) = self.evaluate(req, active, config, view)?;
+        let (outcome, failed) = match evaluation.result {
+            Ok(o) => (o, false),
+            Err(e) => {
+                tracing::warn!(policy = %active.name, hook = hook_str(hook), "policy failed, failing closed: {e}");
+                let o = Outcome::fail_closed(hook, &e);
+                record.error = Some(e);
+                (o, true)
+            }
+        };
+        record.result = Some(outcome.to_json().to_string());
+        Ok((outcome, record, failed))
+    }
+
+    /// Runs `active` until it reads nothing it has not been given.
+    fn evaluate(
+        &self,
+        req: &Request,
+        active: &Arc<Active>,
+        config: &Value,
+        view: &Arc<dyn View>,
+    ) -> Result<(Evaluation, DecisionRow)> {
+        let hook = req.input.hook();
+        let mut record = DecisionRow {
+            decision_id: new_decision_id(),
+            policy: active.name.clone(),
+            version: active.version,
+            hook: hook_str(hook).into(),
+            dry_run: false,
+            agent: req.agent.clone(),
+            input: req.input.to_json().to_string(),
+            result: None,
+            error: None,
+            duration_us: 0,
+            fuel_used: None,
+            logs: "[]".into(),
+            stdout: String::new(),
+            stderr: String::new(),
+            at: clock::now_ms(),
+            scope: scope_label(&req.scope),
+        };
+        let loaded = match &active.loaded {
+            Ok(l) => l.clone(),
+            Err(e) => {
+                let evaluation = Evaluation::failed(format!("does not load: {e}"));
+                return Ok((evaluation, record));
+            }
+        };
+        let runtime = self.registry.runtime();
+        let config_text = config.to_string();
+        let mut fetched: Arc<HashMap<Read, Answer>> = Arc::default();
+        let mut evaluation = None;
+        for _ in 0..MAX_ROUNDS {
+            let reads = Reads::new(view.clone(), fetched.clone());
+            let e = super::evaluate(
+                runtime,
+                &loaded,
+                &active.name,
+                &active.settings.limits,
+                active.settings.isolation,
+                &config_text,
+                &req.input,
+                reads,
+            );
+            if e.misses.is_empty() {
+                evaluation = Some(e);
+                break;
+            }
+            let answers = self.handle.block_on(self.source.fetch(&req.reader, &e.misses))?;
+            let map = Arc::make_mut(&mut fetched);
+            for (read, answer) in e.misses.iter().cloned().zip(answers) {
+                map.insert(read, answer);
+            }
+        }
+        let evaluation = evaluation.unwrap_or_else(|| {
+            Evaluation::failed(format!(
+                "kept reading new things for {MAX_ROUNDS} rounds; a decision may read only what a few rounds gather"
+            ))
+        });
+        let failed = evaluation.result.is_err();
+        active.stats.observe(evaluation.duration, failed);
+        (self.observe)(&active.name, failed, evaluation.duration);
+        record.duration_us = evaluation.duration.as_micros() as i64;
+        record.fuel_used = evaluation.fuel_used.map(|f| f as i64);
+        record.logs = logs_json(&evaluation.logs);
+        record.stdout = evaluation.stdout.clone();
+        record.stderr = evaluation.stderr.clone();
+        Ok((evaluation, record))
+    }
+}
+
+fn logs_json(logs: &[LogLine]) -> String {
+    serde_json::to_string(logs).unwrap_or_else(|_| "[]".into())
+}

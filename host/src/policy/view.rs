@@ -1,0 +1,163 @@
+//! What a decision may read, served from memory.
+//!
+//! A policy's imports never wait on storage while the guest runs. The
+//! caller hands the decider a [`View`] over the snapshot that the
+//! decision's effect will commit against (a team as `transact` holds it, a
+//! contract at the version its claim is written against). A read that the
+//! view does not cover is a *miss*: the guest sees absence, the run is
+//! thrown away, the decider fetches every missed read through a [`Source`]
+//! (outside the sandbox, off the policy's deadline) and runs the decision
+//! again in a fresh instance. Decisions are pure functions of their input
+//! and their reads, so the rerun sees exactly what a live read would have,
+//! and the deadline measures only the policy's own work.
+//!
+//! The engine knows no resource: each resource implements [`View`] over its
+//! own snapshot, and the composition root implements [`Source`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+pub use super::bindings::coord::types::{StashDocument, StreamEntry, Task, TaskStatus};
+use crate::error::Result;
+
+/// Rounds of fetching before a decision that keeps reading new things fails.
+pub const MAX_ROUNDS: usize = 5;
+/// Distinct missed reads one round may ask for.
+pub const MAX_MISSES: usize = 256;
+/// Entries one stream read returns at most.
+pub const MAX_PAGE: u32 = 1000;
+
+/// A task's status as a read filter (the WIT enum is not hashable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Pending,
+    InProgress,
+    Completed,
+}
+
+impl Status {
+    pub fn of(s: TaskStatus) -> Self {
+        match s {
+            TaskStatus::Pending => Status::Pending,
+            TaskStatus::InProgress => Status::InProgress,
+            TaskStatus::Completed => Status::Completed,
+        }
+    }
+}
+
+/// One import call, as a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Read {
+    Stash {
+        name: String,
+        persistent: bool,
+    },
+    Stream {
+        stream_id: String,
+        label: Option<String>,
+        after: u64,
+        limit: u32,
+    },
+    Latest {
+        stream_id: String,
+        label: Option<String>,
+    },
+    Task {
+        team: String,
+        id: u64,
+    },
+    Tasks {
+        team: String,
+    },
+    /// The team's tasks owned by `owner`, optionally of one status.
+    OwnedBy {
+        team: String,
+        owner: String,
+        status: Option<Status>,
+    },
+}
+
+/// What a read returns.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Stash(Option<StashDocument>),
+    Entries(Vec<StreamEntry>),
+    Entry(Option<StreamEntry>),
+    Task(Option<Task>),
+    Tasks(Vec<Task>),
+}
+
+impl Read {
+    /// What the guest sees for a read nobody could answer: absence.
+    pub fn absent(&self) -> Answer {
+        match self {
+            Read::Stash { .. } => Answer::Stash(None),
+            Read::Stream { .. } => Answer::Entries(Vec::new()),
+            Read::Latest { .. } => Answer::Entry(None),
+            Read::Task { .. } => Answer::Task(None),
+            Read::Tasks { .. } | Read::OwnedBy { .. } => Answer::Tasks(Vec::new()),
+        }
+    }
+}
+
+/// A snapshot a decision reads from.
+pub trait View: Send + Sync {
+    /// The answer, or `None` when this view does not cover the read (the
+    /// decider then fetches it). A view must answer from memory.
+    fn answer(&self, read: &Read) -> Option<Answer>;
+}
+
+/// Covers nothing: every read is fetched (dry runs).
+pub struct Empty;
+
+impl View for Empty {
+    fn answer(&self, _: &Read) -> Option<Answer> {
+        None
+    }
+}
+
+/// Who the reads are made as: the acting agent, or a contract's creator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    pub name: String,
+    pub admin: bool,
+}
+
+/// Fetches missed reads from storage, as `reader` could read them over HTTP.
+pub trait Source: Send + Sync {
+    /// One answer per read, in order. A read `reader` may not make answers
+    /// as absence, as over HTTP.
+    fn fetch<'a>(&'a self, reader: &'a Reader, reads: &'a [Read]) -> BoxFuture<'a, Result<Vec<Answer>>>;
+}
+
+/// What one run of a decision reads through: the caller's view, then what
+/// earlier rounds fetched; anything else is noted as a miss.
+pub struct Reads {
+    base: Arc<dyn View>,
+    fetched: Arc<HashMap<Read, Answer>>,
+    pub misses: Vec<Read>,
+}
+
+impl Reads {
+    pub fn new(base: Arc<dyn View>, fetched: Arc<HashMap<Read, Answer>>) -> Self {
+        Self { base, fetched, misses: Vec::new() }
+    }
+
+    /// Nothing at all, for an instance waiting in the warm pool.
+    pub(crate) fn none() -> Self {
+        Self::new(Arc::new(Empty), Arc::default())
+    }
+
+    pub(crate) fn get(&mut self, read: Read) -> Answer {
+        if let Some(a) = self.base.answer(&read).or_else(|| self.fetched.get(&read).cloned()) {
+            return a;
+        }
+        let absent = read.absent();
+        if self.misses.len() < MAX_MISSES && !self.misses.contains(&read) {
+            self.misses.push(read);
+        }
+        absent
+    }
+}
