@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     an_open_claim_is_approved_and_applied,
     thirty_racing_claims_assign_one_agent,
+    racing_claims_of_different_subtasks_all_land,
     over_budget_claims_are_denied_with_the_reason,
     approval_subtasks_escalate_and_copies_check_their_config,
     deliverables_are_checked_only_where_the_contract_asks,
@@ -119,6 +120,39 @@ async fn thirty_racing_claims_assign_one_agent(backend: Backend) {
     let d = entries(&c, &disc, "claim-decision").await;
     assert_eq!(d.len(), 30, "every claim gets its decision entry");
     assert_eq!(d.iter().filter(|e| e["data"]["applied"] == true).count(), 1);
+}
+
+/// Thirty agents claim sixty different subtasks of one contract at once:
+/// every claim is approved and applied, none is told to retry.
+async fn racing_claims_of_different_subtasks_all_land(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let creator = server.register("orchestrator").await;
+    let c = server.as_agent(&creator);
+    let subtasks: Vec<Value> =
+        (0..60).map(|i| json!({"id": format!("part-{i}"), "description": "d", "status": "open"})).collect();
+    let doc = json!({"objective": "many parts", "subtasks": subtasks}).to_string();
+    c.put_text("/stash/big?persistent=true&schema=agent-contract", &doc).await.expect(201);
+    let disc = c.post("/stream", json!({"name": "big-discussion"})).await.expect(201).json();
+    let disc = disc["stream_id"].as_str().unwrap().to_string();
+    let mut agents = Vec::new();
+    for i in 0..30 {
+        agents.push(server.register(&format!("racer-{i}")).await);
+    }
+    let parts: Vec<String> = (0..60).map(|i| format!("part-{i}")).collect();
+    let racing = parts.iter().enumerate().map(|(i, p)| claim(&server, &agents[i % 30], &disc, p, json!({})));
+    let replies = futures_util::future::join_all(racing).await;
+    for (i, r) in replies.into_iter().enumerate() {
+        let r = r.expect(201).json();
+        assert_eq!(r["decision"]["applied"], true, "part-{i}: {r}");
+    }
+    let doc = c.get("/stash/big?persistent=true").await.expect(200).json();
+    for (i, s) in doc["subtasks"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(s["status"], "claimed", "{s}");
+        assert_eq!(s["assigned_agent"].as_str(), Some(agents[i % 30].name.as_str()));
+    }
+    let d = entries(&c, &disc, "claim-decision").await;
+    assert_eq!(d.len(), 60);
+    assert!(d.iter().all(|e| e["data"]["applied"] == true));
 }
 
 async fn over_budget_claims_are_denied_with_the_reason(backend: Backend) {

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     full_team_run,
     fifty_concurrent_claims_leave_one_owner,
+    eighty_claims_of_distinct_tasks_all_land,
     dependencies_stay_symmetric_and_acyclic,
     outsiders_get_404,
     bad_input_gets_clear_errors,
@@ -309,6 +310,44 @@ async fn fifty_concurrent_claims_leave_one_owner(backend: Backend) {
     let approvals = log["decisions"].as_array().unwrap().iter().filter(|d| d["result"]["verdict"] == "approve").count();
     assert_eq!(approvals, 1, "only the winning approval took effect and was committed");
     assert!(log["decisions"].as_array().unwrap().len() >= 50);
+}
+
+/// Forty agents, two tasks each, all at once: every claim is decided by the
+/// bundled policy (which reads tasks through `task-read`) and lands. None is
+/// refused for contention, none fails closed because the host is busy.
+async fn eighty_claims_of_distinct_tasks_all_land(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let lead = server.register("lead").await;
+    let mut agents = Vec::new();
+    for i in 0..40 {
+        agents.push(server.register(&format!("worker-{i}")).await);
+    }
+    team(&server, &lead, "busy", &agents.iter().collect::<Vec<_>>()).await;
+    let l = server.as_agent(&lead);
+    for i in 0..80 {
+        l.post("/teams/busy/tasks", json!({"subject": format!("task {i}")})).await.expect(201);
+    }
+    let claims = (0..80).map(|i| {
+        let (server, a) = (&server, &agents[i % 40]);
+        async move {
+            let path = format!("/teams/busy/tasks/{}", i + 1);
+            let r = server.as_agent(a).patch(&path, json!({"owner": a.name, "status": "in_progress"})).await;
+            (i, a.name.clone(), r.status.as_u16(), r.text)
+        }
+    });
+    let results = futures_util::future::join_all(claims).await;
+    for (i, _, status, text) in &results {
+        assert_eq!(*status, 200, "claim of task {}: {text}", i + 1);
+    }
+    let tasks = l.get("/teams/busy/tasks?limit=1000").await.expect(200).json();
+    for (i, name, _, _) in &results {
+        let t = &tasks["tasks"][*i];
+        assert_eq!((t["owner"].as_str(), t["status"].as_str()), (Some(name.as_str()), Some("in_progress")), "{t}");
+    }
+    let log = l.get("/teams/busy/decisions?limit=1000").await.expect(200).json();
+    let decisions = log["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 80);
+    assert!(decisions.iter().all(|d| d["result"]["verdict"] == "approve" && d["error"].is_null()), "{log}");
 }
 
 async fn dependencies_stay_symmetric_and_acyclic(backend: Backend) {

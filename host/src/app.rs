@@ -15,34 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::Result;
 use crate::policy::view::{Answer, Read, Reader, Source};
 use crate::policy::{Decider, registry::Registry};
+use crate::state::{App, AppState};
 use crate::{Config, agent, contract, db, discover, error, ops, policy, schema, stash, stream, task};
-
-/// Everything a handler can reach, shared as `State<Arc<App>>`.
-pub struct App {
-    pub db: db::Db,
-    pub config: Config,
-    pub keys: agent::KeyCache,
-    pub limiter: agent::RateLimiter,
-    pub schemas: Arc<schema::Validators>,
-    pub stash_cache: Arc<stash::Cache>,
-    pub stream_schemas: stream::SchemaBindings,
-    pub bus: Arc<stream::events::Bus>,
-    pub appender: stream::Appender,
-    pub metrics: Arc<ops::Metrics>,
-    pub policies: Arc<Registry>,
-    /// Makes every decision, on the views its callers hand it.
-    pub decider: Arc<Decider>,
-    /// One writer per team.
-    pub teams: task::Teams,
-    /// The hooks on contract streams, with one writer per contract.
-    pub contracts: Arc<contract::Hooks>,
-    /// What stream appends call: the contract hooks.
-    pub append_hook: Arc<dyn stream::AppendHook>,
-    /// Turns true when the server starts shutting down; live responses end.
-    pub shutdown: watch::Receiver<bool>,
-}
-
-pub type AppState = Arc<App>;
 
 impl App {
     /// Must run inside the tokio runtime that will serve it.
@@ -103,7 +77,10 @@ impl Source for Storage {
             let mut answers = Vec::with_capacity(reads.len());
             for read in reads {
                 answers.push(match read {
-                    Read::Stash { .. } => stash::view::fetch(&self.db, reader, read).await?,
+                    Read::Stash { .. }
+                    | Read::Subtask { .. }
+                    | Read::AssignedTo { .. }
+                    | Read::ContractHeader { .. } => stash::view::fetch(&self.db, reader, read).await?,
                     Read::Stream { .. } | Read::Latest { .. } => stream::view::fetch(&self.db, read).await?,
                     Read::Task { .. } | Read::Tasks { .. } | Read::OwnedBy { .. } => {
                         task::view::fetch(&self.db, reader, read).await?

@@ -10,108 +10,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{Error, Json, Query, Result};
-use crate::{AppState, clock, db, name};
+use crate::search::{Criteria, Found};
+use crate::{AppState, name};
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(discover))
-}
-
-/// Filters as the resource modules see them.
-pub struct Criteria {
-    /// Only resources bound to one of these schemas (None: any or none).
-    pub schema_ids: Option<Vec<String>>,
-    /// Each must appear in the name, description or labels.
-    pub words: Vec<String>,
-    pub label: Option<String>,
-    /// Only streams linked to this stash.
-    pub linked_to: Option<String>,
-    /// How many rows to fetch: offset + limit, since paging happens after the merge.
-    pub fetch: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SchemaRef {
-    schema_id: String,
-    name: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Found {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    name: String,
-    description: String,
-    labels: Vec<String>,
-    owner: String,
-    updated_at: String,
-    /// Stashes: the bound schema, or null.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<SchemaRef>)]
-    schema: Option<Option<SchemaRef>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    persistent: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stream_id: Option<String>,
-    /// Streams: the linked stash, or null.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>)]
-    linked_stash: Option<Option<String>>,
-    #[serde(skip)]
-    created_at: i64,
-}
-
-impl Found {
-    #[allow(clippy::too_many_arguments)]
-    pub fn stash(
-        name: String,
-        persistent: bool,
-        description: String,
-        labels: &str,
-        owner: String,
-        schema: Option<(String, String)>,
-        created_at: i64,
-        updated_at: i64,
-    ) -> Self {
-        Self {
-            kind: "stash",
-            name,
-            description,
-            labels: db::decode_labels(labels),
-            owner,
-            updated_at: clock::rfc3339(updated_at),
-            schema: Some(schema.map(|(schema_id, name)| SchemaRef { schema_id, name })),
-            persistent: Some(persistent),
-            stream_id: None,
-            linked_stash: None,
-            created_at,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn stream(
-        stream_id: String,
-        name: String,
-        description: String,
-        labels: &str,
-        owner: String,
-        linked_stash: Option<String>,
-        created_at: i64,
-        updated_at: i64,
-    ) -> Self {
-        Self {
-            kind: "stream",
-            name,
-            description,
-            labels: db::decode_labels(labels),
-            owner,
-            updated_at: clock::rfc3339(updated_at),
-            schema: None,
-            persistent: None,
-            stream_id: Some(stream_id),
-            linked_stash: Some(linked_stash),
-            created_at,
-        }
-    }
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -171,7 +74,7 @@ async fn discover(State(app): State<AppState>, Query(p): Query<DiscoverParams>) 
         results.extend(crate::stream::discover(&app.db, &criteria).await?);
     }
     // Same order as each store's query, so paging is stable across both.
-    results.sort_by(|a, b| (a.created_at, &a.name).cmp(&(b.created_at, &b.name)));
+    results.sort_by(|a, b| a.order().cmp(&b.order()));
     let results = results.into_iter().skip(offset as usize).take(limit as usize).collect();
     Ok(Json(Discovered { results }))
 }

@@ -29,6 +29,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if declared > 0 {
         tracing::info!(file = %config.config_file.display(), policies = declared, "policies from the config file");
     }
+    // The bundled defaults decide wherever nothing is bound: load them now
+    // (from the compiled cache, usually), not on the first claim.
+    let registry = app.policies.clone();
+    tokio::task::spawn_blocking(move || {
+        [policy::Hook::Claim, policy::Hook::Handoff, policy::Hook::Escalation]
+            .into_iter()
+            .try_for_each(|hook| registry.default_blocking(hook).map(drop))
+    })
+    .await
+    .context("loading the bundled policies")??;
     let sweeper = tokio::spawn(sweep(app.clone(), stopping.clone()));
     let listener_task =
         db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));

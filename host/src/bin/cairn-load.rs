@@ -6,11 +6,18 @@
 //! `--duration` after a `--warmup`, and prints a Markdown table: requests per
 //! second and latency percentiles, for docs/benchmarks.md.
 //!
+//! The claim scenarios (`team-claim`, `contract-claim`) are different: each
+//! connection is its own agent, and each round every agent claims its share
+//! of `--tasks` distinct tasks (or contract subtasks) once, through the
+//! bundled claim policy; the round's claims are what is measured. Between
+//! rounds the work is reset (released, or the contract rewritten), unmeasured.
+//!
 //! Start the host with rate limiting off (the default) and run, e.g.:
 //!
 //! ```text
 //! cargo run --release -- serve --database sqlite:///tmp/bench.db &
 //! cargo run --release --bin cairn-load -- --url http://127.0.0.1:8080 --connections 64
+//! cargo run --release --bin cairn-load -- --scenarios team-claim --tasks 1000 --rounds 5
 //! ```
 
 use std::time::{Duration, Instant};
@@ -40,12 +47,19 @@ struct Args {
     /// Seconds each scenario runs before measuring.
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Scenarios to run (comma-separated): stream-append, stream-read, stash-write, stash-read.
+    /// Scenarios to run (comma-separated): stream-append, stream-read, stash-write, stash-read,
+    /// team-claim, contract-claim.
     #[arg(long, default_value = "stream-append,stream-read,stash-write,stash-read", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Bytes in each stash body.
     #[arg(long, default_value_t = 256)]
     stash_bytes: usize,
+    /// Tasks in the team (team-claim) or subtasks in the contract (contract-claim).
+    #[arg(long, default_value_t = 1000)]
+    tasks: usize,
+    /// Rounds of the claim scenarios: every task is claimed once per round.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
 }
 
 #[tokio::main]
@@ -84,7 +98,10 @@ async fn main() -> anyhow::Result<()> {
     println!("| scenario | connections | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---|---|---|---|---|---|---|");
     for scenario in &args.scenarios {
-        let report = run(&args, &authority, scenario, &key, &stream_id, &body).await?;
+        let report = match scenario.as_str() {
+            "team-claim" | "contract-claim" => claims(&args, &authority, scenario, &mut setup).await?,
+            _ => run(&args, &authority, scenario, &key, &stream_id, &body).await?,
+        };
         println!(
             "| {scenario} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
             args.connections,
@@ -95,14 +112,20 @@ async fn main() -> anyhow::Result<()> {
             report.pct(99.9),
             report.errors
         );
+        for (what, n) in &report.refused {
+            println!("|   refused: {what} | | {n} | | | | | |");
+        }
     }
     Ok(())
 }
 
+#[derive(Default)]
 struct Report {
     rate: f64,
     micros: Vec<u32>,
     errors: u64,
+    /// Answers other than success, by status, code and message, with counts.
+    refused: std::collections::BTreeMap<String, u64>,
 }
 
 impl Report {
@@ -177,7 +200,192 @@ async fn run(
         errors += e;
     }
     micros.sort_unstable();
-    Ok(Report { rate: micros.len() as f64 / measure.as_secs_f64(), micros, errors })
+    Ok(Report { rate: micros.len() as f64 / measure.as_secs_f64(), micros, errors, ..Report::default() })
+}
+
+/// Registers `n` agents for one claim scenario: (name, key).
+async fn agents(setup: &mut Conn, prefix: &str, n: usize) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let name = format!("{prefix}-{i}");
+        let reg =
+            setup.call(Method::POST, "/register/agent", None, Some(json!({"agent_name": name}).to_string())).await?;
+        let key = reg.1["api_key"].as_str().with_context(|| format!("registering {name}: {}", reg.1))?;
+        out.push((name, key.to_string()));
+    }
+    Ok(out)
+}
+
+/// Fails unless the answer is the one expected.
+fn expect(what: &str, want: u16, got: (u16, Value)) -> anyhow::Result<Value> {
+    if got.0 != want {
+        bail!("{what}: expected {want}, got {} {}", got.0, got.1);
+    }
+    Ok(got.1)
+}
+
+/// What a claim scenario's agents do in one round.
+#[derive(Clone)]
+enum Target {
+    /// Team `team`: PATCH each task.
+    Team { team: String },
+    /// The contract's discussion stream: append `claim` entries.
+    Contract { stream_id: String },
+}
+
+/// `team-claim` and `contract-claim`: rounds in which every agent claims
+/// its own share of the tasks once, all agents at the same time.
+async fn claims(args: &Args, authority: &str, scenario: &str, setup: &mut Conn) -> anyhow::Result<Report> {
+    let tag = format!("{}-{}", std::process::id(), scenario);
+    let owner = agents(setup, &format!("{tag}-lead"), 1).await?.remove(0);
+    let crew = agents(setup, &format!("{tag}-agent"), args.connections).await?;
+    let n = args.tasks;
+    let target = if scenario == "team-claim" {
+        let team = format!("t{}", std::process::id());
+        let key = Some(owner.1.as_str());
+        expect("team", 201, setup.call(Method::POST, "/teams", key, Some(json!({"name": team}).to_string())).await?)?;
+        for (name, _) in &crew {
+            let body = json!({"agent_name": name}).to_string();
+            expect("member", 201, setup.call(Method::POST, &format!("/teams/{team}/members"), key, Some(body)).await?)?;
+        }
+        // Tasks are made by all connections at once: 10,000 one by one is slow.
+        let mut makers = Vec::new();
+        for c in 0..args.connections.min(n) {
+            let (mut conn, team, key) = (Conn::open(authority).await?, team.clone(), owner.1.clone());
+            let per = args.connections.min(n);
+            makers.push(tokio::spawn(async move {
+                for i in (c..n).step_by(per) {
+                    let body = json!({"subject": format!("task {i}")}).to_string();
+                    expect(
+                        "task",
+                        201,
+                        conn.call(Method::POST, &format!("/teams/{team}/tasks"), Some(&key), Some(body)).await?,
+                    )?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for m in makers {
+            m.await??;
+        }
+        Target::Team { team }
+    } else {
+        let contract = format!("c{}", std::process::id());
+        put_contract(setup, &owner.1, &contract, n).await?;
+        let body = json!({"name": format!("{contract}-discussion")}).to_string();
+        let s = expect("stream", 201, setup.call(Method::POST, "/stream", Some(&owner.1), Some(body)).await?)?;
+        Target::Contract { stream_id: s["stream_id"].as_str().context("no stream id")?.to_string() }
+    };
+
+    let mut conns = Vec::with_capacity(crew.len());
+    for _ in &crew {
+        conns.push(Conn::open(authority).await?);
+    }
+    let mut report = Report::default();
+    let mut measured = Duration::ZERO;
+    for round in 0..args.rounds {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for (i, (mut conn, (name, key))) in conns.drain(..).zip(crew.iter().cloned()).enumerate() {
+            let (target, per) = (target.clone(), args.connections);
+            tasks.push(tokio::spawn(async move {
+                let mut seen = (Vec::new(), std::collections::BTreeMap::<String, u64>::new());
+                for t in (i..n).step_by(per) {
+                    let t0 = Instant::now();
+                    let (path, body, want) = match &target {
+                        Target::Team { team } => (
+                            format!("/teams/{team}/tasks/{}", t + 1),
+                            json!({"owner": name, "status": "in_progress"}),
+                            200,
+                        ),
+                        Target::Contract { stream_id } => (
+                            format!("/stream/{stream_id}"),
+                            json!({"label": "claim", "data": {"type": "claim", "subtask_id": format!("s{t}"), "agent_name": name}}),
+                            201,
+                        ),
+                    };
+                    let method = if matches!(target, Target::Team { .. }) { Method::PATCH } else { Method::POST };
+                    let (status, answer) = conn.call(method, &path, Some(&key), Some(body.to_string())).await?;
+                    let applied = matches!(target, Target::Team { .. }) || answer["decision"]["applied"] == true;
+                    if status == want && applied {
+                        seen.0.push(t0.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    } else {
+                        let why = if status == want {
+                            format!("{status} not applied: {}", answer["decision"]["reason"])
+                        } else {
+                            format!("{status} {}: {}", answer["error"]["code"], answer["error"]["message"])
+                        };
+                        *seen.1.entry(why).or_default() += 1;
+                    }
+                }
+                anyhow::Ok((conn, seen))
+            }));
+        }
+        for t in tasks {
+            let (conn, (micros, refused)) = t.await??;
+            conns.push(conn);
+            report.micros.extend(micros);
+            for (why, k) in refused {
+                report.errors += k;
+                *report.refused.entry(why).or_default() += k;
+            }
+        }
+        measured += started.elapsed();
+        if round + 1 < args.rounds {
+            reset(&target, setup, authority, &owner, &crew, n, args.connections).await?;
+        }
+    }
+    report.micros.sort_unstable();
+    report.rate = report.micros.len() as f64 / measured.as_secs_f64();
+    Ok(report)
+}
+
+/// A contract of `n` open subtasks, `s0`, `s1`, ...
+async fn put_contract(setup: &mut Conn, key: &str, contract: &str, n: usize) -> anyhow::Result<()> {
+    let subtasks: Vec<Value> =
+        (0..n).map(|i| json!({"id": format!("s{i}"), "description": format!("part {i}"), "status": "open"})).collect();
+    let doc = json!({"objective": "load", "subtasks": subtasks}).to_string();
+    let status = setup.put(&format!("/stash/{contract}?persistent=true&schema=agent-contract"), key, &doc).await?;
+    if status != 200 && status != 201 {
+        bail!("writing the contract: {status}");
+    }
+    Ok(())
+}
+
+/// Puts the work back as it was before the round, unmeasured.
+async fn reset(
+    target: &Target,
+    setup: &mut Conn,
+    authority: &str,
+    owner: &(String, String),
+    crew: &[(String, String)],
+    n: usize,
+    per: usize,
+) -> anyhow::Result<()> {
+    match target {
+        Target::Contract { .. } => {
+            let contract = format!("c{}", std::process::id());
+            put_contract(setup, &owner.1, &contract, n).await
+        }
+        Target::Team { team } => {
+            let mut tasks = Vec::new();
+            for (i, (_, key)) in crew.iter().enumerate() {
+                let (mut conn, team, key) = (Conn::open(authority).await?, team.clone(), key.clone());
+                tasks.push(tokio::spawn(async move {
+                    for t in (i..n).step_by(per) {
+                        let body = json!({"owner": null, "status": "pending"}).to_string();
+                        let path = format!("/teams/{team}/tasks/{}", t + 1);
+                        expect("release", 200, conn.call(Method::PATCH, &path, Some(&key), Some(body)).await?)?;
+                    }
+                    anyhow::Ok(())
+                }));
+            }
+            for t in tasks {
+                t.await??;
+            }
+            Ok(())
+        }
+    }
 }
 
 struct Conn {

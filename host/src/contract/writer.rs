@@ -8,7 +8,7 @@
 //! told to retry.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::policy::input::{ClaimInput, HandoffInput, LevelInput, ScopeInput, SignalInput, TargetInput};
 use crate::policy::registry::Scope;
 use crate::policy::store::DecisionRow;
-use crate::policy::view::{Answer, Read, StashDocument, View};
+use crate::policy::view::{Answer, Read, StashDocument, View, contract_answer};
 use crate::policy::{Decider, Handle, Hook, Input, Reader, Request, Verdict};
 use crate::schema::Validators;
 use crate::serial::Batch;
@@ -51,7 +51,34 @@ type Reply = oneshot::Sender<Result<Option<Value>>>;
 /// The contract as its writer holds it between batches.
 pub struct Held {
     stash: Stash,
-    doc: Value,
+    /// The parsed document; shared with the view of the decision running.
+    doc: Arc<Value>,
+    /// Whether `stash.body` is `doc` serialised (false after a claim
+    /// changed the document, until the commit needs the bytes).
+    fresh: bool,
+}
+
+impl Held {
+    /// The contract's bytes as of now, serialised again only if changed.
+    fn body(&mut self) -> &[u8] {
+        if !self.fresh {
+            self.stash.body = serde_json::to_vec(self.doc.as_ref()).unwrap_or_default();
+            self.fresh = true;
+        }
+        &self.stash.body
+    }
+
+    /// What decisions read: the contract as the batch has it so far.
+    fn view(&self) -> Arc<dyn View> {
+        let s = &self.stash;
+        Arc::new(ContractView {
+            name: s.name.clone(),
+            doc: self.doc.clone(),
+            body: self.fresh.then(|| s.body.clone()),
+            document: OnceLock::new(),
+            meta: (s.owner.clone(), s.version as u64, s.content_type.clone(), s.schema_id.clone()),
+        })
+    }
 }
 
 pub struct Writer {
@@ -97,17 +124,37 @@ struct Planned {
 }
 
 /// The contract as decisions read it: its own document, current to the
-/// batch so far.
+/// batch so far. Contract reads answer from the parsed document; a whole
+/// `stash-read` of it is serialised only if a policy asks.
 struct ContractView {
-    document: StashDocument,
+    name: String,
+    doc: Arc<Value>,
+    /// The stored bytes, when they are still the document's.
+    body: Option<Vec<u8>>,
+    document: OnceLock<StashDocument>,
+    /// owner, version, content type, schema id
+    meta: (String, u64, String, Option<String>),
 }
 
 impl View for ContractView {
     fn answer(&self, read: &Read) -> Option<Answer> {
         match read {
-            Read::Stash { name, persistent: true } if *name == self.document.name => {
-                Some(Answer::Stash(Some(self.document.clone())))
+            Read::Stash { name, persistent: true } if *name == self.name => {
+                let document = self.document.get_or_init(|| StashDocument {
+                    name: self.name.clone(),
+                    owner: self.meta.0.clone(),
+                    persistent: true,
+                    version: self.meta.1,
+                    content_type: self.meta.2.clone(),
+                    body: self
+                        .body
+                        .clone()
+                        .unwrap_or_else(|| serde_json::to_vec(self.doc.as_ref()).unwrap_or_default()),
+                    schema_id: self.meta.3.clone(),
+                });
+                Some(Answer::Stash(Some(document.clone())))
             }
+            _ if read.contract() == Some(self.name.as_str()) => Some(contract_answer(&self.doc, read)),
             _ => None,
         }
     }
@@ -149,8 +196,8 @@ impl Writer {
                             .bind(&contract.name)
                             .fetch_one(&mut *tx)
                             .await?;
-                        let doc = serde_json::from_slice(&stash.body).unwrap_or(Value::Null);
-                        Held { stash, doc }
+                        let doc = Arc::new(serde_json::from_slice(&stash.body).unwrap_or(Value::Null));
+                        Held { stash, doc, fresh: true }
                     }
                 };
                 let streams: Vec<(String, String)> = sqlx::query_as(
@@ -197,10 +244,7 @@ impl Writer {
                     .map_err(|e| sqlx::Error::Protocol(format!("planning contract writes failed: {e}")))?;
                 replies = answers;
                 if planned.changed {
-                    let body = match serde_json::to_vec(&held.doc) {
-                        Ok(b) => b,
-                        Err(e) => return Ok(Err(Error::internal(format!("the contract does not serialise: {e}")))),
-                    };
+                    let body = held.body().to_vec();
                     if body.len() > self.max_bytes {
                         return Ok(Err(Error::too_large(format!(
                             "these claims would make contract {} {} bytes, over the {}-byte limit",
@@ -210,7 +254,7 @@ impl Writer {
                         ))));
                     }
                     if let Some(binding) = stash::bound(&held.stash)
-                        && let Err(e) = self.schemas.check(&self.db, &binding, &held.doc).await
+                        && let Err(e) = self.schemas.check(&self.db, &binding, held.doc.as_ref()).await
                     {
                         return Ok(Err(e));
                     }
@@ -228,7 +272,6 @@ impl Writer {
                         .bind(&contract.name)
                         .execute(&mut *tx)
                         .await?;
-                    held.stash.body = body;
                 }
                 for s in &planned.signals {
                     bind_signal!(sqlx::query(&put_signal), s).execute(&mut *tx).await?;
@@ -302,20 +345,6 @@ fn plan(
     let contract = &job.contract;
     let scope = Scope::Stash(contract.name.clone());
     let reader = Reader { name: contract.creator.clone(), admin: false };
-    let view = || -> Arc<dyn View> {
-        let s = &held.stash;
-        Arc::new(ContractView {
-            document: StashDocument {
-                name: s.name.clone(),
-                owner: s.owner.clone(),
-                persistent: true,
-                version: s.version as u64,
-                content_type: s.content_type.clone(),
-                body: if planned.changed { serde_json::to_vec(&held.doc).unwrap_or_default() } else { s.body.clone() },
-                schema_id: s.schema_id.clone(),
-            },
-        })
-    };
     match &job.work {
         Work::Hooked { kind: Kind::Claim, agent, stream_id, seq, data } => {
             let subtask = data["subtask_id"].as_str().unwrap_or_default().to_string();
@@ -329,12 +358,15 @@ fn plan(
                 request,
             });
             let req = Request { scope, agent: agent.clone(), reader, input, default_config: json!({}) };
-            let decision = decider.decide_blocking(&req, &view())?;
+            let decision = decider.decide_blocking(&req, &held.view())?;
             let verdict = decision.verdict();
             let mut reason = verdict.reason().to_string();
             let applied = verdict == Verdict::Approve && {
-                match assign(&mut held.doc, &subtask, agent) {
-                    Ok(()) => true,
+                match assign(Arc::make_mut(&mut held.doc), &subtask, agent) {
+                    Ok(()) => {
+                        held.fresh = false;
+                        true
+                    }
                     Err(why) => {
                         reason = why;
                         false
@@ -381,7 +413,7 @@ fn plan(
                 text,
             });
             let req = Request { scope, agent: agent.clone(), reader, input, default_config: json!({}) };
-            let decision = decider.decide_blocking(&req, &view())?;
+            let decision = decider.decide_blocking(&req, &held.view())?;
             let violations = decision.violations();
             let entry = json!({"subtask_id": data.get("subtask_id"), "agent_name": agent, "deliverable_seq": seq,
                 "accepted": violations.is_empty(), "violations": violations, "decision_id": decision.decision_id()});
@@ -412,7 +444,7 @@ fn plan(
             let mut body = serde_json::to_value(&input).unwrap_or_default();
             let req =
                 Request { scope, agent: agent.clone(), reader, input: Input::Signal(input), default_config: json!({}) };
-            let decision = decider.decide_blocking(&req, &view())?;
+            let decision = decider.decide_blocking(&req, &held.view())?;
             let mut effects = ContractEffects { contract, signal_id: &signal_id, current: stream_id, streams, planned };
             let carried = signal::carry_out(decision.actions(), &mut effects);
             body["stream_id"] = json!(stream_id);

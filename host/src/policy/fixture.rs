@@ -173,6 +173,13 @@ impl View for Fixture {
                     .filter(|t| status.is_none_or(|s| Status::of(t.status) == s))
                     .collect(),
             ),
+            Read::Subtask { contract, .. } | Read::AssignedTo { contract, .. } | Read::ContractHeader { contract } => {
+                let doc = self.stashes.iter().find(|s| s.persistent && s.name == *contract).map(|s| &s.body);
+                match doc {
+                    Some(doc) => super::view::contract_answer(doc, read),
+                    None => read.absent(),
+                }
+            }
         })
     }
 }

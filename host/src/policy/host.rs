@@ -79,6 +79,29 @@ impl coord::task_read::Host for Sandbox {
     }
 }
 
+impl coord::contract_read::Host for Sandbox {
+    fn subtask(&mut self, contract: String, subtask_id: String) -> Option<String> {
+        match self.read(Read::Subtask { contract, id: subtask_id }) {
+            Answer::Json(j) => j,
+            _ => None,
+        }
+    }
+
+    fn assigned_to(&mut self, contract: String, agent: String) -> Vec<String> {
+        match self.read(Read::AssignedTo { contract, agent }) {
+            Answer::JsonList(l) => l,
+            _ => Vec::new(),
+        }
+    }
+
+    fn header(&mut self, contract: String) -> Option<String> {
+        match self.read(Read::ContractHeader { contract }) {
+            Answer::Json(j) => j,
+            _ => None,
+        }
+    }
+}
+
 impl coord::log::Host for Sandbox {
     fn log(&mut self, level: coord::log::Level, mut message: String) {
         use coord::log::Level;

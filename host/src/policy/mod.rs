@@ -8,6 +8,12 @@
 //! It gets an input and its config, and returns a decision; the host
 //! carries out any effects. What it can reach:
 //!
+//! - **Reads from memory.** Every import answers from the decision's
+//!   [`View`] (the snapshot the effect commits against) or from what an
+//!   earlier run of the same decision fetched; a read of anything else is
+//!   fetched between runs, never during one (see [`view`]). The deadline
+//!   therefore counts the guest's own work: a timeout means the policy is
+//!   slow, never that the host is busy.
 //! - **The `cairn:coord` interfaces it is granted**, and no others:
 //!   `stash-read`, `stream-read`, `task-read` and `log` for the decision
 //!   worlds (all granted by default); `stash-write` and `stream-write` only
@@ -212,16 +218,19 @@ pub enum Capability {
     StreamRead,
     StreamWrite,
     TaskRead,
+    /// New in `cairn:coord@0.2.0`.
+    ContractRead,
     Log,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 6] = [
+    pub const ALL: [Capability; 7] = [
         Capability::StashRead,
         Capability::StashWrite,
         Capability::StreamRead,
         Capability::StreamWrite,
         Capability::TaskRead,
+        Capability::ContractRead,
         Capability::Log,
     ];
 
@@ -233,6 +242,7 @@ impl Capability {
             Capability::StreamRead => "stream-read",
             Capability::StreamWrite => "stream-write",
             Capability::TaskRead => "task-read",
+            Capability::ContractRead => "contract-read",
             Capability::Log => "log",
         }
     }

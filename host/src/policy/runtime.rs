@@ -439,6 +439,9 @@ fn linker(engine: &Engine, grants: &BTreeSet<Capability>) -> wasmtime::Result<Li
                 coord::stream_write::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?
             }
             Capability::TaskRead => coord::task_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?,
+            Capability::ContractRead => {
+                coord::contract_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?
+            }
             Capability::Log => coord::log::add_to_linker::<Sandbox, HasSelf<Sandbox>>(&mut linker, |s| s)?,
         }
     }
@@ -455,6 +458,8 @@ fn link_v0_1(linker: &mut Linker<Sandbox>, cap: Capability) -> wasmtime::Result<
         Capability::StreamRead => old::stream_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
         Capability::StreamWrite => old::stream_write::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
         Capability::TaskRead => old::task_read::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
+        // New in 0.2.0: nothing to bind for 0.1.0.
+        Capability::ContractRead => Ok(()),
         Capability::Log => old::log::add_to_linker::<Sandbox, HasSelf<Sandbox>>(linker, |s| s),
     }
 }

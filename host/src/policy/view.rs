@@ -77,6 +77,20 @@ pub enum Read {
         owner: String,
         status: Option<Status>,
     },
+    /// One subtask of a contract.
+    Subtask {
+        contract: String,
+        id: String,
+    },
+    /// A contract's subtasks assigned to `agent`.
+    AssignedTo {
+        contract: String,
+        agent: String,
+    },
+    /// A contract's document without its subtasks.
+    ContractHeader {
+        contract: String,
+    },
 }
 
 /// What a read returns.
@@ -87,6 +101,10 @@ pub enum Answer {
     Entry(Option<StreamEntry>),
     Task(Option<Task>),
     Tasks(Vec<Task>),
+    /// A JSON document, as text.
+    Json(Option<String>),
+    /// JSON documents, as text.
+    JsonList(Vec<String>),
 }
 
 impl Read {
@@ -98,7 +116,44 @@ impl Read {
             Read::Latest { .. } => Answer::Entry(None),
             Read::Task { .. } => Answer::Task(None),
             Read::Tasks { .. } | Read::OwnedBy { .. } => Answer::Tasks(Vec::new()),
+            Read::Subtask { .. } | Read::ContractHeader { .. } => Answer::Json(None),
+            Read::AssignedTo { .. } => Answer::JsonList(Vec::new()),
         }
+    }
+
+    /// The contract a contract read names.
+    pub fn contract(&self) -> Option<&str> {
+        match self {
+            Read::Subtask { contract, .. } | Read::AssignedTo { contract, .. } | Read::ContractHeader { contract } => {
+                Some(contract)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A contract read answered from the contract's document, for every view
+/// that holds one (the contract's writer, storage, case files).
+pub fn contract_answer(doc: &serde_json::Value, read: &Read) -> Answer {
+    use serde_json::Value;
+    let subtasks = doc.get("subtasks").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    match read {
+        Read::Subtask { id, .. } => Answer::Json(
+            subtasks.iter().find(|s| s.get("id").and_then(Value::as_str) == Some(id)).map(Value::to_string),
+        ),
+        Read::AssignedTo { agent, .. } => Answer::JsonList(
+            subtasks
+                .iter()
+                .filter(|s| s.get("assigned_agent").and_then(Value::as_str) == Some(agent))
+                .map(Value::to_string)
+                .collect(),
+        ),
+        Read::ContractHeader { .. } => Answer::Json(doc.as_object().map(|m| {
+            let header: serde_json::Map<String, Value> =
+                m.iter().filter(|(k, _)| *k != "subtasks").map(|(k, v)| (k.clone(), v.clone())).collect();
+            Value::Object(header).to_string()
+        })),
+        _ => read.absent(),
     }
 }
 

@@ -14,6 +14,7 @@
 //! writes only when a tenth of the TTL (at most one second) has passed since
 //! the last renewal, so hot reads stay reads.
 
+mod api;
 mod cache;
 mod patch;
 mod store;
@@ -21,37 +22,23 @@ pub mod view;
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header::{CONTENT_TYPE, ETAG};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::agent::Caller;
 use crate::error::{Error, Json, Path, Query, RawBody, Result, Violation};
 use crate::precondition::{IfMatch, etag};
 use crate::schema::{self, Binding, Target};
-use crate::{AppState, clock, name};
+use crate::{clock, name};
 
+pub use api::{routes, sweep};
 pub use cache::Cache;
 pub use store::{LOCK_PERSISTENT, SET_BODY, Stash, count_bound, discover, select_persistent_sql};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
 /// Optimistic writes retried this often before reporting contention.
 const MAX_ATTEMPTS: usize = 16;
-
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(put, get, delete))
-        .routes(routes!(list))
-        .routes(routes!(append))
-        .routes(routes!(replace))
-        .routes(routes!(json_patch))
-}
 
 #[derive(Deserialize, IntoParams)]
 pub struct StoreParam {
@@ -158,406 +145,9 @@ impl From<&Stash> for Written {
     }
 }
 
-fn with_etag<T: IntoResponse>(status: StatusCode, version: i64, body: T) -> Response {
-    let mut response = (status, body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
-        response.headers_mut().insert(ETAG, v);
-    }
-    response
-}
-
-/// Creates or replaces a stash.
-#[utoipa::path(put, path = "/stash/{name}", tag = "stash", params(("name" = String, Path), PutParams),
-    request_body(content = String, content_type = "text/plain"),
-    responses((status = 201, body = Written), (status = 200, body = Written), (status = 409), (status = 412),
-        (status = 413), (status = 422, description = "schema violation")))]
-async fn put(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(p): Query<PutParams>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Response> {
-    name::check("stash", &name)?;
-    check_size(&app, p.persistent, body.len())?;
-    let ttl = match (p.persistent, p.ttl) {
-        (true, Some(_)) => {
-            return Err(Error::bad_request("ttl applies only to ephemeral stashes; drop it or use persistent=false"));
-        }
-        (true, None) => None,
-        (false, Some(t)) if t <= 0 => {
-            return Err(Error::bad_request(format!("ttl must be a positive number of seconds, got {t}")));
-        }
-        (false, t) => Some(t.unwrap_or(DEFAULT_TTL_SECS)),
-    };
-    let labels = p.labels.as_deref().map(name::split_labels);
-    if let Some(labels) = &labels {
-        name::check_labels(labels)?;
-    }
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("text/plain").to_string();
-    let if_match = IfMatch::from_headers(&headers)?;
-    let requested = match &p.schema {
-        Some(s) => Some(schema::bind(&app.db, &caller, s, Target::Stash).await?),
-        None => None,
-    };
-
-    for _ in 0..MAX_ATTEMPTS {
-        let now = clock::now_ms();
-        let current = store::lookup(&app.db, &caller.name, &name, p.persistent).await?;
-        if let Some(cur) = &current
-            && cur.owner != caller.name
-            && !caller.admin
-        {
-            return Err(Error::conflict(
-                "name_taken",
-                format!("the name {name:?} is held by another agent's shared stash; pick another name"),
-            ));
-        }
-        if_match.check(current.as_ref().map(|c| c.version))?;
-        let binding = match (current.as_ref().and_then(bound), &requested) {
-            (Some(b), Some(r)) if b.schema_id != r.schema_id => {
-                return Err(Error::conflict(
-                    "schema_bound",
-                    format!(
-                        "stash {name:?} is bound to schema {:?} for good; it cannot be rebound to {:?}",
-                        b.name, r.name
-                    ),
-                ));
-            }
-            (Some(b), _) => Some(b),
-            (None, r) => r.clone(),
-        };
-        if let Some(b) = &binding {
-            validate(&app, b, &body).await?;
-        }
-        let expires_at = ttl.or(current.as_ref().and_then(|c| c.ttl)).map(|t| now + clock::secs_to_ms(t));
-        let next = Stash {
-            owner: current.as_ref().map_or_else(|| caller.name.clone(), |c| c.owner.clone()),
-            name: name.clone(),
-            persistent: p.persistent,
-            body: body.to_vec(),
-            content_type: content_type.clone(),
-            size: body.len() as i64,
-            version: current.as_ref().map_or(1, |c| c.version + 1),
-            ttl: ttl.or(current.as_ref().and_then(|c| c.ttl)),
-            expires_at: if p.persistent { None } else { expires_at },
-            renewed_at: now,
-            schema_id: binding.as_ref().map(|b| b.schema_id.clone()),
-            schema_version: binding.as_ref().map(|b| b.version),
-            schema_name: binding.as_ref().map(|b| b.name.clone()),
-            shared: p.shared.or(current.as_ref().map(|c| c.shared)).unwrap_or(false),
-            discoverable: p.discoverable.or(current.as_ref().map(|c| c.discoverable)).unwrap_or(false),
-            description: p.description.clone().or(current.as_ref().map(|c| c.description.clone())).unwrap_or_default(),
-            labels: labels
-                .as_deref()
-                .map(crate::db::encode_labels)
-                .or(current.as_ref().map(|c| c.labels.clone()))
-                .unwrap_or_default(),
-            created_at: current.as_ref().map_or(now, |c| c.created_at),
-            updated_at: now,
-        };
-        match current {
-            Some(cur) => {
-                if store::update(&app.db, &next, cur.version).await? {
-                    app.stash_cache.invalidate(p.persistent, &name);
-                    return Ok(with_etag(StatusCode::OK, next.version, Json(Written::from(&next))));
-                }
-            }
-            None => match store::insert(&app.db, &next).await? {
-                store::Insert::Done => {
-                    app.stash_cache.invalidate(p.persistent, &name);
-                    return Ok(with_etag(StatusCode::CREATED, next.version, Json(Written::from(&next))));
-                }
-                // An expired stash may still hold the name until the sweeper
-                // runs; it no longer counts, so clear it and look again.
-                store::Insert::Raced => {
-                    store::purge_expired(&app.db, &name, p.persistent).await?;
-                    app.stash_cache.invalidate(p.persistent, &name);
-                }
-            },
-        }
-        // The row moved under us: with If-Match that is the caller's 412.
-        if if_match.is_present() {
-            return Err(Error::precondition_failed(format!("stash {name:?} changed while writing; read it again")));
-        }
-    }
-    Err(contention(&name))
-}
-
-/// The stored bytes, with version and expiry in headers.
-#[utoipa::path(get, path = "/stash/{name}", tag = "stash", params(("name" = String, Path), StoreParam),
-    responses((status = 200, description = "the stored bytes, with the Content-Type sent"), (status = 404)))]
-async fn get(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(p): Query<StoreParam>,
-) -> Result<Response> {
-    name::check("stash", &name)?;
-    let Some(s) = read_through(&app, &caller, &name, p.persistent).await? else {
-        return Err(not_found(&name, p.persistent));
-    };
-    let mut expires_at = s.expires_at;
-    if let Some(ttl) = s.ttl.filter(|_| !s.persistent) {
-        let now = clock::now_ms();
-        let ttl_ms = clock::secs_to_ms(ttl);
-        if now - s.renewed_at >= (ttl_ms / 10).min(1000) {
-            store::renew(&app.db, &s, now + ttl_ms, now).await?;
-            app.stash_cache.invalidate(s.persistent, &s.name);
-            expires_at = Some(now + ttl_ms);
-        }
-    }
-    let mut headers = HeaderMap::new();
-    let mut set = |name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    };
-    set(CONTENT_TYPE, s.content_type.clone());
-    set(ETAG, etag(s.version));
-    set(HeaderName::from_static("x-stash-persistent"), s.persistent.to_string());
-    set(HeaderName::from_static("x-stash-size"), s.size.to_string());
-    set(HeaderName::from_static("x-stash-version"), s.version.to_string());
-    if let Some(at) = expires_at {
-        set(HeaderName::from_static("x-stash-expires-at"), clock::rfc3339(at));
-    }
-    Ok((StatusCode::OK, headers, s.body.clone()).into_response())
-}
-
-/// [`store::lookup`] through the cache (a no-op on PostgreSQL).
-async fn read_through(app: &AppState, caller: &Caller, name: &str, persistent: bool) -> Result<Option<Arc<Stash>>> {
-    if let Some(hit) = app.stash_cache.get(&caller.name, persistent, name, clock::now_ms()) {
-        return Ok(hit);
-    }
-    let ticket = app.stash_cache.ticket();
-    let found = store::lookup(&app.db, &caller.name, name, persistent).await?;
-    app.stash_cache.fill(ticket, &caller.name, persistent, name, found.as_ref());
-    Ok(found.map(Arc::new))
-}
-
-/// Deletes what has expired; returns how many stashes.
-pub async fn sweep(app: &AppState) -> Result<u64> {
-    let n = store::sweep(&app.db).await?;
-    if n > 0 {
-        app.stash_cache.clear();
-    }
-    Ok(n)
-}
-
-/// Deletes a stash (owner or admin).
-#[utoipa::path(delete, path = "/stash/{name}", tag = "stash", params(("name" = String, Path), StoreParam),
-    responses((status = 204), (status = 403), (status = 404), (status = 412)))]
-async fn delete(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(p): Query<StoreParam>,
-    headers: HeaderMap,
-) -> Result<StatusCode> {
-    name::check("stash", &name)?;
-    let if_match = IfMatch::from_headers(&headers)?;
-    let Some(cur) = store::lookup(&app.db, &caller.name, &name, p.persistent).await? else {
-        return Err(not_found(&name, p.persistent));
-    };
-    owner_only(&caller, &cur)?;
-    if_match.check(Some(cur.version))?;
-    let deleted = store::delete(&app.db, &cur.owner, &name, p.persistent, if_match.single()).await?;
-    app.stash_cache.invalidate(p.persistent, &name);
-    if !deleted {
-        return Err(Error::precondition_failed(format!("stash {name:?} changed while deleting; read it again")));
-    }
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The caller's own stashes.
-#[utoipa::path(get, path = "/stashes", tag = "stash", params(ListParams), responses((status = 200, body = StashList)))]
-async fn list(State(app): State<AppState>, caller: Caller, Query(p): Query<ListParams>) -> Result<Json<StashList>> {
-    let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
-    let rows = store::list_own(&app.db, &caller.name, p.persistent, limit, offset).await?;
-    let stashes = rows
-        .into_iter()
-        .map(|m| Listed {
-            name: m.name,
-            persistent: m.persistent,
-            size: m.size,
-            version: m.version,
-            expires_at: clock::rfc3339_opt(m.expires_at),
-            schema_id: m.schema_id,
-            shared: m.shared,
-            discoverable: m.discoverable,
-        })
-        .collect();
-    Ok(Json(StashList { stashes }))
-}
-
-/// Appends the body to the stash.
-#[utoipa::path(patch, path = "/stash/{name}/append", tag = "stash", params(("name" = String, Path), StoreParam),
-    request_body(content = String, content_type = "text/plain"),
-    responses((status = 200, body = Written), (status = 404), (status = 413), (status = 422)))]
-async fn append(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(p): Query<StoreParam>,
-    headers: HeaderMap,
-    RawBody(body): RawBody,
-) -> Result<Response> {
-    let (s, ()) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
-        let mut next = cur.body.clone();
-        next.extend_from_slice(&body);
-        Ok((Some(next), ()))
-    })
-    .await?;
-    Ok(with_etag(StatusCode::OK, s.version, Json(Written::from(&s))))
-}
-
-/// Replaces text in the stash: the first occurrence, or all with `all=true`.
-#[utoipa::path(patch, path = "/stash/{name}/replace", tag = "stash", params(("name" = String, Path), ReplaceParams),
-    request_body = ReplaceRequest, responses((status = 200, body = Replaced), (status = 404), (status = 422)))]
-async fn replace(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(p): Query<ReplaceParams>,
-    headers: HeaderMap,
-    Json(req): Json<ReplaceRequest>,
-) -> Result<Response> {
-    if req.old.is_empty() {
-        return Err(Error::bad_request("\"old\" is empty: give the text to replace"));
-    }
-    let (s, replacements) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
-        let text = std::str::from_utf8(&cur.body)
-            .map_err(|_| Error::validation("this stash is not UTF-8 text, so text cannot be replaced in it", vec![]))?;
-        let found = text.matches(&req.old).count();
-        let n = if p.all { found } else { found.min(1) };
-        let next = match n {
-            0 => None,
-            _ if p.all => Some(text.replace(&req.old, &req.new).into_bytes()),
-            _ => Some(text.replacen(&req.old, &req.new, 1).into_bytes()),
-        };
-        Ok((next, n))
-    })
-    .await?;
-    Ok(with_etag(StatusCode::OK, s.version, Json(Replaced { replacements, version: s.version })))
-}
-
-/// Sets fields on matching array elements of a JSON stash, atomically.
-#[utoipa::path(patch, path = "/stash/{name}/json", tag = "stash", params(("name" = String, Path), StoreParam),
-    request_body = patch::JsonPatch, responses((status = 200, body = Patched), (status = 404), (status = 422)))]
-async fn json_patch(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(name): Path<String>,
-    Query(p): Query<StoreParam>,
-    headers: HeaderMap,
-    Json(req): Json<patch::JsonPatch>,
-) -> Result<Response> {
-    let (s, items_matched) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
-        let mut doc = parse_json(&cur.body, "this stash")?;
-        let matched = patch::apply(&mut doc, &req.update_items)?;
-        let next = serde_json::to_vec(&doc).map_err(|e| Error::internal(e.to_string()))?;
-        Ok((Some(next), matched))
-    })
-    .await?;
-    Ok(with_etag(StatusCode::OK, s.version, Json(Patched { items_matched, version: s.version })))
-}
-
-/// Read-modify-write of an existing stash by its owner. `change` returns the
-/// new body (None: nothing to write) and a result for the response. Size
-/// and schema are checked before anything is stored.
-async fn write<T>(
-    app: &AppState,
-    caller: &Caller,
-    name: &str,
-    persistent: bool,
-    headers: &HeaderMap,
-    change: impl Fn(&Stash) -> Result<(Option<Vec<u8>>, T)>,
-) -> Result<(Stash, T)> {
-    name::check("stash", name)?;
-    let if_match = IfMatch::from_headers(headers)?;
-    for _ in 0..MAX_ATTEMPTS {
-        let Some(cur) = store::lookup(&app.db, &caller.name, name, persistent).await? else {
-            return Err(not_found(name, persistent));
-        };
-        owner_only(caller, &cur)?;
-        if_match.check(Some(cur.version))?;
-        let (body, result) = change(&cur)?;
-        let Some(body) = body else { return Ok((cur, result)) };
-        check_size(app, persistent, body.len())?;
-        if let Some(b) = bound(&cur) {
-            validate(app, &b, &body).await?;
-        }
-        let now = clock::now_ms();
-        let next = Stash {
-            size: body.len() as i64,
-            body,
-            version: cur.version + 1,
-            expires_at: cur.ttl.filter(|_| !persistent).map(|t| now + clock::secs_to_ms(t)),
-            renewed_at: now,
-            updated_at: now,
-            ..cur.clone()
-        };
-        if store::update(&app.db, &next, cur.version).await? {
-            app.stash_cache.invalidate(persistent, name);
-            return Ok((next, result));
-        }
-        if if_match.is_present() {
-            return Err(Error::precondition_failed(format!("stash {name:?} changed while writing; read it again")));
-        }
-    }
-    Err(contention(name))
-}
-
-/// What became of a claim the host applied to a contract.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SubtaskClaim {
-    /// The subtask was open; it is now `claimed` by the agent.
-    Assigned,
-    /// It was no longer open (claimed by someone, or completed).
-    Taken { status: String, holder: Option<String> },
-    /// The contract has no such subtask.
-    Missing,
-}
-
-/// Marks subtask `subtask_id` of the contract `creator` owns as claimed by
-/// `agent`, only while it is still `open`, in one versioned write (schema
-/// checked as for any write). Racing claims: the first write wins.
-pub async fn claim_subtask(
-    app: &AppState,
-    creator: &str,
-    contract: &str,
-    subtask_id: &str,
-    agent: &str,
-) -> Result<SubtaskClaim> {
-    let owner = Caller { name: creator.to_string(), admin: false };
-    let (_, outcome) = write(app, &owner, contract, true, &HeaderMap::new(), |cur| {
-        let mut doc = parse_json(&cur.body, "the contract")?;
-        let Some(sub) = doc
-            .get_mut("subtasks")
-            .and_then(Value::as_array_mut)
-            .and_then(|subs| subs.iter_mut().find(|s| s["id"] == subtask_id))
-            .and_then(Value::as_object_mut)
-        else {
-            return Ok((None, SubtaskClaim::Missing));
-        };
-        let status = sub.get("status").and_then(Value::as_str).unwrap_or("open").to_string();
-        if status != "open" {
-            let holder = sub.get("assigned_agent").and_then(Value::as_str).map(str::to_string);
-            return Ok((None, SubtaskClaim::Taken { status, holder }));
-        }
-        sub.insert("status".into(), Value::from("claimed"));
-        sub.insert("assigned_agent".into(), Value::from(agent));
-        let next = serde_json::to_vec(&doc).map_err(|e| Error::internal(e.to_string()))?;
-        Ok((Some(next), SubtaskClaim::Assigned))
-    })
-    .await?;
-    Ok(outcome)
-}
-
 /// The owner of the persistent stash `name` that `viewer` sees, if any.
 pub async fn owner_of(db: &crate::db::Db, viewer: &str, name: &str) -> Result<Option<String>> {
-    Ok(store::lookup(db, viewer, name, true).await?.map(|s| s.owner))
+    store::owner(db, viewer, name, true).await
 }
 
 /// The schema a stash is bound to, pinned at its version.
@@ -569,11 +159,6 @@ pub fn bound(s: &Stash) -> Option<Binding> {
     })
 }
 
-async fn validate(app: &AppState, binding: &Binding, body: &[u8]) -> Result<()> {
-    let doc = parse_json(body, "the body")?;
-    app.schemas.check(&app.db, binding, &doc).await
-}
-
 fn parse_json(body: &[u8], what: &str) -> Result<Value> {
     serde_json::from_slice(body).map_err(|e| {
         Error::validation(
@@ -581,15 +166,6 @@ fn parse_json(body: &[u8], what: &str) -> Result<Value> {
             vec![Violation { path: String::new(), message: e.to_string() }],
         )
     })
-}
-
-fn check_size(app: &AppState, persistent: bool, size: usize) -> Result<()> {
-    let max = app.config.max_stash_bytes(persistent);
-    if size > max {
-        let store = if persistent { "persistent" } else { "ephemeral" };
-        return Err(Error::too_large(format!("{size} bytes is over the {max}-byte limit for {store} stashes")));
-    }
-    Ok(())
 }
 
 fn owner_only(caller: &Caller, s: &Stash) -> Result<()> {

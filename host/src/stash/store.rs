@@ -3,8 +3,8 @@
 //! concurrent writers on both backends without backend-specific locking.
 
 use crate::db::{Arg, Db, Filter, contains_pattern, is_unique_violation, label_pattern};
-use crate::discover::{Criteria, Found};
 use crate::error::{Error, Result};
+use crate::search::{Criteria, Found};
 use crate::{bind_args, clock, with_db};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -62,6 +62,22 @@ pub async fn lookup(db: &Db, caller: &str, name: &str, persistent: bool) -> Resu
         .bind(clock::now_ms())
         .fetch_optional(pool)
         .await)?)
+}
+
+/// The owner of the stash [`lookup`] would find, without reading its body.
+pub async fn owner(db: &Db, caller: &str, name: &str, persistent: bool) -> Result<Option<String>> {
+    let found: Option<(String,)> = with_db!(db, read, |pool| sqlx::query_as(
+        "SELECT owner FROM stashes WHERE persistent = $1 AND name = $2
+         AND (owner = $3 OR public_name IS NOT NULL) AND (expires_at IS NULL OR expires_at > $4)
+         ORDER BY CASE WHEN owner = $3 THEN 0 ELSE 1 END LIMIT 1"
+    )
+    .bind(persistent)
+    .bind(name)
+    .bind(caller)
+    .bind(clock::now_ms())
+    .fetch_optional(pool)
+    .await)?;
+    Ok(found.map(|(o,)| o))
 }
 
 /// Drops expired rows of this name, so an expired stash never holds a name.

@@ -6,8 +6,8 @@
 use serde_json::value::RawValue;
 
 use crate::db::{Arg, Db, Filter, contains_pattern, is_unique_violation, label_pattern};
-use crate::discover::{Criteria, Found};
 use crate::error::Result;
+use crate::search::{Criteria, Found};
 use crate::{bind_args, clock, with_db};
 
 #[derive(Debug, Clone, sqlx::FromRow)]

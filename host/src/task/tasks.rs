@@ -7,6 +7,10 @@
 //! racing claims end with one owner: they are decided one after another,
 //! and every claim after the first sees an owned task.
 
+mod api;
+
+pub use api::routes;
+
 use std::collections::BTreeMap;
 
 use axum::extract::State;
@@ -20,18 +24,14 @@ use utoipa_axum::routes;
 use super::store::{self, MessageRow, Snapshot, TaskRow, TeamRow, Write};
 use super::{graph, lead_only, rules_of, team_for};
 use crate::agent::Caller;
+use crate::clock;
 use crate::error::{Error, Json, Path, Query, Result, Violation};
 use crate::policy::input::{ClaimInput, HandoffInput, TargetInput, TaskRefInput};
 use crate::policy::registry::Scope;
 use crate::policy::store::DecisionRow;
 use crate::policy::{Decider, Decision, Input, Reader, Request, Verdict};
-use crate::{AppState, clock};
 const MAX_SUBJECT: usize = 1_000;
 const MAX_TEXT: usize = 64 * 1024;
-
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(create, list)).routes(routes!(get, update))
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -176,62 +176,6 @@ pub struct NewTask {
     blocked_by: Vec<i64>,
 }
 
-/// TaskCreate: a new pending task.
-#[utoipa::path(post, path = "/teams/{team}/tasks", tag = "tasks", params(("team" = String, Path)), request_body = NewTask,
-    responses((status = 201, body = TaskView), (status = 403), (status = 404), (status = 422)))]
-async fn create(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(team): Path<String>,
-    Json(req): Json<NewTask>,
-) -> Result<(StatusCode, Json<TaskView>)> {
-    let team_row = team_for(&app.db, &caller, &team).await?;
-    check_subject(&req.subject)?;
-    check_text("description", &req.description, MAX_TEXT)?;
-    check_text("active_form", &req.active_form, MAX_SUBJECT)?;
-    let metadata = object("metadata", req.metadata.unwrap_or_else(|| json!({})))?;
-    if let Some(owner) = req.owner.as_deref().filter(|o| *o != caller.name) {
-        lead_only(&caller, &team_row, &format!("assign a task to {owner}"))?;
-    }
-    let now = clock::now_ms();
-    let (name, caller_name) = (team.clone(), caller.name.clone());
-    let committed = app
-        .teams
-        .transact_mut(&team, move |s, _| {
-            if let Some(owner) = &req.owner
-                && !s.members.contains(owner)
-            {
-                return Err(not_member(&s.team, owner, "owner"));
-            }
-            let missing: Vec<i64> = req.blocked_by.iter().copied().filter(|b| !s.tasks.contains_key(b)).collect();
-            if !missing.is_empty() {
-                return Err(unknown_tasks(&name, "blocked_by", &missing));
-            }
-            let id = s.next_task_id();
-            let row = TaskRow {
-                team: name.clone(),
-                id,
-                subject: req.subject,
-                description: req.description,
-                active_form: req.active_form,
-                status: "pending".into(),
-                owner: req.owner,
-                metadata: Value::Object(metadata).to_string(),
-                created_by: caller_name,
-                version: 1,
-                created_at: now,
-                updated_at: now,
-            };
-            let view = task_view(&row, req.blocked_by.clone(), Vec::new());
-            let mut writes = vec![Write::PutTask(row)];
-            writes.extend(req.blocked_by.iter().map(|&b| Write::Block { task: id, blocked_by: b }));
-            Ok((writes, view))
-        })
-        .await?;
-    let (task, _) = committed.ok_or_else(|| super::team_not_found(&team))?;
-    Ok((StatusCode::CREATED, Json(task)))
-}
-
 #[derive(Deserialize, IntoParams)]
 pub struct ListParams {
     status: Option<Status>,
@@ -253,49 +197,6 @@ pub struct TaskSummary {
 #[derive(Serialize, ToSchema)]
 pub struct TaskList {
     tasks: Vec<TaskSummary>,
-}
-
-/// TaskList: the team's tasks by id, each with its open blockers only.
-#[utoipa::path(get, path = "/teams/{team}/tasks", tag = "tasks", params(("team" = String, Path), ListParams),
-    responses((status = 200, body = TaskList), (status = 404)))]
-async fn list(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path(team): Path<String>,
-    Query(p): Query<ListParams>,
-) -> Result<Json<TaskList>> {
-    team_for(&app.db, &caller, &team).await?;
-    let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
-    let rows = store::tasks(&app.db, &team, p.status.map(Status::as_str), p.owner.as_deref(), limit, offset).await?;
-    let mut open: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for (task, blocker) in store::open_blockers(&app.db, &team).await? {
-        open.entry(task).or_default().push(blocker);
-    }
-    let tasks = rows
-        .into_iter()
-        .map(|t| TaskSummary {
-            blocked_by: open.remove(&t.id).unwrap_or_default(),
-            id: t.id,
-            subject: t.subject,
-            status: t.status,
-            owner: t.owner,
-        })
-        .collect();
-    Ok(Json(TaskList { tasks }))
-}
-
-/// TaskGet: the whole task, metadata included.
-#[utoipa::path(get, path = "/teams/{team}/tasks/{id}", tag = "tasks", params(("team" = String, Path), ("id" = i64, Path)),
-    responses((status = 200, body = TaskView), (status = 404)))]
-async fn get(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path((team, id)): Path<(String, i64)>,
-) -> Result<Json<TaskView>> {
-    team_for(&app.db, &caller, &team).await?;
-    let task = store::task(&app.db, &team, id).await?.ok_or_else(|| task_not_found(&team, id))?;
-    let (blocked_by, blocks) = store::edges(&store::deps(&app.db, &team).await?, id);
-    Ok(Json(task_view(&task, blocked_by, blocks)))
 }
 
 /// `status` in an update: a task status, or `deleted`.
@@ -468,39 +369,9 @@ fn blocked(id: i64, open: &[i64]) -> Error {
 enum Updated {
     Done(Box<TaskView>),
     Denied(String),
-    Escalated(String),
+    /// With the lead who was asked.
+    Escalated(String, String),
     Rejected(String, Vec<Violation>),
-}
-
-/// TaskUpdate. Taking a task goes through the claim policy (409 on a
-/// denial), completing it through the handoff policy (422 listing what the
-/// HANDOFF lacks); while the team is halted both get 423.
-#[utoipa::path(patch, path = "/teams/{team}/tasks/{id}", tag = "tasks", params(("team" = String, Path), ("id" = i64, Path)),
-    request_body = TaskUpdate,
-    responses((status = 200, body = TaskView), (status = 403), (status = 404),
-        (status = 409, description = "blocked, claim denied or escalated"), (status = 422, description = "HANDOFF rejected, cycle"),
-        (status = 423, description = "team halted")))]
-async fn update(
-    State(app): State<AppState>,
-    caller: Caller,
-    Path((team, id)): Path<(String, i64)>,
-    Json(req): Json<TaskUpdate>,
-) -> Result<Json<TaskView>> {
-    let team_row = team_for(&app.db, &caller, &team).await?;
-    let request = serde_json::to_value(&req).unwrap_or_default();
-    let outcome =
-        app.teams.transact_mut(&team, move |s, decider| plan_update(s, decider, &caller, id, &req, request)).await?;
-    let (updated, committed) = outcome.ok_or_else(|| super::team_not_found(&team))?;
-    super::message::announce(&app, &team, &committed).await;
-    match updated {
-        Updated::Done(view) => Ok(Json(*view)),
-        Updated::Denied(reason) => Err(Error::conflict("claim_denied", format!("claim refused: {reason}"))),
-        Updated::Escalated(reason) => Err(Error::conflict(
-            "claim_escalated",
-            format!("the claim needs a human decision ({reason}); the lead ({}) has been asked", team_row.lead),
-        )),
-        Updated::Rejected(message, details) => Err(Error::validation(message, details).with_code("handoff_rejected")),
-    }
 }
 
 /// The whole update against the team as its writer holds it: the rules,
@@ -515,6 +386,11 @@ fn plan_update(
     request: Value,
 ) -> Result<(Vec<Write>, Updated)> {
     let team = s.team.name.clone();
+    // The writer's snapshot knows the members: outsiders get the 404 of a
+    // team that does not exist.
+    if !(caller.admin || s.members.contains(&caller.name)) {
+        return Err(super::team_not_found(&team));
+    }
     let current = s.tasks.get(&id).cloned().ok_or_else(|| task_not_found(&team, id))?;
     let plan = plan(&current, req, caller, &s.team)?;
     if (plan.claim || plan.complete) && !s.halts.is_empty() {
@@ -579,7 +455,7 @@ fn plan_update(
                     Write::Message { message, recipients: vec![s.team.lead.clone()] },
                     Write::Decisions(decision.records),
                 ];
-                return Ok((writes, Updated::Escalated(reason)));
+                return Ok((writes, Updated::Escalated(reason, s.team.lead.clone())));
             }
             Verdict::Deny(reason) => return Ok((vec![Write::Decisions(decision.records)], Updated::Denied(reason))),
         }

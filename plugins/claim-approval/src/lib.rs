@@ -4,17 +4,17 @@
 //! (see `config.schema.json`): allow and deny lists with globs, a ceiling
 //! on open claims per agent, budgets, subtasks that need the creator's
 //! approval (escalated), the contract's deadline, and blockers. It reads
-//! the contract through `stash-read` and team tasks through `task-read`,
-//! one task at a time and the claimant's own through `owned-by`, so a
-//! claim costs the same in a team of ten or ten thousand. The decision
-//! itself is in [`rules`].
+//! contracts through `contract-read` and team tasks through `task-read`,
+//! by their parts: the target, its blockers and the claimant's own (through
+//! `assigned-to` and `owned-by`), so a claim costs about the same in a team
+//! or contract of ten or ten thousand. The decision itself is in [`rules`].
 
 pub mod rules;
 
 wit_bindgen::generate!({ path: "../../wit", world: "cairn:policy/claim-policy", generate_all });
 
 use cairn::coord::types::{ClaimTarget, TaskStatus};
-use cairn::coord::{log, stash_read, task_read};
+use cairn::coord::{contract_read, log, task_read};
 use rules::{Config, Decision, Facts, Target};
 use serde_json::Value;
 
@@ -79,45 +79,50 @@ fn task_facts(facts: &mut Facts, team: &str, id: u64) {
     });
 }
 
+/// A subtask's JSON object from `contract-read`.
+fn subtask(contract: &str, id: &str) -> Option<Value> {
+    contract_read::subtask(contract, id).and_then(|s| serde_json::from_str(&s).ok())
+}
+
+fn status(s: &Value) -> &str {
+    s.get("status").and_then(Value::as_str).unwrap_or("open")
+}
+
+/// A contract's facts, read by their parts: the target subtask, its
+/// blockers and the claimant's own, never the whole document.
 fn subtask_facts(facts: &mut Facts, contract: &str, subtask_id: &str) {
-    let Some(doc) = stash_read::get(contract, true) else { return };
-    let Ok(contract_doc) = serde_json::from_slice::<Value>(&doc.body) else {
-        log::log(log::Level::Warn, &format!("contract {contract} is not JSON"));
-        return;
-    };
-    let subtasks = contract_doc.get("subtasks").and_then(Value::as_array).cloned().unwrap_or_default();
-    let status_of = |id: &str| {
-        subtasks.iter().find(|s| s["id"] == id).and_then(|s| s["status"].as_str()).unwrap_or("open").to_string()
-    };
-    facts.deadline = contract_doc.get("deadline").and_then(Value::as_str).and_then(rules::parse_time);
+    let Some(header) = contract_read::header(contract) else { return };
+    let header: Value = serde_json::from_str(&header).unwrap_or(Value::Null);
+    facts.deadline = header.get("deadline").and_then(Value::as_str).and_then(rules::parse_time);
     // Open claims: subtasks assigned to the claimant in the contract. The
     // host applies an approval in the same transaction as its decision, so
     // the contract is the whole truth.
-    let mut held: Vec<String> = subtasks
+    let mut held: Vec<String> = contract_read::assigned_to(contract, &facts.claimant)
         .iter()
-        .filter(|s| s["assigned_agent"] == facts.claimant.as_str() && s["status"] == "claimed")
-        .filter_map(|s| s["id"].as_str().map(str::to_string))
+        .filter_map(|s| serde_json::from_str::<Value>(s).ok())
+        .filter(|s| status(s) == "claimed")
+        .filter_map(|s| s.get("id").and_then(Value::as_str).map(str::to_string))
         .collect();
     held.sort();
     held.dedup();
     held.retain(|id| id != subtask_id);
     facts.open_claims = held.len() as u32;
-    let Some(sub) = subtasks.iter().find(|s| s["id"] == subtask_id) else { return };
-    let status = sub["status"].as_str().unwrap_or("open");
+    let Some(sub) = subtask(contract, subtask_id) else { return };
     facts.target = Some(Target {
         label: format!("subtask {subtask_id}"),
         id: subtask_id.to_string(),
-        open: status == "open",
-        holder: sub["assigned_agent"].as_str().map(str::to_string),
-        budget_usdc: sub["budget_usdc"].as_f64(),
-        open_blockers: sub["blocked_by"]
-            .as_array()
+        open: status(&sub) == "open",
+        holder: sub.get("assigned_agent").and_then(Value::as_str).map(str::to_string),
+        budget_usdc: sub.get("budget_usdc").and_then(Value::as_f64),
+        open_blockers: sub
+            .get("blocked_by")
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
-            .filter(|b| status_of(b) != "completed")
+            .filter(|b| subtask(contract, b).is_none_or(|s| status(&s) != "completed"))
             .map(str::to_string)
             .collect(),
-        requires_approval: sub["requires_approval"].as_bool().unwrap_or(false),
+        requires_approval: sub.get("requires_approval").and_then(Value::as_bool).unwrap_or(false),
     });
 }

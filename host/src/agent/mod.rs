@@ -7,6 +7,10 @@
 //! or re-keyed while the host runs, so the cache cannot go stale (the admin
 //! key from `CAIRN_ADMIN_KEY` is set before serving starts).
 
+mod api;
+
+pub use api::routes;
+
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
 use std::time::Instant;
@@ -24,7 +28,7 @@ use utoipa_axum::routes;
 use crate::config::Registration;
 use crate::db::Db;
 use crate::error::{Error, Json, Result};
-use crate::{AppState, clock, name, with_db};
+use crate::{clock, name, with_db};
 
 /// The agent that made a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,10 +41,6 @@ pub struct Caller {
 /// owns built-in resources and signs the messages the host sends.
 const RESERVED: [&str; 2] = ["admin", "cairn"];
 pub const SYSTEM: &str = "cairn";
-
-pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(register)).routes(routes!(me))
-}
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterRequest {
@@ -58,36 +58,6 @@ pub struct RegisterResponse {
 pub struct MeResponse {
     agent_name: String,
     admin: bool,
-}
-
-/// Registers an agent and returns its key, once.
-#[utoipa::path(post, path = "/register/agent", tag = "agents", request_body = RegisterRequest,
-    responses((status = 201, body = RegisterResponse), (status = 409, description = "name taken")))]
-async fn register(
-    State(app): State<AppState>,
-    caller: Option<Caller>,
-    Json(req): Json<RegisterRequest>,
-) -> Result<(StatusCode, Json<RegisterResponse>)> {
-    if app.config.registration == Registration::Admin {
-        match caller {
-            None => return Err(Error::unauthorized("registration needs an admin key on this server")),
-            Some(c) if !c.admin => return Err(Error::forbidden("only an admin may register agents on this server")),
-            Some(_) => {}
-        }
-    }
-    name::check("agent", &req.agent_name)?;
-    if RESERVED.contains(&req.agent_name.as_str()) {
-        return Err(Error::conflict("name_taken", format!("the agent name {:?} is reserved", req.agent_name)));
-    }
-    let key = new_key();
-    if !insert(&app.db, &req.agent_name, &hash_key(&key), false).await? {
-        return Err(Error::conflict(
-            "name_taken",
-            format!("an agent named {:?} already exists; pick another name", req.agent_name),
-        ));
-    }
-    tracing::info!(agent = %req.agent_name, "agent registered");
-    Ok((StatusCode::CREATED, Json(RegisterResponse { agent_name: req.agent_name, api_key: key })))
 }
 
 /// Who the key belongs to.
@@ -124,33 +94,6 @@ fn presented_key(parts: &Parts) -> Option<&str> {
     let auth = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = auth.trim().split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self> {
-        let Some(key) = presented_key(parts) else {
-            return Err(Error::unauthorized(
-                "missing API key: send `X-API-KEY: sk_...` or `Authorization: Bearer sk_...`",
-            ));
-        };
-        let caller = app.keys.resolve(&app.db, key).await?;
-        app.limiter.check(&caller.name)?;
-        Ok(caller)
-    }
-}
-
-impl axum::extract::OptionalFromRequestParts<AppState> for Caller {
-    type Rejection = Error;
-
-    /// No key: `None`. A key that does not resolve is still a 401.
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Option<Self>> {
-        if presented_key(parts).is_none() {
-            return Ok(None);
-        }
-        <Caller as FromRequestParts<AppState>>::from_request_parts(parts, app).await.map(Some)
-    }
 }
 
 /// Resolved keys, by hash.

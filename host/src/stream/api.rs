@@ -1,0 +1,335 @@
+//! The stream routes: each handler parses, checks the caller, calls the store
+//! and maps the answer; every failure is the one error type.
+
+use super::*;
+use crate::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(append, read, extend, delete))
+        .routes(routes!(latest))
+        .routes(routes!(events))
+        .routes(routes!(list))
+}
+
+/// Creates a stream.
+#[utoipa::path(post, path = "/stream", tag = "stream", request_body = CreateStream,
+    responses((status = 201, body = StreamInfo), (status = 200, body = StreamInfo, description = "create_if_missing found it"),
+        (status = 409), (status = 422)))]
+async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    Json(req): Json<CreateStream>,
+) -> Result<(StatusCode, Json<StreamInfo>)> {
+    name::check("stream", &req.name)?;
+    name::check_labels(&req.labels)?;
+    let ttl = req.ttl.unwrap_or(DEFAULT_TTL_SECS);
+    if ttl <= 0 {
+        return Err(Error::bad_request(format!("ttl must be a positive number of seconds, got {ttl}")));
+    }
+    if let Some(r) = req.retention_seconds.filter(|r| *r <= 0) {
+        return Err(Error::bad_request(format!("retention_seconds must be positive, got {r}")));
+    }
+    if let Some(existing) = store::by_owner_name(&app.db, &caller.name, &req.name).await? {
+        return if req.create_if_missing {
+            Ok((StatusCode::OK, Json(StreamInfo::from(&existing))))
+        } else {
+            Err(name_taken(&req.name))
+        };
+    }
+    if let Some(stash) = &req.linked_stash {
+        name::check("stash", stash)?;
+        if !crate::stash::visible(&app.db, &caller, stash).await? {
+            return Err(Error::validation(
+                format!("linked_stash {stash:?} is not a stash you can see; create it first"),
+                vec![],
+            ));
+        }
+    }
+    let binding = match &req.schema_id {
+        Some(s) => Some(schema::bind(&app.db, &caller, s, Target::Stream).await?),
+        None => None,
+    };
+    let now = clock::now_ms();
+    let row = StreamRow {
+        stream_id: new_id(),
+        owner: caller.name.clone(),
+        name: req.name.clone(),
+        description: req.description,
+        labels: encode_labels(&req.labels),
+        discoverable: req.discoverable,
+        linked_stash: req.linked_stash,
+        ttl,
+        expires_at: now.saturating_add(clock::secs_to_ms(ttl)),
+        retention_seconds: req.retention_seconds,
+        schema_id: binding.as_ref().map(|b| b.schema_id.clone()),
+        schema_version: binding.as_ref().map(|b| b.version),
+        schema_name: binding.map(|b| b.name),
+        last_seq: 0,
+        created_at: now,
+        updated_at: now,
+    };
+    match store::insert(&app.db, &row).await? {
+        store::Insert::Done => Ok((StatusCode::CREATED, Json(StreamInfo::from(&row)))),
+        // Lost a race with ourselves: honour create_if_missing against the winner.
+        store::Insert::NameTaken => match store::by_owner_name(&app.db, &caller.name, &req.name).await? {
+            Some(existing) if req.create_if_missing => Ok((StatusCode::OK, Json(StreamInfo::from(&existing)))),
+            _ => Err(name_taken(&req.name)),
+        },
+    }
+}
+
+/// Wakes live readers of `stream_id`, in this process and in every other.
+pub async fn announce(app: &AppState, stream_id: &str, seq: i64) {
+    events::announce(&app.bus, &app.db, stream_id, seq).await;
+}
+
+/// Appends an entry.
+#[utoipa::path(post, path = "/stream/{stream_id}", tag = "stream", params(("stream_id" = String, Path)),
+    request_body = AppendRequest, responses((status = 201, body = Appended), (status = 404), (status = 422)))]
+async fn append(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<AppendRequest>,
+) -> Result<(StatusCode, Json<Appended>)> {
+    if let Some(label) = &req.label {
+        name::check("label", label)?;
+    }
+    if let Some(binding) = app.stream_schemas.get(&app, &id).await? {
+        app.schemas.check(&app.db, &binding, &req.data).await?;
+    }
+    let label = req.label.as_deref().unwrap_or_default();
+    let after = if app.append_hook.watches(label) {
+        let s = find(&app, &id).await?;
+        let hooked = Hooked { stream_id: s.stream_id, owner: s.owner, name: s.name, linked_stash: s.linked_stash };
+        app.append_hook.admit(&caller, &hooked, label, &req.data).await?
+    } else {
+        None
+    };
+    let data = serde_json::to_string(&req.data).map_err(|e| Error::internal(e.to_string()))?;
+    let now = clock::now_ms();
+    let append =
+        appender::Append { stream_id: id.clone(), label: req.label.clone(), data, agent: caller.name.clone(), now };
+    let Some(seq) = app.appender.append(append).await? else {
+        return Err(not_found(&id));
+    };
+    announce(&app, &id, seq).await;
+    let decision = match after {
+        Some(after) => after(seq).await?,
+        None => None,
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(Appended {
+            seq,
+            stream_id: id,
+            label: req.label,
+            agent: caller.name,
+            created_at: clock::rfc3339(now),
+            decision,
+        }),
+    ))
+}
+
+/// Reads entries, oldest first.
+#[utoipa::path(get, path = "/stream/{stream_id}", tag = "stream", params(("stream_id" = String, Path), ReadParams),
+    responses((status = 200, body = Entries), (status = 404)))]
+async fn read(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(p): Query<ReadParams>,
+) -> Result<Json<Entries>> {
+    let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
+    let stream = find(&app, &id).await?;
+    let after = p.after.unwrap_or(0);
+    let q = EntryQuery { label: p.label.as_deref(), after, not_before: retention_cutoff(&stream), limit, offset };
+    let rows = store::entries(&app.db, &id, &q).await?;
+    let next_after = rows.last().map_or(after, |e| e.seq);
+    Ok(Json(Entries { stream_id: id, entries: rows.iter().map(Entry::from).collect(), next_after }))
+}
+
+/// The newest entry (with that label).
+#[utoipa::path(get, path = "/stream/{stream_id}/latest", tag = "stream", params(("stream_id" = String, Path), LabelParam),
+    responses((status = 200, body = Entry), (status = 404)))]
+async fn latest(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(p): Query<LabelParam>,
+) -> Result<Json<Entry>> {
+    let stream = find(&app, &id).await?;
+    match store::latest(&app.db, &id, p.label.as_deref(), retention_cutoff(&stream)).await? {
+        Some(e) => Ok(Json(Entry::from(&e))),
+        None => Err(Error::not_found(format!(
+            "an entry in stream {id}{}",
+            p.label.map(|l| format!(" with label {l:?}")).unwrap_or_default()
+        ))),
+    }
+}
+
+/// Server-sent events: the backlog, then live entries.
+#[utoipa::path(get, path = "/stream/{stream_id}/events", tag = "stream", params(("stream_id" = String, Path), EventsParams),
+    responses((status = 200, content_type = "text/event-stream", description = "one `entry` event per entry, id = seq"),
+        (status = 404)))]
+async fn events(
+    State(app): State<AppState>,
+    _caller: Caller,
+    Path(id): Path<String>,
+    Query(p): Query<EventsParams>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    find(&app, &id).await?;
+    let last_event_id = last_event_id(&headers, "the seq of the last entry")?;
+    let app_keep_alive = app.config.sse_keep_alive_secs;
+    let tail = Tail {
+        wake: app.bus.subscribe(&id),
+        shutdown: app.shutdown.clone(),
+        cursor: last_event_id.or(p.after).unwrap_or(0),
+        buffer: VecDeque::new(),
+        label: p.label,
+        id,
+        app,
+    };
+    let stream = futures_util::stream::unfold(tail, |mut tail| async move {
+        let entry = tail.next().await?;
+        let event = Event::default()
+            .id(entry.seq.to_string())
+            .event("entry")
+            .json_data(Entry::from(&entry))
+            .unwrap_or_else(|_| Event::default().comment("unserialisable entry"));
+        Some((Ok(event), tail))
+    });
+    // The API promises a keep-alive at least every 15 s.
+    let keep_alive = Duration::from_secs(app_keep_alive.clamp(1, 15));
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+/// One SSE reader's position in a stream.
+struct Tail {
+    app: AppState,
+    id: String,
+    label: Option<String>,
+    cursor: i64,
+    buffer: VecDeque<EntryRow>,
+    wake: tokio::sync::watch::Receiver<i64>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// The caller's streams, or with `name`, also discoverable ones of that name.
+#[utoipa::path(get, path = "/streams", tag = "stream", params(ListParams), responses((status = 200, body = StreamList)))]
+async fn list(State(app): State<AppState>, caller: Caller, Query(p): Query<ListParams>) -> Result<Json<StreamList>> {
+    let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
+    if let Some(n) = &p.name {
+        name::check("stream", n)?;
+    }
+    let rows = store::list(&app.db, &caller.name, p.name.as_deref(), limit, offset).await?;
+    Ok(Json(StreamList { streams: rows.iter().map(StreamInfo::from).collect() }))
+}
+
+/// Extends a stream's life (creator only).
+#[utoipa::path(patch, path = "/stream/{stream_id}", tag = "stream", params(("stream_id" = String, Path)),
+    request_body = Extend, responses((status = 200, body = StreamInfo), (status = 403), (status = 404)))]
+async fn extend(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<Extend>,
+) -> Result<Json<StreamInfo>> {
+    if req.extra_time <= 0 {
+        return Err(Error::bad_request(format!(
+            "extra_time must be a positive number of seconds, got {}",
+            req.extra_time
+        )));
+    }
+    let stream = find(&app, &id).await?;
+    creator_only(&caller, &stream)?;
+    store::extend(&app.db, &id, clock::secs_to_ms(req.extra_time)).await?;
+    let updated = find(&app, &id).await?;
+    Ok(Json(StreamInfo::from(&updated)))
+}
+
+/// Deletes a stream and its entries (creator only).
+#[utoipa::path(delete, path = "/stream/{stream_id}", tag = "stream", params(("stream_id" = String, Path)),
+    responses((status = 204), (status = 403), (status = 404)))]
+async fn delete(State(app): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode> {
+    let stream = find(&app, &id).await?;
+    creator_only(&caller, &stream)?;
+    store::delete(&app.db, &id).await?;
+    app.bus.publish(&id, i64::MAX);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn find(app: &AppState, id: &str) -> Result<StreamRow> {
+    store::by_id(&app.db, id).await?.ok_or_else(|| not_found(id))
+}
+
+impl SchemaBindings {
+    async fn get(&self, app: &AppState, id: &str) -> Result<Option<Binding>> {
+        if let Some(b) = self.known.read().ok().and_then(|m| m.get(id).cloned()) {
+            return Ok(b);
+        }
+        let stream = find(app, id).await?;
+        let binding = match (stream.schema_id, stream.schema_version) {
+            (Some(schema_id), Some(version)) => {
+                Some(Binding { schema_id, version, name: stream.schema_name.unwrap_or_default() })
+            }
+            _ => None,
+        };
+        if let Ok(mut m) = self.known.write() {
+            if m.len() >= MAX_CACHED_BINDINGS {
+                m.clear();
+            }
+            m.insert(id.to_string(), binding.clone());
+        }
+        Ok(binding)
+    }
+}
+
+impl Tail {
+    /// The next entry; `None` ends the response (shutdown, stream gone).
+    async fn next(&mut self) -> Option<EntryRow> {
+        loop {
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            if let Some(e) = self.buffer.pop_front() {
+                self.cursor = e.seq;
+                return Some(e);
+            }
+            let stream = match store::by_id(&self.app.db, &self.id).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(stream = %self.id, "live read failed: {e}");
+                    return None;
+                }
+            };
+            let q = EntryQuery {
+                label: self.label.as_deref(),
+                after: self.cursor,
+                not_before: retention_cutoff(&stream),
+                limit: SSE_BATCH,
+                offset: 0,
+            };
+            match store::entries(&self.app.db, &self.id, &q).await {
+                Ok(rows) if !rows.is_empty() => {
+                    self.buffer.extend(rows);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(stream = %self.id, "live read failed: {e}");
+                    return None;
+                }
+            }
+            tokio::select! {
+                _ = self.wake.changed() => {}
+                _ = tokio::time::sleep(RECHECK) => {}
+                _ = self.shutdown.changed() => return None,
+            }
+        }
+    }
+}
