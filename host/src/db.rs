@@ -345,6 +345,49 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Stores an enum as its name in a TEXT column on both backends, so rows
+/// carry the enum and not a string. The type needs `as_str(self) ->
+/// &'static str` and `parse(&str) -> Option<Self>`.
+#[macro_export]
+macro_rules! text_column {
+    ($ty:ty) => {
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $ty
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'q, DB: sqlx::Database> sqlx::Encode<'q, DB> for $ty
+        where
+            &'q str: sqlx::Encode<'q, DB>,
+        {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <DB as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<'q, DB>>::encode_by_ref(&self.as_str(), buf)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $ty
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(value: <DB as sqlx::Database>::ValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let s = <&str as sqlx::Decode<'r, DB>>::decode(value)?;
+                <$ty>::parse(s).ok_or_else(|| format!("{s:?} is not a {}", stringify!($ty)).into())
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,13 @@ impl Level {
             Level::Alert => "ALERT",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Level::Halt, Level::Alert].into_iter().find(|l| l.as_str() == s)
+    }
 }
+
+crate::text_column!(Level);
 
 /// Where a signal was raised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,14 +52,12 @@ impl ScopeKind {
         }
     }
 
-    pub fn of(row: &SignalRow) -> Option<Self> {
-        match row.scope_kind.as_str() {
-            "team" => Some(ScopeKind::Team),
-            "contract" => Some(ScopeKind::Contract),
-            _ => None,
-        }
+    pub fn parse(s: &str) -> Option<Self> {
+        [ScopeKind::Team, ScopeKind::Contract].into_iter().find(|k| k.as_str() == s)
     }
 }
+
+crate::text_column!(ScopeKind);
 
 /// `sig_` and 96 random bits, for team and contract signals alike.
 pub fn new_signal_id() -> String {
@@ -65,9 +69,9 @@ pub fn new_signal_id() -> String {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SignalRow {
     pub signal_id: String,
-    pub scope_kind: String,
+    pub scope_kind: ScopeKind,
     pub scope: String,
-    pub level: String,
+    pub level: Level,
     pub category: String,
     pub reporter: String,
     pub task_id: Option<i64>,
@@ -94,7 +98,7 @@ pub async fn signals(db: &Db, kind: ScopeKind, scope: &str, limit: i64, offset: 
         "SELECT {SIGNAL_COLUMNS} FROM signals WHERE scope_kind = $1 AND scope = $2 ORDER BY created_at, signal_id LIMIT $3 OFFSET $4"
     );
     Ok(with_db!(db, read, |pool| sqlx::query_as(&sql)
-        .bind(kind.as_str())
+        .bind(kind)
         .bind(scope)
         .bind(limit)
         .bind(offset)
@@ -118,9 +122,9 @@ macro_rules! bind_signal {
     ($query:expr, $s:expr) => {
         $query
             .bind(&$s.signal_id)
-            .bind(&$s.scope_kind)
+            .bind($s.scope_kind)
             .bind(&$s.scope)
-            .bind(&$s.level)
+            .bind($s.level)
             .bind(&$s.category)
             .bind(&$s.reporter)
             .bind($s.task_id)
@@ -167,7 +171,7 @@ pub async fn open_halts(db: &Db, kind: ScopeKind, scope: &str) -> Result<Vec<Str
         "SELECT signal_id FROM signals WHERE scope_kind = $1 AND scope = $2 AND halts AND acknowledged_at IS NULL
          ORDER BY created_at, signal_id"
     )
-    .bind(kind.as_str())
+    .bind(kind)
     .bind(scope)
     .fetch_all(pool)
     .await)?;

@@ -453,9 +453,9 @@ fn plan(
             let level = if halt { "HALT" } else { "ALERT" };
             let row = SignalRow {
                 signal_id: signal_id.clone(),
-                scope_kind: signal::ScopeKind::Contract.as_str().into(),
+                scope_kind: signal::ScopeKind::Contract,
                 scope: contract.name.clone(),
-                level: level.into(),
+                level: if halt { signal::Level::Halt } else { signal::Level::Alert },
                 category: category.clone(),
                 reporter: agent.clone(),
                 task_id: None,

@@ -98,37 +98,41 @@ pub struct DecisionRow {
 
 const DECISION_COLUMNS: &str = "decision_id, policy, version, hook, dry_run, agent, input, result, error, duration_us, fuel_used, logs, stdout, stderr, at, scope";
 
-pub const INSERT_DECISION: &str = "INSERT INTO policy_decisions (decision_id, policy, version, hook, dry_run, agent, \
-    input, result, error, duration_us, fuel_used, logs, stdout, stderr, at, scope) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+/// Rows per multi-row insert: 16 binds each, well under SQLite's limit.
+pub const DECISIONS_PER_INSERT: usize = 500;
 
 /// Inserts decision rows on `$conn` (a pool or a transaction), so that a
-/// decision's effect and its record can commit together.
+/// decision's effect and its record can commit together: one statement per
+/// [`DECISIONS_PER_INSERT`] rows, since every statement is a round trip.
 #[macro_export]
 macro_rules! insert_decisions {
     ($conn:expr, $rows:expr) => {{
+        let rows: Vec<&$crate::policy::store::DecisionRow> = $rows.into_iter().collect();
         let mut done: Result<(), sqlx::Error> = Ok(());
-        for d in $rows {
-            if let Err(e) = sqlx::query($crate::policy::store::INSERT_DECISION)
-                .bind(&d.decision_id)
-                .bind(&d.policy)
-                .bind(d.version)
-                .bind(&d.hook)
-                .bind(d.dry_run)
-                .bind(&d.agent)
-                .bind(&d.input)
-                .bind(&d.result)
-                .bind(&d.error)
-                .bind(d.duration_us)
-                .bind(d.fuel_used)
-                .bind(&d.logs)
-                .bind(&d.stdout)
-                .bind(&d.stderr)
-                .bind(d.at)
-                .bind(&d.scope)
-                .execute(&mut *$conn)
-                .await
-            {
+        for chunk in rows.chunks($crate::policy::store::DECISIONS_PER_INSERT) {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO policy_decisions (decision_id, policy, version, hook, dry_run, agent, \
+                 input, result, error, duration_us, fuel_used, logs, stdout, stderr, at, scope) ",
+            );
+            insert.push_values(chunk, |mut row, d| {
+                row.push_bind(&d.decision_id)
+                    .push_bind(&d.policy)
+                    .push_bind(d.version)
+                    .push_bind(&d.hook)
+                    .push_bind(d.dry_run)
+                    .push_bind(&d.agent)
+                    .push_bind(&d.input)
+                    .push_bind(&d.result)
+                    .push_bind(&d.error)
+                    .push_bind(d.duration_us)
+                    .push_bind(d.fuel_used)
+                    .push_bind(&d.logs)
+                    .push_bind(&d.stdout)
+                    .push_bind(&d.stderr)
+                    .push_bind(d.at)
+                    .push_bind(&d.scope);
+            });
+            if let Err(e) = insert.build().execute(&mut *$conn).await {
                 done = Err(e);
                 break;
             }

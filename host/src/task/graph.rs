@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The cycle that adding `new` edges to `edges` would close, as the path of
 /// task ids from a task back to itself; None if the graph stays acyclic.
 pub fn cycle(edges: &BTreeSet<(i64, i64)>, new: &[(i64, i64)]) -> Option<Vec<i64>> {
+    // Most updates add no edge: do not walk the team's graph for them.
+    if new.is_empty() {
+        return None;
+    }
     let mut next: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (task, blocker) in edges.iter().chain(new) {
         next.entry(*task).or_default().push(*blocker);

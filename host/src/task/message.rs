@@ -43,14 +43,20 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Message => "message",
             Kind::ShutdownRequest => "shutdown_request",
             Kind::ShutdownResponse => "shutdown_response",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Kind::Message, Kind::ShutdownRequest, Kind::ShutdownResponse].into_iter().find(|k| k.as_str() == s)
+    }
 }
+
+crate::text_column!(Kind);
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +87,7 @@ pub struct MessageView {
     from: String,
     to: String,
     #[serde(rename = "type")]
-    kind: String,
+    kind: Kind,
     summary: String,
     message: String,
     request_id: Option<String>,
@@ -95,7 +101,7 @@ impl From<&MessageRow> for MessageView {
             id: m.id,
             from: m.sender.clone(),
             to: m.addressed.clone(),
-            kind: m.kind.clone(),
+            kind: m.kind,
             summary: m.summary.clone(),
             message: m.message.clone(),
             request_id: m.request_id.clone(),

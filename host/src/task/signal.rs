@@ -65,7 +65,7 @@ pub struct Raised {
 #[derive(Serialize, ToSchema)]
 pub struct SignalView {
     signal_id: String,
-    level: String,
+    level: Level,
     category: String,
     reporter: String,
     task_id: Option<i64>,
@@ -87,7 +87,7 @@ impl From<&SignalRow> for SignalView {
     fn from(s: &SignalRow) -> Self {
         Self {
             signal_id: s.signal_id.clone(),
-            level: s.level.clone(),
+            level: s.level,
             category: s.category.clone(),
             reporter: s.reporter.clone(),
             task_id: s.task_id,
@@ -149,7 +149,7 @@ impl signal::Effects for TeamEffects<'_> {
             subject: subject.into(),
             description: description.into(),
             active_form: String::new(),
-            status: "pending".into(),
+            status: super::store::Status::Pending,
             owner: None,
             metadata: metadata.to_string(),
             created_by: self.reporter.into(),

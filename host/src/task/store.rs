@@ -9,6 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
 use crate::db::{Arg, Db, Filter, is_unique_violation};
 use crate::error::Result;
 use crate::policy::Decider;
@@ -34,6 +37,31 @@ pub struct TeamRow {
 const TEAM_COLUMNS: &str =
     "name, lead, stream_id, rules, next_task_id, next_message_id, created_at, updated_at, version";
 
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    InProgress,
+    Completed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::InProgress => "in_progress",
+            Status::Completed => "completed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Status::Pending, Status::InProgress, Status::Completed].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+crate::text_column!(Status);
+
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TaskRow {
     pub team: String,
@@ -41,7 +69,7 @@ pub struct TaskRow {
     pub subject: String,
     pub description: String,
     pub active_form: String,
-    pub status: String,
+    pub status: Status,
     pub owner: Option<String>,
     pub metadata: String,
     pub created_by: String,
@@ -58,7 +86,7 @@ pub struct MessageRow {
     pub id: i64,
     pub sender: String,
     pub addressed: String,
-    pub kind: String,
+    pub kind: super::message::Kind,
     pub summary: String,
     pub message: String,
     pub request_id: Option<String>,
@@ -75,7 +103,7 @@ impl MessageRow {
             id,
             sender: crate::agent::SYSTEM.into(),
             addressed: to.into(),
-            kind: "message".into(),
+            kind: super::message::Kind::Message,
             summary,
             message,
             request_id: None,
@@ -207,7 +235,7 @@ pub async fn task(db: &Db, team: &str, id: i64) -> Result<Option<TaskRow>> {
 pub async fn tasks(
     db: &Db,
     team: &str,
-    status: Option<&str>,
+    status: Option<Status>,
     owner: Option<&str>,
     limit: i64,
     offset: i64,
@@ -215,7 +243,7 @@ pub async fn tasks(
     let mut f = Filter::default();
     f.and("team = ?", [Arg::Text(team.into())]);
     if let Some(s) = status {
-        f.and("status = ?", [Arg::Text(s.into())]);
+        f.and("status = ?", [Arg::Text(s.as_str().into())]);
     }
     if let Some(o) = owner {
         f.and("owner = ?", [Arg::Text(o.into())]);
@@ -324,6 +352,8 @@ pub struct Snapshot {
     /// Shared with the views of decisions made on this snapshot.
     pub tasks: Arc<BTreeMap<i64, TaskRow>>,
     pub deps: Arc<Deps>,
+    /// Task ids by owner, so "the claimant's tasks" does not scan the team.
+    pub by_owner: Arc<BTreeMap<String, BTreeSet<i64>>>,
     /// Unacknowledged HALTs on the team, oldest first.
     pub halts: Vec<String>,
     /// Every unacknowledged signal of the team.
@@ -354,12 +384,38 @@ impl Snapshot {
 
     /// Blockers of `id` that are not completed.
     pub fn open_blockers(&self, id: i64) -> Vec<i64> {
-        self.blocked_by(id).into_iter().filter(|b| self.tasks.get(b).is_some_and(|t| t.status != "completed")).collect()
+        self.blocked_by(id)
+            .into_iter()
+            .filter(|b| self.tasks.get(b).is_some_and(|t| t.status != Status::Completed))
+            .collect()
     }
 
     /// What decisions made for this team read: its tasks, from memory.
     pub fn view(&self) -> Arc<dyn crate::policy::View> {
-        Arc::new(super::view::TeamView::new(&self.team.name, self.tasks.clone(), self.deps.clone()))
+        Arc::new(super::view::TeamView::new(
+            &self.team.name,
+            self.tasks.clone(),
+            self.deps.clone(),
+            self.by_owner.clone(),
+        ))
+    }
+
+    fn index_owner(&mut self, id: i64, was: Option<&str>, now: Option<&str>) {
+        if was == now {
+            return;
+        }
+        let index = Arc::make_mut(&mut self.by_owner);
+        if let Some(w) = was
+            && let Some(ids) = index.get_mut(w)
+        {
+            ids.remove(&id);
+            if ids.is_empty() {
+                index.remove(w);
+            }
+        }
+        if let Some(n) = now {
+            index.entry(n.to_string()).or_default().insert(id);
+        }
     }
 
     /// Makes the snapshot what the store holds once `writes` commit. Plans
@@ -369,11 +425,13 @@ impl Snapshot {
         for w in writes {
             match w {
                 Write::PutTask(t) => {
-                    Arc::make_mut(&mut self.tasks).insert(t.id, t.clone());
+                    let old = Arc::make_mut(&mut self.tasks).insert(t.id, t.clone());
+                    self.index_owner(t.id, old.and_then(|o| o.owner).as_deref(), t.owner.as_deref());
                 }
                 Write::DeleteTask(id) => {
-                    Arc::make_mut(&mut self.tasks).remove(id);
+                    let old = Arc::make_mut(&mut self.tasks).remove(id);
                     Arc::make_mut(&mut self.deps).remove_task(*id);
+                    self.index_owner(*id, old.and_then(|o| o.owner).as_deref(), None);
                 }
                 Write::Block { task, blocked_by } => Arc::make_mut(&mut self.deps).insert(*task, *blocked_by),
                 Write::PutSignal(sig) if sig.acknowledged_at.is_none() => {
@@ -513,9 +571,16 @@ pub async fn commit_batch(db: &Db, decider: &Arc<Decider>, team: &str, cached: &
                 .bind(team)
                 .fetch_all(&mut *tx)
                 .await?;
+                let mut by_owner: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
+                for t in &tasks {
+                    if let Some(o) = &t.owner {
+                        by_owner.entry(o.clone()).or_default().insert(t.id);
+                    }
+                }
                 Snapshot {
                     team: team_row,
                     members: members.into_iter().map(|(m,)| m).collect(),
+                    by_owner: Arc::new(by_owner),
                     tasks: Arc::new(tasks.into_iter().map(|t| (t.id, t)).collect()),
                     deps: Arc::new(deps.into_iter().collect()),
                     halts: open.iter().filter(|(_, h)| *h).map(|(id, _)| id.clone()).collect(),
@@ -553,7 +618,7 @@ pub async fn commit_batch(db: &Db, decider: &Arc<Decider>, team: &str, cached: &
                             .bind(&t.subject)
                             .bind(&t.description)
                             .bind(&t.active_form)
-                            .bind(&t.status)
+                            .bind(t.status)
                             .bind(&t.owner)
                             .bind(&t.metadata)
                             .bind(&t.created_by)
@@ -593,7 +658,7 @@ pub async fn commit_batch(db: &Db, decider: &Arc<Decider>, team: &str, cached: &
                                 .bind(m.id)
                                 .bind(&m.sender)
                                 .bind(&m.addressed)
-                                .bind(&m.kind)
+                                .bind(m.kind)
                                 .bind(&m.summary)
                                 .bind(&m.message)
                                 .bind(&m.request_id)
@@ -671,4 +736,78 @@ pub async fn shutdown_request(db: &Db, team: &str, request_id: &str, recipient: 
         .bind(recipient)
         .fetch_optional(pool)
         .await)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: i64, owner: Option<&str>, status: Status) -> TaskRow {
+        TaskRow {
+            team: "t".into(),
+            id,
+            subject: format!("task {id}"),
+            description: String::new(),
+            active_form: String::new(),
+            status,
+            owner: owner.map(str::to_string),
+            metadata: "{}".into(),
+            created_by: "lead".into(),
+            version: 1,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            team: TeamRow {
+                name: "t".into(),
+                lead: "lead".into(),
+                stream_id: "st_t".into(),
+                rules: "{}".into(),
+                next_task_id: 1,
+                next_message_id: 1,
+                created_at: 0,
+                updated_at: 0,
+                version: 0,
+            },
+            members: ["lead".to_string(), "a".to_string()].into(),
+            tasks: Arc::default(),
+            deps: Arc::default(),
+            by_owner: Arc::default(),
+            halts: Vec::new(),
+            open_signals: BTreeSet::new(),
+        }
+    }
+
+    #[test]
+    fn applied_writes_keep_tasks_edges_and_owners_in_step() {
+        let mut s = snapshot();
+        s.apply(&[
+            Write::PutTask(task(1, None, Status::Pending)),
+            Write::PutTask(task(2, Some("a"), Status::InProgress)),
+            Write::Block { task: 2, blocked_by: 1 },
+        ]);
+        assert_eq!((s.blocked_by(2), s.blocks(1)), (vec![1], vec![2]));
+        assert_eq!(s.open_blockers(2), vec![1]);
+        assert_eq!(s.by_owner.get("a").map(|ids| ids.iter().copied().collect::<Vec<_>>()), Some(vec![2]));
+        // A claim moves the task between owners; a delete takes it and its edges.
+        s.apply(&[Write::PutTask(task(2, Some("lead"), Status::InProgress))]);
+        assert!(!s.by_owner.contains_key("a"));
+        s.apply(&[Write::PutTask(task(1, None, Status::Completed))]);
+        assert!(s.open_blockers(2).is_empty());
+        s.apply(&[Write::DeleteTask(1)]);
+        assert!(s.blocked_by(2).is_empty() && !s.tasks.contains_key(&1));
+    }
+
+    #[test]
+    fn a_view_taken_before_a_write_keeps_its_snapshot() {
+        let mut s = snapshot();
+        s.apply(&[Write::PutTask(task(1, None, Status::Pending))]);
+        let before = s.tasks.clone();
+        s.apply(&[Write::PutTask(task(1, Some("a"), Status::InProgress))]);
+        assert_eq!(before[&1].owner, None, "a decision's view never sees a later write");
+        assert_eq!(s.tasks[&1].owner.as_deref(), Some("a"));
+    }
 }

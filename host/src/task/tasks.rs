@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::store::{self, MessageRow, Snapshot, TaskRow, TeamRow, Write};
+use super::store::{self, MessageRow, Snapshot, Status, TaskRow, TeamRow, Write};
 use super::{graph, lead_only, rules_of, team_for};
 use crate::agent::Caller;
 use crate::clock;
@@ -33,31 +33,13 @@ use crate::policy::{Decider, Decision, Input, Reader, Request, Verdict};
 const MAX_SUBJECT: usize = 1_000;
 const MAX_TEXT: usize = 64 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    InProgress,
-    Completed,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::InProgress => "in_progress",
-            Status::Completed => "completed",
-        }
-    }
-}
-
 #[derive(Serialize, ToSchema)]
 pub struct TaskView {
     id: i64,
     subject: String,
     description: String,
     active_form: String,
-    status: String,
+    status: Status,
     owner: Option<String>,
     blocked_by: Vec<i64>,
     blocks: Vec<i64>,
@@ -74,7 +56,7 @@ fn task_view(t: &TaskRow, blocked_by: Vec<i64>, blocks: Vec<i64>) -> TaskView {
         subject: t.subject.clone(),
         description: t.description.clone(),
         active_form: t.active_form.clone(),
-        status: t.status.clone(),
+        status: t.status,
         owner: t.owner.clone(),
         blocked_by,
         blocks,
@@ -188,7 +170,7 @@ pub struct ListParams {
 pub struct TaskSummary {
     id: i64,
     subject: String,
-    status: String,
+    status: Status,
     owner: Option<String>,
     /// Only the blockers not completed yet.
     blocked_by: Vec<i64>,
@@ -298,29 +280,29 @@ fn plan(task: &TaskRow, req: &TaskUpdate, caller: &Caller, team: &TeamRow) -> Re
     }
     let mut complete = false;
     let status = req.status.and_then(|s| match s {
-        NewStatus::Pending => Some("pending"),
-        NewStatus::InProgress => Some("in_progress"),
-        NewStatus::Completed => Some("completed"),
+        NewStatus::Pending => Some(Status::Pending),
+        NewStatus::InProgress => Some(Status::InProgress),
+        NewStatus::Completed => Some(Status::Completed),
         NewStatus::Deleted => None, // returned above
     });
     if let Some(status) = status
         && status != task.status
     {
         match status {
-            "in_progress" => {
+            Status::InProgress => {
                 claim = true;
                 if next.owner.is_none() {
                     next.owner = Some(caller.name.clone());
                 }
             }
-            "completed" => complete = true,
-            _ => {
+            Status::Completed => complete = true,
+            Status::Pending => {
                 if !(is_lead || owns) {
                     return Err(Error::forbidden("only the task's owner or the lead may move it back to pending"));
                 }
             }
         }
-        next.status = status.into();
+        next.status = status;
     }
     if let Some(s) = &req.subject {
         check_subject(s)?;
@@ -419,8 +401,8 @@ fn plan_update(
     let mut blocked_by = s.blocked_by(id);
     blocked_by.extend(req.add_blocked_by.iter().filter(|b| !blocked_by.contains(b)).copied().collect::<Vec<_>>());
     let open: Vec<i64> =
-        blocked_by.iter().copied().filter(|b| s.tasks.get(b).is_some_and(|t| t.status != "completed")).collect();
-    if plan.next.status == "in_progress" && current.status != "in_progress" && !open.is_empty() {
+        blocked_by.iter().copied().filter(|b| s.tasks.get(b).is_some_and(|t| t.status != Status::Completed)).collect();
+    if plan.next.status == Status::InProgress && current.status != Status::InProgress && !open.is_empty() {
         return Err(blocked(id, &open));
     }
     let reader = Reader { name: caller.name.clone(), admin: caller.admin };

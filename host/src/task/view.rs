@@ -2,20 +2,20 @@
 //! from the writer's snapshot ([`TeamView`]); reads of other teams (and
 //! dry runs) go to storage through [`fetch`], as the reader could over HTTP.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::store::{self, Deps, TaskRow};
+use super::store::{self, Deps, Status as Stored, TaskRow};
 use crate::db::Db;
 use crate::error::Result;
 use crate::name;
 use crate::policy::view::{Answer, Read, Reader, Status, Task, TaskStatus, View};
 
-fn status(s: &str) -> TaskStatus {
+fn status(s: Stored) -> TaskStatus {
     match s {
-        "in_progress" => TaskStatus::InProgress,
-        "completed" => TaskStatus::Completed,
-        _ => TaskStatus::Pending,
+        Stored::Pending => TaskStatus::Pending,
+        Stored::InProgress => TaskStatus::InProgress,
+        Stored::Completed => TaskStatus::Completed,
     }
 }
 
@@ -25,7 +25,7 @@ fn to_task(t: &TaskRow, blocked_by: Vec<i64>, blocks: Vec<i64>) -> Task {
         subject: t.subject.clone(),
         description: t.description.clone(),
         active_form: t.active_form.clone(),
-        status: status(&t.status),
+        status: status(t.status),
         owner: t.owner.clone(),
         blocked_by: blocked_by.into_iter().map(|b| b as u64).collect(),
         blocks: blocks.into_iter().map(|b| b as u64).collect(),
@@ -40,11 +40,17 @@ pub struct TeamView {
     team: String,
     tasks: Arc<BTreeMap<i64, TaskRow>>,
     deps: Arc<Deps>,
+    by_owner: Arc<BTreeMap<String, BTreeSet<i64>>>,
 }
 
 impl TeamView {
-    pub fn new(team: &str, tasks: Arc<BTreeMap<i64, TaskRow>>, deps: Arc<Deps>) -> Self {
-        Self { team: team.to_string(), tasks, deps }
+    pub fn new(
+        team: &str,
+        tasks: Arc<BTreeMap<i64, TaskRow>>,
+        deps: Arc<Deps>,
+        by_owner: Arc<BTreeMap<String, BTreeSet<i64>>>,
+    ) -> Self {
+        Self { team: team.to_string(), tasks, deps, by_owner }
     }
 
     fn task(&self, t: &TaskRow) -> Task {
@@ -63,9 +69,11 @@ impl View for TeamView {
                 Some(Answer::Tasks(self.tasks.values().map(|t| self.task(t)).collect()))
             }
             Read::OwnedBy { team, owner, status: wanted } if *team == self.team => Some(Answer::Tasks(
-                self.tasks
-                    .values()
-                    .filter(|t| t.owner.as_deref() == Some(owner.as_str()))
+                self.by_owner
+                    .get(owner)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|id| self.tasks.get(id))
                     .map(|t| self.task(t))
                     .filter(|t| wanted.is_none_or(|w| Status::of(t.status) == w))
                     .collect(),

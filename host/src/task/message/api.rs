@@ -96,7 +96,7 @@ async fn send(
                 id: s.next_message_id(),
                 sender: caller.name.clone(),
                 addressed: req.to.clone(),
-                kind: req.kind.as_str().into(),
+                kind: req.kind,
                 summary: req.summary.clone(),
                 message: req.message.clone(),
                 request_id: request_id.clone(),

@@ -84,9 +84,9 @@ async fn raise(
             let (halts, signal_task_id, reports) = (carried.halts, carried.signal_task, carried.reports);
             let row = SignalRow {
                 signal_id: sig.clone(),
-                scope_kind: "team".into(),
+                scope_kind: ScopeKind::Team,
                 scope: name.clone(),
-                level: level.as_str().into(),
+                level,
                 category: cat.clone(),
                 reporter: reporter.clone(),
                 task_id: req.task_id,
@@ -142,9 +142,8 @@ async fn acknowledge_in_team(
     Path((team, signal_id)): Path<(String, String)>,
     Json(req): Json<Acknowledgement>,
 ) -> Result<Json<SignalView>> {
-    let signal = store::signal(&app.db, &signal_id)
-        .await?
-        .filter(|s| ScopeKind::of(s) == Some(ScopeKind::Team) && s.scope == team);
+    let signal =
+        store::signal(&app.db, &signal_id).await?.filter(|s| s.scope_kind == ScopeKind::Team && s.scope == team);
     let team_row = team_for(&app.db, &caller, &team).await?;
     let signal = signal.ok_or_else(|| Error::not_found(format!("signal {signal_id} in team {team}")))?;
     lead_only(&caller, &team_row, "acknowledge a signal")?;
@@ -164,7 +163,7 @@ async fn acknowledge(
 ) -> Result<Json<SignalView>> {
     let not_found = || Error::not_found(format!("signal {signal_id}"));
     let signal = store::signal(&app.db, &signal_id).await?.ok_or_else(not_found)?;
-    if ScopeKind::of(&signal) == Some(ScopeKind::Contract) {
+    if signal.scope_kind == ScopeKind::Contract {
         app.contracts.acknowledge(&caller, signal, req.note).await?;
         let row = store::signal(&app.db, &signal_id).await?.ok_or_else(not_found)?;
         return Ok(Json(SignalView::from(&row)));
@@ -203,9 +202,13 @@ async fn acknowledge_team_signal(
             row.acknowledged_at = Some(now);
             row.note = Some(note.clone());
             let mut writes = Vec::new();
-            if let Some(task) = row.signal_task_id.and_then(|id| s.tasks.get(&id)).filter(|t| t.status != "completed") {
+            if let Some(task) = row
+                .signal_task_id
+                .and_then(|id| s.tasks.get(&id))
+                .filter(|t| t.status != crate::task::store::Status::Completed)
+            {
                 let mut done = task.clone();
-                done.status = "completed".into();
+                done.status = crate::task::store::Status::Completed;
                 done.version += 1;
                 done.updated_at = now;
                 writes.push(Write::PutTask(done));

@@ -46,7 +46,7 @@ async fn create(
                 subject: req.subject,
                 description: req.description,
                 active_form: req.active_form,
-                status: "pending".into(),
+                status: Status::Pending,
                 owner: req.owner,
                 metadata: Value::Object(metadata).to_string(),
                 created_by: caller_name,
@@ -75,7 +75,7 @@ async fn list(
 ) -> Result<Json<TaskList>> {
     team_for(&app.db, &caller, &team).await?;
     let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
-    let rows = store::tasks(&app.db, &team, p.status.map(Status::as_str), p.owner.as_deref(), limit, offset).await?;
+    let rows = store::tasks(&app.db, &team, p.status, p.owner.as_deref(), limit, offset).await?;
     let mut open: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (task, blocker) in store::open_blockers(&app.db, &team).await? {
         open.entry(task).or_default().push(blocker);
