@@ -42,8 +42,14 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Macros exported at the crate root, by the module that defines them.
-const MACROS: &[(&str, &str)] =
-    &[("with_db", "db"), ("bind_args", "db"), ("insert_decisions", "policy"), ("bind_signal", "signal")];
+const MACROS: &[(&str, &str)] = &[
+    ("with_db", "db"),
+    ("bind_args", "db"),
+    ("text_column", "db"),
+    ("insert_decisions", "policy"),
+    ("bind_signal", "signal"),
+    ("append_in_tx", "stream"),
+];
 
 /// Items re-exported at the crate root, by the module they come from.
 const ROOT_ITEMS: &[(&str, &str)] = &[("App", "state"), ("AppState", "state"), ("router", "app"), ("Config", "config")];

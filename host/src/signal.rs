@@ -59,6 +59,11 @@ impl ScopeKind {
 
 crate::text_column!(ScopeKind);
 
+/// `$1` scope kind, `$2` scope: its unacknowledged signals, oldest first,
+/// each with whether it halts. The writers read it into their snapshots.
+pub const OPEN_SIGNALS: &str = "SELECT signal_id, halts FROM signals WHERE scope_kind = $1 AND scope = $2
+     AND acknowledged_at IS NULL ORDER BY created_at, signal_id";
+
 /// `sig_` and 96 random bits, for team and contract signals alike.
 pub fn new_signal_id() -> String {
     let mut b = [0u8; 12];

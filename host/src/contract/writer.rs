@@ -28,8 +28,7 @@ use crate::serial::Batch;
 use crate::signal::{self, Effects, SignalRow};
 use crate::stash::{self, Stash};
 use crate::stream::events::{self, Bus};
-use crate::stream::{APPEND_ONE, INSERT_ENTRY};
-use crate::{bind_signal, insert_decisions, with_db};
+use crate::{append_in_tx, bind_signal, insert_decisions, with_db};
 
 /// One job for a contract's writer.
 pub struct Job {
@@ -211,13 +210,11 @@ impl Writer {
                 .bind(format!("{}-execution", contract.name))
                 .fetch_all(&mut *tx)
                 .await?;
-                let open_rows: Vec<(String, bool)> = sqlx::query_as(
-                    "SELECT signal_id, halts FROM signals WHERE scope_kind = 'contract' AND scope = $1
-                     AND acknowledged_at IS NULL",
-                )
-                .bind(&contract.name)
-                .fetch_all(&mut *tx)
-                .await?;
+                let open_rows: Vec<(String, bool)> = sqlx::query_as(signal::OPEN_SIGNALS)
+                    .bind(signal::ScopeKind::Contract)
+                    .bind(&contract.name)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 let mut open = Open::default();
                 for (id, halts) in open_rows {
                     if halts {
@@ -277,18 +274,8 @@ impl Writer {
                     bind_signal!(sqlx::query(&put_signal), s).execute(&mut *tx).await?;
                 }
                 for (stream_id, label, data) in &planned.entries {
-                    let seq: Option<(i64,)> =
-                        sqlx::query_as(APPEND_ONE).bind(stream_id).bind(now).fetch_optional(&mut *tx).await?;
-                    if let Some((seq,)) = seq {
-                        sqlx::query(INSERT_ENTRY)
-                            .bind(stream_id)
-                            .bind(seq)
-                            .bind(label)
-                            .bind(data.to_string())
-                            .bind(crate::agent::SYSTEM)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                    let data = data.to_string();
+                    if let Some(seq) = append_in_tx!(tx, stream_id, label, data, crate::agent::SYSTEM, now)? {
                         entries_written.push((stream_id.clone(), seq));
                     }
                 }

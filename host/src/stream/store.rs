@@ -49,13 +49,39 @@ impl EntryRow {
 const COLUMNS: &str = "stream_id, owner, name, description, labels, discoverable, linked_stash, ttl, expires_at, \
     retention_seconds, schema_id, schema_version, schema_name, last_seq, created_at, updated_at";
 
-/// For writers that append inside their own transaction (team signals):
-/// bump the counter (`$1` stream id, `$2` now; returns the new seq, none if
-/// the stream is gone), then insert the entry with [`INSERT_ENTRY`].
+/// For writers that append inside their own transaction (the team and
+/// contract writers), through [`append_in_tx!`](crate::append_in_tx): bump
+/// the counter (`$1` stream id, `$2` now; returns the new seq, none if the
+/// stream is gone), then insert the entry with [`INSERT_ENTRY`].
 pub const APPEND_ONE: &str = "UPDATE streams SET last_seq = last_seq + 1, updated_at = $2 WHERE stream_id = $1 AND expires_at > $2 RETURNING last_seq";
 /// `$1` stream id, `$2` seq, `$3` label, `$4` data, `$5` agent, `$6` now.
 pub const INSERT_ENTRY: &str =
     "INSERT INTO stream_entries (stream_id, seq, label, data, agent, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// Appends one entry on `$tx` (a transaction): `Ok(Some(seq))`, or
+/// `Ok(None)` when the stream is gone or expired (nothing written).
+#[macro_export]
+macro_rules! append_in_tx {
+    ($tx:expr, $stream_id:expr, $label:expr, $data:expr, $agent:expr, $now:expr) => {{
+        let stream_id: &str = $stream_id;
+        let seq: Result<Option<(i64,)>, sqlx::Error> =
+            sqlx::query_as($crate::stream::APPEND_ONE).bind(stream_id).bind($now).fetch_optional(&mut *$tx).await;
+        match seq {
+            Ok(Some((seq,))) => sqlx::query($crate::stream::INSERT_ENTRY)
+                .bind(stream_id)
+                .bind(seq)
+                .bind($label)
+                .bind($data)
+                .bind($agent)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await
+                .map(|_| Some(seq)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }};
+}
 
 pub async fn by_id(db: &Db, id: &str) -> Result<Option<StreamRow>> {
     let sql = format!("SELECT {COLUMNS} FROM streams WHERE stream_id = $1 AND expires_at > $2");

@@ -17,8 +17,7 @@ use crate::error::Result;
 use crate::policy::Decider;
 use crate::policy::store::DecisionRow;
 use crate::signal::{self, SignalRow};
-use crate::stream::{APPEND_ONE, INSERT_ENTRY};
-use crate::{bind_args, clock, insert_decisions, with_db};
+use crate::{append_in_tx, bind_args, clock, insert_decisions, with_db};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TeamRow {
@@ -564,13 +563,11 @@ pub async fn commit_batch(db: &Db, decider: &Arc<Decider>, team: &str, cached: &
                     .bind(team)
                     .fetch_all(&mut *tx)
                     .await?;
-                let open: Vec<(String, bool)> = sqlx::query_as(
-                    "SELECT signal_id, halts FROM signals WHERE scope_kind = 'team' AND scope = $1
-                         AND acknowledged_at IS NULL ORDER BY created_at, signal_id",
-                )
-                .bind(team)
-                .fetch_all(&mut *tx)
-                .await?;
+                let open: Vec<(String, bool)> = sqlx::query_as(signal::OPEN_SIGNALS)
+                    .bind(signal::ScopeKind::Team)
+                    .bind(team)
+                    .fetch_all(&mut *tx)
+                    .await?;
                 let mut by_owner: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
                 for t in &tasks {
                     if let Some(o) = &t.owner {
@@ -608,6 +605,9 @@ pub async fn commit_batch(db: &Db, decider: &Arc<Decider>, team: &str, cached: &
             replies.push((reply, Committed::default()));
             all_writes.push(writes);
         }
+        // One statement for the batch's decision records: every statement is a
+        // round trip to the database's connection thread.
+        let mut decisions: Vec<&DecisionRow> = Vec::new();
         for (writes, (_, committed)) in all_writes.iter().zip(replies.iter_mut()) {
             for write in writes {
                 match write {
@@ -671,28 +671,18 @@ pub async fn commit_batch(db: &Db, decider: &Arc<Decider>, team: &str, cached: &
                     }
                     Write::Append { label, data, agent } => {
                         let stream_id = &snapshot.team.stream_id;
-                        let seq: Option<(i64,)> =
-                            sqlx::query_as(APPEND_ONE).bind(stream_id).bind(now).fetch_optional(&mut *tx).await?;
-                        if let Some((seq,)) = seq {
-                            sqlx::query(INSERT_ENTRY)
-                                .bind(stream_id)
-                                .bind(seq)
-                                .bind(label)
-                                .bind(data)
-                                .bind(agent)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
+                        if let Some(seq) = append_in_tx!(tx, stream_id, label, data, agent, now)? {
                             committed.entries.push((stream_id.clone(), seq));
                         }
                     }
                     Write::PutSignal(s) => {
                         crate::bind_signal!(sqlx::query(&put_signal), s).execute(&mut *tx).await?;
                     }
-                    Write::Decisions(rows) => insert_decisions!(tx, rows)?,
+                    Write::Decisions(rows) => decisions.extend(rows),
                 }
             }
         }
+        insert_decisions!(tx, decisions)?;
         sqlx::query("UPDATE teams SET next_task_id = $2, next_message_id = $3 WHERE name = $1")
             .bind(team)
             .bind(snapshot.team.next_task_id)

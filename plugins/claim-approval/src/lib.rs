@@ -34,14 +34,16 @@ impl Guest for Policy {
             requested_budget: request.get("budget_usdc").and_then(Value::as_f64),
             ..Facts::default()
         };
+        // The claimant's open claims matter only under a ceiling; counting
+        // them costs a read of everything the claimant holds.
+        let count = config.max_open_claims.is_some();
         match &claim.target {
-            ClaimTarget::Task(t) => task_facts(&mut facts, &t.team, t.id),
-            ClaimTarget::Subtask(s) => subtask_facts(&mut facts, &s.contract, &s.subtask_id),
+            ClaimTarget::Task(t) => task_facts(&mut facts, &t.team, t.id, count),
+            ClaimTarget::Subtask(s) => subtask_facts(&mut facts, &s.contract, &s.subtask_id, count),
         }
-        log::log(
-            log::Level::Debug,
-            &format!("{} claims {:?}; open claims {}", facts.claimant, facts.target, facts.open_claims),
-        );
+        let what = facts.target.as_ref().map_or("something that does not exist", |t| t.label.as_str());
+        let held = if count { format!(", holding {} open claim(s)", facts.open_claims) } else { String::new() };
+        log::log(log::Level::Debug, &format!("{} claims {what}{held}", facts.claimant));
         match rules::decide(&config, &facts) {
             Decision::Approve => Verdict::Approve,
             Decision::Deny(r) => Verdict::Deny(r),
@@ -54,14 +56,17 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-fn task_facts(facts: &mut Facts, team: &str, id: u64) {
+fn task_facts(facts: &mut Facts, team: &str, id: u64, count: bool) {
     let Some(task) = task_read::get(team, id) else { return };
     let metadata: Value = serde_json::from_str(&task.metadata).unwrap_or(Value::Null);
     // The claimant's own tasks and the blockers, one by one: the cost of a
     // claim does not grow with the team.
-    facts.open_claims =
-        task_read::owned_by(team, &facts.claimant, Some(TaskStatus::InProgress)).iter().filter(|t| t.id != id).count()
-            as u32;
+    if count {
+        facts.open_claims = task_read::owned_by(team, &facts.claimant, Some(TaskStatus::InProgress))
+            .iter()
+            .filter(|t| t.id != id)
+            .count() as u32;
+    }
     facts.deadline = metadata.get("deadline").and_then(Value::as_str).and_then(rules::parse_time);
     facts.target = Some(Target {
         label: format!("task #{id}"),
@@ -90,23 +95,25 @@ fn status(s: &Value) -> &str {
 
 /// A contract's facts, read by their parts: the target subtask, its
 /// blockers and the claimant's own, never the whole document.
-fn subtask_facts(facts: &mut Facts, contract: &str, subtask_id: &str) {
+fn subtask_facts(facts: &mut Facts, contract: &str, subtask_id: &str, count: bool) {
     let Some(header) = contract_read::header(contract) else { return };
     let header: Value = serde_json::from_str(&header).unwrap_or(Value::Null);
     facts.deadline = header.get("deadline").and_then(Value::as_str).and_then(rules::parse_time);
     // Open claims: subtasks assigned to the claimant in the contract. The
     // host applies an approval in the same transaction as its decision, so
     // the contract is the whole truth.
-    let mut held: Vec<String> = contract_read::assigned_to(contract, &facts.claimant)
-        .iter()
-        .filter_map(|s| serde_json::from_str::<Value>(s).ok())
-        .filter(|s| status(s) == "claimed")
-        .filter_map(|s| s.get("id").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    held.sort();
-    held.dedup();
-    held.retain(|id| id != subtask_id);
-    facts.open_claims = held.len() as u32;
+    if count {
+        let mut held: Vec<String> = contract_read::assigned_to(contract, &facts.claimant)
+            .iter()
+            .filter_map(|s| serde_json::from_str::<Value>(s).ok())
+            .filter(|s| status(s) == "claimed")
+            .filter_map(|s| s.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect();
+        held.sort();
+        held.dedup();
+        held.retain(|id| id != subtask_id);
+        facts.open_claims = held.len() as u32;
+    }
     let Some(sub) = subtask(contract, subtask_id) else { return };
     facts.target = Some(Target {
         label: format!("subtask {subtask_id}"),
