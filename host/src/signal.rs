@@ -144,32 +144,6 @@ macro_rules! bind_signal {
     };
 }
 
-/// Records a signal outside any team (a contract's).
-pub async fn insert_signal(db: &Db, s: &SignalRow) -> Result<()> {
-    let sql = put_signal_sql();
-    with_db!(db, write, |pool| crate::bind_signal!(sqlx::query(&sql), s)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))?;
-    Ok(())
-}
-
-/// Marks a signal acknowledged; false if it already was.
-pub async fn acknowledge_signal(db: &Db, signal_id: &str, by: &str, note: &str, at: i64) -> Result<bool> {
-    let n = with_db!(db, write, |pool| sqlx::query(
-        "UPDATE signals SET acknowledged_by = $2, acknowledged_at = $3, note = $4
-         WHERE signal_id = $1 AND acknowledged_at IS NULL"
-    )
-    .bind(signal_id)
-    .bind(by)
-    .bind(at)
-    .bind(note)
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected()))?;
-    Ok(n == 1)
-}
-
 /// Unacknowledged HALTs of a scope (`team` or `contract`), oldest first.
 pub async fn open_halts(db: &Db, kind: ScopeKind, scope: &str) -> Result<Vec<String>> {
     let rows: Vec<(String,)> = with_db!(db, read, |pool| sqlx::query_as(

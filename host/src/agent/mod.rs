@@ -37,6 +37,13 @@ pub struct Caller {
     pub admin: bool,
 }
 
+impl Caller {
+    /// Policies deciding for this caller read as it could over HTTP.
+    pub fn reader(&self) -> crate::policy::Reader {
+        crate::policy::Reader { name: self.name.clone(), admin: self.admin }
+    }
+}
+
 /// Names the host keeps for itself: the bootstrap admin, and `cairn`, which
 /// owns built-in resources and signs the messages the host sends.
 const RESERVED: [&str; 2] = ["admin", "cairn"];

@@ -73,7 +73,6 @@ impl Held {
         Arc::new(ContractView {
             name: s.name.clone(),
             doc: self.doc.clone(),
-            body: self.fresh.then(|| s.body.clone()),
             document: OnceLock::new(),
             meta: (s.owner.clone(), s.version as u64, s.content_type.clone(), s.schema_id.clone()),
         })
@@ -128,8 +127,6 @@ struct Planned {
 struct ContractView {
     name: String,
     doc: Arc<Value>,
-    /// The stored bytes, when they are still the document's.
-    body: Option<Vec<u8>>,
     document: OnceLock<StashDocument>,
     /// owner, version, content type, schema id
     meta: (String, u64, String, Option<String>),
@@ -145,10 +142,7 @@ impl View for ContractView {
                     persistent: true,
                     version: self.meta.1,
                     content_type: self.meta.2.clone(),
-                    body: self
-                        .body
-                        .clone()
-                        .unwrap_or_else(|| serde_json::to_vec(self.doc.as_ref()).unwrap_or_default()),
+                    body: serde_json::to_vec(self.doc.as_ref()).unwrap_or_default(),
                     schema_id: self.meta.3.clone(),
                 });
                 Some(Answer::Stash(Some(document.clone())))

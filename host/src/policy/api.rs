@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::registry::{Active, Settings, hook_str};
 use super::store::{self, DecisionRow};
-use super::{Hook, Input, Reader};
+use super::{Hook, Input};
 use crate::agent::Caller;
 use crate::error::{Error, Json, Path, Query, RawBody, Result};
 use crate::{AppState, clock};
@@ -200,13 +200,14 @@ async fn evaluate(
     let input = Input::parse(active.hook, req.input).map_err(|bad| {
         Error::validation(format!("the input is not a {} input: {bad}", hook_str(active.hook)), vec![])
     })?;
-    let reader = Reader { name: caller.name.clone(), admin: caller.admin };
+    let reader = caller.reader();
     let decider = app.decider.clone();
     let run = tokio::task::spawn_blocking(move || decider.dry_run_blocking(&active, &config, input, reader))
         .await
         .map_err(|e| Error::internal(format!("evaluating {name}: {e}")))??;
     store::record(&app.db, &run.record).await?;
-    let (evaluation, error) = (run.evaluation, run.error);
+    let evaluation = run.evaluation;
+    let error = evaluation.result.as_ref().err().cloned();
     let (decision_id, result) = (run.record.decision_id, run.outcome.to_json());
     Ok(Json(Evaluated {
         decision_id,

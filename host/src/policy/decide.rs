@@ -26,7 +26,7 @@ use super::store::DecisionRow;
 use super::view::{Answer, MAX_ROUNDS, Read, Reader, Reads, Source, View};
 use super::{Evaluation, Hook};
 use crate::clock;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Called once per policy decision: (policy, failed, duration).
 pub type Observer = dyn Fn(&str, bool, Duration) + Send + Sync;
@@ -80,10 +80,10 @@ impl Decision {
     }
 }
 
-/// A dry run's decision, with what was seen on the way.
+/// A dry run's decision (the fail-closed one if the policy failed; why, is
+/// in `evaluation.result`), with what was seen on the way.
 pub struct DryRun {
     pub outcome: Outcome,
-    pub error: Option<String>,
     pub evaluation: Evaluation,
     pub record: DecisionRow,
 }
@@ -119,14 +119,6 @@ impl Decider {
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
-    }
-
-    /// [`Self::decide_blocking`] on the blocking pool.
-    pub async fn decide(self: &Arc<Self>, req: Request, view: Arc<dyn View>) -> Result<Decision> {
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.decide_blocking(&req, &view))
-            .await
-            .map_err(|e| Error::internal(format!("deciding: {e}")))?
     }
 
     /// Decides `req` against `view`. Runs guests on this thread, so call it
@@ -203,17 +195,10 @@ impl Decider {
         let req =
             Request { scope: Scope::Global, agent: reader.name.clone(), reader, input, default_config: Value::Null };
         let view: Arc<dyn View> = Arc::new(super::view::Empty);
-        let (evaluation, mut record) = self.evaluate(&req, active, config, &view)?;
+        let (evaluation, outcome, mut record) = self.evaluate(&req, active, config, &view)?;
         record.dry_run = true;
         record.scope = None;
-        let error = evaluation.result.as_ref().err().cloned();
-        record.error = error.clone();
-        let outcome = match &evaluation.result {
-            Ok(o) => o.clone(),
-            Err(e) => Outcome::fail_closed(active.hook, e),
-        };
-        record.result = Some(outcome.to_json().to_string());
-        Ok(DryRun { outcome, error, evaluation, record })
+        Ok(DryRun { outcome, evaluation, record })
     }
 
     /// One policy's decision (the fail-closed one if it failed), its record,
@@ -225,29 +210,24 @@ impl Decider {
         config: &Value,
         view: &Arc<dyn View>,
     ) -> Result<(Outcome, DecisionRow, bool)> {
-        let hook = req.input.hook();
-        let (evaluation, mut record) = self.evaluate(req, active, config, view)?;
-        let (outcome, failed) = match evaluation.result {
-            Ok(o) => (o, false),
-            Err(e) => {
-                tracing::warn!(policy = %active.name, hook = hook_str(hook), "policy failed, failing closed: {e}");
-                let o = Outcome::fail_closed(hook, &e);
-                record.error = Some(e);
-                (o, true)
-            }
-        };
-        record.result = Some(outcome.to_json().to_string());
-        Ok((outcome, record, failed))
+        let (evaluation, outcome, record) = self.evaluate(req, active, config, view)?;
+        if let Err(e) = &evaluation.result {
+            let hook = hook_str(req.input.hook());
+            tracing::warn!(policy = %active.name, hook, "policy failed, failing closed: {e}");
+        }
+        Ok((outcome, record, evaluation.result.is_err()))
     }
 
-    /// Runs `active` until it reads nothing it has not been given.
+    /// Runs `active` until it reads nothing it has not been given; returns
+    /// the run, the decision it stands for (the fail-closed one when the run
+    /// failed) and its record, with result and error filled in.
     fn evaluate(
         &self,
         req: &Request,
         active: &Arc<Active>,
         config: &Value,
         view: &Arc<dyn View>,
-    ) -> Result<(Evaluation, DecisionRow)> {
+    ) -> Result<(Evaluation, Outcome, DecisionRow)> {
         let hook = req.input.hook();
         let mut record = DecisionRow {
             decision_id: new_decision_id(),
@@ -271,7 +251,8 @@ impl Decider {
             Ok(l) => l.clone(),
             Err(e) => {
                 let evaluation = Evaluation::failed(format!("does not load: {e}"));
-                return Ok((evaluation, record));
+                let outcome = settle(hook, &evaluation, &mut record);
+                return Ok((evaluation, outcome, record));
             }
         };
         let runtime = self.registry.runtime();
@@ -313,8 +294,23 @@ impl Decider {
         record.logs = logs_json(&evaluation.logs);
         record.stdout = evaluation.stdout.clone();
         record.stderr = evaluation.stderr.clone();
-        Ok((evaluation, record))
+        let outcome = settle(hook, &evaluation, &mut record);
+        Ok((evaluation, outcome, record))
     }
+}
+
+/// The decision a run stands for: its own, or the fail-closed one, written
+/// into the record with the error.
+fn settle(hook: Hook, evaluation: &Evaluation, record: &mut DecisionRow) -> Outcome {
+    let outcome = match &evaluation.result {
+        Ok(o) => o.clone(),
+        Err(e) => {
+            record.error = Some(e.clone());
+            Outcome::fail_closed(hook, e)
+        }
+    };
+    record.result = Some(outcome.to_json().to_string());
+    outcome
 }
 
 fn logs_json(logs: &[LogLine]) -> String {

@@ -27,7 +27,7 @@ use crate::clock;
 use crate::error::{Error, Json, Path, Query, Result};
 use crate::policy::input::{LevelInput, ScopeInput, SignalInput};
 use crate::policy::registry::Scope;
-use crate::policy::{Handle, Input, Reader, Request};
+use crate::policy::{Handle, Input, Request};
 use crate::signal as store;
 use crate::signal::{self, Level, ScopeKind, SignalRow, new_signal_id};
 

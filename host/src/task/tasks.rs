@@ -29,7 +29,7 @@ use crate::error::{Error, Json, Path, Query, Result, Violation};
 use crate::policy::input::{ClaimInput, HandoffInput, TargetInput, TaskRefInput};
 use crate::policy::registry::Scope;
 use crate::policy::store::DecisionRow;
-use crate::policy::{Decider, Decision, Input, Reader, Request, Verdict};
+use crate::policy::{Decider, Decision, Input, Request, Verdict};
 const MAX_SUBJECT: usize = 1_000;
 const MAX_TEXT: usize = 64 * 1024;
 
@@ -405,7 +405,7 @@ fn plan_update(
     if plan.next.status == Status::InProgress && current.status != Status::InProgress && !open.is_empty() {
         return Err(blocked(id, &open));
     }
-    let reader = Reader { name: caller.name.clone(), admin: caller.admin };
+    let reader = caller.reader();
     let scope = Scope::Team(team.clone());
     let now = clock::now_ms();
     let mut records: Vec<DecisionRow> = Vec::new();

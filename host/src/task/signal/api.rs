@@ -58,7 +58,7 @@ async fn raise(
     let now = clock::now_ms();
     let (name, reporter, level, cat, sig) =
         (team.clone(), caller.name.clone(), req.level, category.clone(), signal_id.clone());
-    let reader = Reader { name: caller.name.clone(), admin: caller.admin };
+    let reader = caller.reader();
     let outcome = app
         .teams
         .transact_mut(&team, move |s, decider| {
