@@ -16,7 +16,7 @@ use crate::error::Result;
 use crate::policy::view::{Answer, Read, Reader, Source};
 use crate::policy::{Decider, registry::Registry};
 use crate::state::{App, AppState};
-use crate::{Config, agent, contract, db, discover, error, ops, policy, schema, stash, stream, task};
+use crate::{Config, agent, contract, db, discover, error, mcp, ops, policy, schema, stash, stream, task};
 
 impl App {
     /// Must run inside the tokio runtime that will serve it.
@@ -111,8 +111,9 @@ impl utoipa::Modify for ApiKeyAuth {
     }
 }
 
-/// The whole HTTP API, with its OpenAPI document built from the same routes.
-pub fn router(app: AppState) -> Router {
+/// The whole HTTP API, with its OpenAPI document built from the same
+/// routes, and the MCP endpoint whose tools call those routes.
+pub fn router(app: AppState) -> anyhow::Result<Router> {
     let (routes, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(agent::routes())
         .merge(stash::routes())
@@ -123,15 +124,19 @@ pub fn router(app: AppState) -> Router {
         .merge(policy::api::routes())
         .merge(task::routes())
         .split_for_parts();
+    let mcp_openapi = openapi.clone();
     let openapi = Arc::new(openapi);
     // Stash bodies are the largest thing the API takes; each handler then
     // applies its own, smaller limit with a precise 413.
     let body_limit = app.config.max_persistent_bytes.max(app.config.max_json_bytes) + 64 * 1024;
-    routes
+    let api: Router = routes
         .route("/openapi.json", get(move || async move { axum::Json(openapi.as_ref().clone()) }))
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), ops::track))
-        .with_state(app)
+        .with_state(app.clone());
+    // The tools call `api` itself, so their inner calls are not counted
+    // twice in the request metrics.
+    let mcp = mcp::routes(app.clone(), api.clone(), &mcp_openapi)?;
+    Ok(mcp.merge(api).layer(axum::middleware::from_fn_with_state(app, ops::track)))
 }

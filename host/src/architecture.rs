@@ -30,6 +30,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "policy::api",
             "ops::api",
             "discover",
+            "mcp",
             "state",
         ],
     ),

@@ -75,6 +75,13 @@ pub struct Config {
     /// whatever this is.
     #[arg(long = "sweep-interval", env = "CAIRN_SWEEP_INTERVAL", default_value_t = 30)]
     pub sweep_interval_secs: u64,
+
+    /// Host names (or `host:port`) that `/mcp` answers besides loopback and
+    /// the `--listen` address, comma-separated: the names clients use to
+    /// reach this host. Requests with another `Host` or `Origin` get 403,
+    /// which keeps DNS rebinding away from the MCP endpoint.
+    #[arg(long = "mcp-allowed-hosts", env = "CAIRN_MCP_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub mcp_allowed_hosts: Vec<String>,
 }
 
 impl Config {
@@ -94,6 +101,7 @@ impl Config {
             policy_fuel: false,
             policy_cache: None,
             sweep_interval_secs: 30,
+            mcp_allowed_hosts: Vec::new(),
         }
     }
 

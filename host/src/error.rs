@@ -102,6 +102,11 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The JSON error body: `{"error": {"code", "message", "details"}}`.
+    pub fn body(&self) -> Value {
+        json!({"error": {"code": self.code, "message": self.message, "details": self.details}})
+    }
 }
 
 impl std::fmt::Display for Error {
@@ -117,7 +122,7 @@ impl IntoResponse for Error {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, "{}", self.message);
         }
-        let body = json!({"error": {"code": self.code, "message": self.message, "details": self.details}});
+        let body = self.body();
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -56,6 +56,7 @@ pub mod contract;
 pub mod db;
 pub mod discover;
 pub mod error;
+pub mod mcp;
 pub mod name;
 pub mod ops;
 pub mod pagination;

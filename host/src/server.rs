@@ -44,12 +44,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));
     let policy_follower = tokio::spawn(app.policies.clone().follow(db.clone(), stopping.clone()));
 
+    let routes = router(app).context("building the routes")?;
     let stop_signal = shutdown_signal()?;
     tracing::info!(%addr, database = db.kind(), "cairn serving");
     // Tests and scripts read this line to learn the port.
     println!("cairn listening on http://{addr}");
 
-    axum::serve(listener, router(app))
+    axum::serve(listener, routes)
         .with_graceful_shutdown(async move {
             stop_signal.await;
             tracing::info!("shutting down: finishing in-flight requests");

@@ -109,8 +109,8 @@ impl From<&StreamRow> for StreamInfo {
 
 #[derive(Deserialize, ToSchema)]
 pub struct AppendRequest {
-    /// Any JSON.
-    #[schema(value_type = Object)]
+    /// Any JSON value: object, array, string, number, boolean or null.
+    #[schema(value_type = Value)]
     data: Value,
     label: Option<String>,
 }
@@ -133,7 +133,8 @@ pub struct Appended {
 pub struct Entry {
     seq: i64,
     label: Option<String>,
-    #[schema(value_type = Object)]
+    /// The JSON value as appended.
+    #[schema(value_type = Value)]
     data: Box<RawValue>,
     agent: String,
     created_at: String,

@@ -112,7 +112,7 @@ impl From<&MessageRow> for MessageView {
 }
 
 /// The bus key that wakes one inbox.
-fn inbox_key(team: &str, agent: &str) -> String {
+pub fn inbox_key(team: &str, agent: &str) -> String {
     format!("inbox:{team}:{agent}")
 }
 

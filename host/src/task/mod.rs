@@ -32,6 +32,7 @@ pub mod view;
 pub use queue::Teams;
 
 pub use api::routes;
+pub use message::inbox_key;
 
 use axum::extract::State;
 use axum::http::StatusCode;
