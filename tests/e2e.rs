@@ -11,6 +11,7 @@ mod contract_hooks;
 mod contracts;
 mod errors;
 mod lifecycle;
+mod mcp;
 mod policies;
 mod policy_cli;
 mod policy_runtime;
