@@ -21,8 +21,11 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    // rmcp logs two INFO lines for every stateless MCP request.
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rmcp=warn")),
+        )
         .with_writer(std::io::stderr)
         // Colour only on a terminal: piped or redirected logs stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -38,16 +38,21 @@ async fn register(
     Ok((StatusCode::CREATED, Json(RegisterResponse { agent_name: req.agent_name, api_key: key })))
 }
 
+/// The agent a request's key names, or a 401; not rate limited (the
+/// extractor is). `/mcp` uses this, since each of its tool calls is
+/// limited as the HTTP request it makes.
+pub async fn authenticate(parts: &Parts, app: &AppState) -> Result<Caller> {
+    let Some(key) = presented_key(parts) else {
+        return Err(Error::unauthorized("missing API key: send `X-API-KEY: sk_...` or `Authorization: Bearer sk_...`"));
+    };
+    app.keys.resolve(&app.db, key).await
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self> {
-        let Some(key) = presented_key(parts) else {
-            return Err(Error::unauthorized(
-                "missing API key: send `X-API-KEY: sk_...` or `Authorization: Bearer sk_...`",
-            ));
-        };
-        let caller = app.keys.resolve(&app.db, key).await?;
+        let caller = authenticate(parts, app).await?;
         app.limiter.check(&caller.name)?;
         Ok(caller)
     }

@@ -7,7 +7,7 @@
 //! or re-keyed while the host runs, so the cache cannot go stale (the admin
 //! key from `CAIRN_ADMIN_KEY` is set before serving starts).
 
-mod api;
+pub mod api;
 
 pub use api::routes;
 

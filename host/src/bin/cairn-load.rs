@@ -12,6 +12,10 @@
 //! bundled claim policy; the round's claims are what is measured. Between
 //! rounds the work is reset (released, or the contract rewritten), unmeasured.
 //!
+//! The `mcp-*` scenarios make the same calls as `task-get` and
+//! `stream-append` as MCP tool calls (`POST /mcp`, JSON-RPC), so the two
+//! protocols' round trips can be compared on one host.
+//!
 //! Start the host with rate limiting off (the default) and run, e.g.:
 //!
 //! ```text
@@ -48,7 +52,7 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// Scenarios to run (comma-separated): stream-append, stream-read, stash-write, stash-read,
-    /// team-claim, contract-claim.
+    /// task-get, mcp-stream-append, mcp-task-get, mcp-unknown-tool, team-claim, contract-claim.
     #[arg(long, default_value = "stream-append,stream-read,stash-write,stash-read", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Bytes in each stash body.
@@ -95,12 +99,23 @@ async fn main() -> anyhow::Result<()> {
             .await?;
     }
 
+    // One team with one task, for task-get and mcp-task-get.
+    let team = format!("bench-{}", std::process::id());
+    expect(
+        "team",
+        201,
+        setup.call(Method::POST, "/teams", Some(&key), Some(json!({"name": team}).to_string())).await?,
+    )?;
+    let task = json!({"subject": "the task every task-get reads"}).to_string();
+    expect("task", 201, setup.call(Method::POST, &format!("/teams/{team}/tasks"), Some(&key), Some(task)).await?)?;
+    let fixture = Fixture { key, stream_id, body, team };
+
     println!("| scenario | connections | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |");
     println!("|---|---|---|---|---|---|---|---|");
     for scenario in &args.scenarios {
         let report = match scenario.as_str() {
             "team-claim" | "contract-claim" => claims(&args, &authority, scenario, &mut setup).await?,
-            _ => run(&args, &authority, scenario, &key, &stream_id, &body).await?,
+            _ => run(&args, &authority, scenario, &fixture).await?,
         };
         println!(
             "| {scenario} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
@@ -138,22 +153,33 @@ impl Report {
     }
 }
 
-async fn run(
-    args: &Args,
-    authority: &str,
-    scenario: &str,
-    key: &str,
-    stream_id: &str,
-    body: &str,
-) -> anyhow::Result<Report> {
+/// Whether an MCP answer is a tool result that is not an error.
+fn succeeded((status, answer): (u16, Value)) -> bool {
+    status == 200 && answer["result"]["isError"] == false
+}
+
+/// What the plain scenarios work on.
+struct Fixture {
+    key: String,
+    stream_id: String,
+    body: String,
+    team: String,
+}
+
+async fn run(args: &Args, authority: &str, scenario: &str, fixture: &Fixture) -> anyhow::Result<Report> {
     let warmup = Duration::from_secs(args.warmup);
     let measure = Duration::from_secs(args.duration);
     let start = Instant::now() + Duration::from_millis(200);
     let mut tasks = Vec::new();
     for conn in 0..args.connections {
         let mut c = Conn::open(authority).await?;
-        let (key, stream_id, body, scenario) =
-            (key.to_string(), stream_id.to_string(), body.to_string(), scenario.to_string());
+        let Fixture { key, stream_id, body, team } = Fixture {
+            key: fixture.key.clone(),
+            stream_id: fixture.stream_id.clone(),
+            body: fixture.body.clone(),
+            team: fixture.team.clone(),
+        };
+        let scenario = scenario.to_string();
         tasks.push(tokio::spawn(async move {
             let (mut micros, mut errors) = (Vec::with_capacity(1 << 16), 0u64);
             tokio::time::sleep_until(start.into()).await;
@@ -180,6 +206,26 @@ async fn run(
                         c.put(&format!("/stash/bench-{conn}"), &key, &body).await.is_ok_and(|s| s == 200 || s == 201)
                     }
                     "stash-read" => c.get_raw("/stash/bench-read?persistent=true", &key).await.is_ok_and(|s| s == 200),
+                    "task-get" => c
+                        .call(Method::GET, &format!("/teams/{team}/tasks/1"), Some(&key), None)
+                        .await
+                        .is_ok_and(|r| r.0 == 200),
+                    "mcp-task-get" => {
+                        c.mcp(&key, "task_get", json!({"team": team, "id": 1})).await.is_ok_and(succeeded)
+                    }
+                    // The MCP layer's own cost: a call that reaches no route.
+                    "mcp-unknown-tool" => c
+                        .mcp(&key, "no_such_tool", json!({}))
+                        .await
+                        .is_ok_and(|(status, answer)| status == 200 && answer["error"]["code"].is_i64()),
+                    "mcp-stream-append" => c
+                        .mcp(
+                            &key,
+                            "stream_append",
+                            json!({"stream_id": stream_id, "data": {"conn": conn, "n": n}, "label": "bench"}),
+                        )
+                        .await
+                        .is_ok_and(succeeded),
                     other => return Err(anyhow::anyhow!("unknown scenario {other:?}")),
                 };
                 if t >= measure_from {
@@ -439,6 +485,20 @@ impl Conn {
             .header("content-type", "text/plain")
             .body(Full::new(Bytes::from(body.to_string())))?;
         Ok(self.send(req).await?.0)
+    }
+
+    /// One MCP tool call, stateless, as a 2025-11-25 client sends it.
+    async fn mcp(&mut self, key: &str, tool: &str, arguments: Value) -> anyhow::Result<(u16, Value)> {
+        let call = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": tool, "arguments": arguments}});
+        let req = self
+            .request(Method::POST, "/mcp", Some(key))
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2025-11-25")
+            .body(Full::new(Bytes::from(call.to_string())))?;
+        let (status, body) = self.send(req).await?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }
 
     async fn get_raw(&mut self, path: &str, key: &str) -> anyhow::Result<u16> {

@@ -57,11 +57,24 @@ struct Reply {
     body: axum::body::Bytes,
 }
 
+/// A tool's answer: the structured content, and the same as JSON text
+/// (the route's own bytes where there are some, not a second rendering).
+pub struct Answer {
+    pub value: Value,
+    pub text: String,
+}
+
+impl From<Value> for Answer {
+    fn from(value: Value) -> Self {
+        Self { text: value.to_string(), value }
+    }
+}
+
 impl Call<'_> {
-    pub async fn run(&self, spec: &Spec, args: &[Arg], mut arguments: Map<String, Value>) -> Result<Value, Failure> {
+    pub async fn run(&self, spec: &Spec, args: &[Arg], mut arguments: Map<String, Value>) -> Result<Answer, Failure> {
         match spec.call {
             tools::Call::Route => self.route(spec, args, arguments).await,
-            tools::Call::StashGet => self.stash_get(spec, args, arguments).await,
+            tools::Call::StashGet => self.stash_get(spec, args, arguments).await.map(Answer::from),
             tools::Call::StashPut => {
                 let content = arguments.remove("content").ok_or_else(|| missing(spec, "content"))?;
                 let content_type = take_string(spec, &mut arguments, "content_type")?;
@@ -89,7 +102,7 @@ impl Call<'_> {
         }
     }
 
-    async fn route(&self, spec: &Spec, args: &[Arg], mut arguments: Map<String, Value>) -> Result<Value, Failure> {
+    async fn route(&self, spec: &Spec, args: &[Arg], mut arguments: Map<String, Value>) -> Result<Answer, Failure> {
         let if_match = take_version(spec, &mut arguments)?;
         let (uri, body) = place(spec, args, arguments)?;
         let method = Method::from_bytes(spec.method.to_ascii_uppercase().as_bytes())
@@ -144,7 +157,7 @@ impl Call<'_> {
         mut arguments: Map<String, Value>,
         key: &str,
         items: &str,
-    ) -> Result<Value, Failure> {
+    ) -> Result<Answer, Failure> {
         let secs = match arguments.remove("timeout_s") {
             None | Some(Value::Null) => tools::DEFAULT_WAIT_SECS,
             Some(v) => v.as_u64().filter(|s| *s <= tools::MAX_WAIT_SECS).ok_or_else(|| {
@@ -158,7 +171,7 @@ impl Call<'_> {
         let mut shutdown = self.app.shutdown.clone();
         loop {
             let page = self.route(spec, args, arguments.clone()).await?;
-            let found = page.get(items).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+            let found = page.value.get(items).and_then(Value::as_array).is_some_and(|a| !a.is_empty());
             if found || tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
                 return Ok(page);
             }
@@ -305,12 +318,15 @@ fn take_version(spec: &Spec, arguments: &mut Map<String, Value>) -> Result<Optio
     }
 }
 
-fn json_of(reply: &Reply) -> Result<Value, Failure> {
+fn json_of(reply: &Reply) -> Result<Answer, Failure> {
     if reply.body.is_empty() {
-        return Ok(json!({}));
+        return Ok(json!({}).into());
     }
-    serde_json::from_slice(&reply.body)
-        .map_err(|e| Error::internal(format!("the route's answer is not JSON: {e}")).into())
+    let value = serde_json::from_slice(&reply.body)
+        .map_err(|e| Error::internal(format!("the route's answer is not JSON: {e}")))?;
+    // JSON that parsed is UTF-8.
+    let text = String::from_utf8_lossy(&reply.body).into_owned();
+    Ok(Answer { value, text })
 }
 
 fn invalid(spec: &Spec, message: impl Into<String>) -> Error {

@@ -15,7 +15,8 @@
 //!
 //! Before a request reaches `rmcp`, [`guard`] checks `Host` and `Origin`
 //! against the names this host answers to (403), then the key (401), so
-//! nothing runs for a request that fails either.
+//! nothing runs for a request that fails either. The key is not rate
+//! limited here: each tool call is, as the HTTP request it makes.
 
 mod call;
 mod schema;
@@ -27,7 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -95,7 +96,7 @@ async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Respons
         return e.into_response();
     }
     let (mut parts, body) = req.into_parts();
-    match <Caller as FromRequestParts<AppState>>::from_request_parts(&mut parts, &g.app).await {
+    match crate::agent::api::authenticate(&parts, &g.app).await {
         Ok(caller) => {
             parts.extensions.insert(caller);
             next.run(Request::from_parts(parts, body)).await
@@ -258,7 +259,11 @@ impl ServerHandler for Cairn {
         };
         let arguments = request.arguments.unwrap_or_default();
         let result = match call.run(spec, args, arguments).await {
-            Ok(value) => CallToolResult::structured(value),
+            Ok(answer) => {
+                let mut result = CallToolResult::success(vec![ContentBlock::text(answer.text)]);
+                result.structured_content = Some(answer.value);
+                result
+            }
             Err(failure) => failure_result(failure),
         };
         Ok(result.into())
