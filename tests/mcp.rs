@@ -172,6 +172,15 @@ async fn refused_requests_run_nothing() {
     let found = me.get("/streams?name=local").await.expect(200).json();
     assert_eq!(found["streams"].as_array().map(Vec::len), Some(1), "{found}");
 
+    // No OAuth metadata is published: clients then send the static key.
+    for doc in [
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        server.anonymous().get(doc).await.expect(404);
+    }
+
     // A name added with --mcp-allowed-hosts is accepted.
     let server = Server::start_with(Backend::Sqlite, &["--mcp-allowed-hosts", "cairn.internal"]).await.expect("server");
     let agent = server.register("named").await;
