@@ -10,6 +10,7 @@ mod support;
 mod contract_hooks;
 mod contracts;
 mod errors;
+mod hostile;
 mod lifecycle;
 mod mcp;
 mod policies;

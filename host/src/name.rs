@@ -1,6 +1,8 @@
 //! Resource names: `[A-Za-z0-9._-]{1,128}` for stashes, streams, schemas,
-//! teams, agents and policies alike. Checked once, at the serde boundary or
-//! at the path, so the rest of the host only ever sees valid names.
+//! teams, agents and policies alike, except `.` and `..`, which clients
+//! resolve as path segments before they are sent. Checked once, at the
+//! serde boundary or at the path, so the rest of the host only ever sees
+//! valid names.
 
 use crate::error::Error;
 
@@ -9,6 +11,8 @@ pub const MAX_NAME_LEN: usize = 128;
 pub fn is_valid(name: &str) -> bool {
     (1..=MAX_NAME_LEN).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name != "."
+        && name != ".."
 }
 
 /// Checks one name; `kind` says what it names, for the message.
@@ -17,7 +21,8 @@ pub fn check(kind: &str, name: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::bad_request(format!(
-            "invalid {kind} name {name:?}: use 1 to {MAX_NAME_LEN} characters from A-Z, a-z, 0-9, '.', '_' and '-'"
+            "invalid {kind} name {name:?}: use 1 to {MAX_NAME_LEN} characters from A-Z, a-z, 0-9, '.', '_' and '-' \
+             (but not \".\" or \"..\")"
         ))
         .with_code("invalid_name"))
     }
@@ -41,11 +46,12 @@ mod tests {
         assert!(is_valid("website-redesign"));
         assert!(is_valid("a.b_c-D9"));
         assert!(is_valid(&"x".repeat(128)));
+        assert!(is_valid("...") && is_valid(".hidden") && is_valid("a..b"));
     }
 
     #[test]
     fn rejects_everything_else() {
-        for bad in ["", "has space", "slash/y", "ünï", "semi;colon", "comma,x", "%41"] {
+        for bad in ["", "has space", "slash/y", "ünï", "semi;colon", "comma,x", "%41", ".", ".."] {
             assert!(!is_valid(bad), "{bad:?} should be invalid");
         }
         assert!(!is_valid(&"x".repeat(129)));

@@ -24,7 +24,7 @@ async fn register(
         }
     }
     name::check("agent", &req.agent_name)?;
-    if RESERVED.contains(&req.agent_name.as_str()) {
+    if is_reserved(&req.agent_name) {
         return Err(Error::conflict("name_taken", format!("the agent name {:?} is reserved", req.agent_name)));
     }
     let key = new_key();

@@ -47,6 +47,15 @@ impl Caller {
 /// Names the host keeps for itself: the bootstrap admin, and `cairn`, which
 /// owns built-in resources and signs the messages the host sends.
 const RESERVED: [&str; 2] = ["admin", "cairn"];
+
+/// Whether `name` is, or reads as, a reserved name: compared without case
+/// and without the punctuation names may carry (`Admin`, `cairn.`,
+/// `a-d-m-i-n`), so no agent can pass for the host.
+pub fn is_reserved(name: &str) -> bool {
+    let folded: String =
+        name.chars().filter(|c| !matches!(c, '.' | '_' | '-')).map(|c| c.to_ascii_lowercase()).collect();
+    RESERVED.contains(&folded.as_str())
+}
 pub const SYSTEM: &str = "cairn";
 
 #[derive(Deserialize, ToSchema)]
@@ -215,6 +224,16 @@ mod tests {
         assert_eq!(k.len(), 3 + 48);
         assert_ne!(k, new_key());
         assert_eq!(hash_key(&k).len(), 64);
+    }
+
+    #[test]
+    fn reserved_names_match_without_case_or_punctuation() {
+        for taken in ["admin", "Admin", "ADMIN", "Cairn", "cairn.", "admin_", "a-d-m-i-n", "_CAIRN-"] {
+            assert!(is_reserved(taken), "{taken}");
+        }
+        for free in ["admins", "cairn2", "my-admin", "caim"] {
+            assert!(!is_reserved(free), "{free}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub async fn track(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let route =
         req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16();
@@ -22,6 +22,26 @@ pub async fn track(State(app): State<AppState>, req: Request, next: Next) -> Res
         .observe(started.elapsed().as_secs_f64());
     app.metrics.requests.get_or_create(&RequestLabels { method, route, status }).inc();
     response
+}
+
+/// The method as a label: clients may send any token as a method, and each
+/// would be a new series, so those outside HTTP's own are `other`.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ]
+    .iter()
+    .find(|m| *m == method)
+    .map_or("other", Method::as_str)
 }
 
 /// Liveness and database reachability.
@@ -40,4 +60,18 @@ async fn healthz(State(app): State<AppState>) -> Result<Json<Health>> {
 async fn metrics(State(app): State<AppState>) -> Result<Response> {
     let body = app.metrics.encode()?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::Method;
+
+    #[test]
+    fn only_http_methods_become_labels() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["FOO", "get", "X-1"] {
+            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "other", "{made_up}");
+        }
+    }
 }
