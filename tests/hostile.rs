@@ -8,6 +8,10 @@ use serde_json::json;
 
 use crate::support::{Backend, Server};
 
+on_both_backends!(times_past_ten_years_are_refused_and_expiries_stay_dates);
+
+const TEN_YEARS: i64 = 10 * 365 * 86_400;
+
 /// Names that read as the host's own (`Admin`, `cairn.`) register as
 /// nobody; the real names beside them still do.
 #[tokio::test]
@@ -71,4 +75,44 @@ async fn made_up_methods_add_no_metric_series() {
     assert!(!metrics.contains("BREW"), "a client-chosen method became a label");
     let other = metrics.lines().filter(|l| l.contains("method=\"other\"")).count();
     assert!(other > 0, "the made-up methods are counted as other:\n{metrics}");
+}
+
+/// A `ttl`, `extra_time` or `retention_seconds` past ten years is refused
+/// with 422 before anything is stored; extensions saturate at ten years
+/// from now; and discovery, listing and deletion keep working.
+async fn times_past_ten_years_are_refused_and_expiries_stay_dates(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let agent = server.register("timekeeper").await;
+    let me = server.as_agent(&agent);
+    let huge = 9_223_372_036_854_775_i64;
+
+    for body in [
+        json!({"name": "far", "ttl": huge}),
+        json!({"name": "far", "ttl": TEN_YEARS + 1}),
+        json!({"name": "far", "retention_seconds": huge}),
+    ] {
+        let r = me.post("/stream", body.clone()).await.expect(422);
+        assert_eq!(r.code(), "validation_failed", "{body}");
+    }
+    assert_eq!(me.put_text(&format!("/stash/far?ttl={huge}"), "x").await.expect(422).code(), "validation_failed");
+    me.get("/stash/far").await.expect(404);
+
+    // The longest allowed ttl still stores a stash that is there to read.
+    me.put_text(&format!("/stash/long?ttl={TEN_YEARS}"), "x").await.expect(201);
+    assert_eq!(me.get("/stash/long").await.expect(200).text, "x");
+
+    let created = me.post("/stream", json!({"name": "kept", "discoverable": true, "ttl": TEN_YEARS})).await.expect(201);
+    let id = created.json()["stream_id"].as_str().unwrap().to_string();
+    let r = me.patch(&format!("/stream/{id}"), json!({"extra_time": huge})).await.expect(422);
+    assert_eq!(r.code(), "validation_failed");
+    for _ in 0..3 {
+        me.patch(&format!("/stream/{id}"), json!({"extra_time": TEN_YEARS})).await.expect(200);
+    }
+    let info = me.get(&format!("/streams?name=kept")).await.expect(200).json();
+    let expires = info["streams"][0]["expires_at"].as_str().unwrap().to_string();
+    let year: i64 = expires[..4].parse().unwrap();
+    let this_year: i64 = cairn_host::clock::rfc3339(cairn_host::clock::now_ms())[..4].parse().unwrap();
+    assert!(year <= this_year + 10, "extensions saturate at ten years from now, got {expires}");
+    server.anonymous().get("/discover?type=stream").await.expect(200);
+    me.delete(&format!("/stream/{id}")).await.expect(204);
 }

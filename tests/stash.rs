@@ -203,7 +203,7 @@ async fn ephemeral_expiry_and_renewal(backend: Backend) {
     w.patch_text("/stash/short/append", "x").await.expect(404);
     let other = server.register("other").await;
     server.as_agent(&other).put_text("/stash/short?shared=true", "reused").await.expect(201);
-    w.put_text("/stash/bad-ttl?ttl=0", "x").await.expect(400);
+    w.put_text("/stash/bad-ttl?ttl=0", "x").await.expect(422);
     w.put_text("/stash/bad-ttl?persistent=true&ttl=5", "x").await.expect(400);
     w.put_text("/stash/bad-ttl?ttl=soon", "x").await.expect(400);
 }

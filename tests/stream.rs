@@ -189,14 +189,14 @@ async fn create_if_missing_and_permissions(backend: Backend) {
     cb.delete(&format!("/stream/{id}")).await.expect(403);
     let extended = ca.patch(&format!("/stream/{id}"), json!({"extra_time": 3600})).await.expect(200).json();
     assert!(extended["expires_at"].as_str().unwrap() > first["expires_at"].as_str().unwrap());
-    ca.patch(&format!("/stream/{id}"), json!({"extra_time": -5})).await.expect(400);
+    ca.patch(&format!("/stream/{id}"), json!({"extra_time": -5})).await.expect(422);
     ca.delete(&format!("/stream/{id}")).await.expect(204);
     ca.get(&format!("/stream/{id}")).await.expect(404);
     cb.post(&format!("/stream/{id}"), json!({"data": 1})).await.expect(404);
 
     // Bad input.
     ca.post("/stream", json!({"name": "bad name"})).await.expect(400);
-    ca.post("/stream", json!({"name": "x", "ttl": 0})).await.expect(400);
+    ca.post("/stream", json!({"name": "x", "ttl": 0})).await.expect(422);
     ca.post("/stream", json!({"name": "x", "ttl": "long"})).await.expect(400);
     assert_eq!(
         ca.post("/stream", json!({"name": "x", "linked_stash": "nowhere"})).await.expect(422).code(),

@@ -48,10 +48,8 @@ async fn put(
             return Err(Error::bad_request("ttl applies only to ephemeral stashes; drop it or use persistent=false"));
         }
         (true, None) => None,
-        (false, Some(t)) if t <= 0 => {
-            return Err(Error::bad_request(format!("ttl must be a positive number of seconds, got {t}")));
-        }
-        (false, t) => Some(t.unwrap_or(DEFAULT_TTL_SECS)),
+        (false, Some(t)) => Some(clock::duration_secs("ttl", t)?),
+        (false, None) => Some(DEFAULT_TTL_SECS),
     };
     let labels = p.labels.as_deref().map(name::split_labels);
     if let Some(labels) = &labels {
@@ -93,7 +91,7 @@ async fn put(
         if let Some(b) = &binding {
             validate(&app, b, &body).await?;
         }
-        let expires_at = ttl.or(current.as_ref().and_then(|c| c.ttl)).map(|t| now + clock::secs_to_ms(t));
+        let expires_at = ttl.or(current.as_ref().and_then(|c| c.ttl)).map(|t| now.saturating_add(clock::secs_to_ms(t)));
         let next = Stash {
             owner: current.as_ref().map_or_else(|| caller.name.clone(), |c| c.owner.clone()),
             name: name.clone(),
@@ -355,7 +353,7 @@ async fn write<T>(
             size: body.len() as i64,
             body,
             version: cur.version + 1,
-            expires_at: cur.ttl.filter(|_| !persistent).map(|t| now + clock::secs_to_ms(t)),
+            expires_at: cur.ttl.filter(|_| !persistent).map(|t| now.saturating_add(clock::secs_to_ms(t))),
             renewed_at: now,
             updated_at: now,
             ..cur.clone()

@@ -24,12 +24,9 @@ async fn create(
 ) -> Result<(StatusCode, Json<StreamInfo>)> {
     name::check("stream", &req.name)?;
     name::check_labels(&req.labels)?;
-    let ttl = req.ttl.unwrap_or(DEFAULT_TTL_SECS);
-    if ttl <= 0 {
-        return Err(Error::bad_request(format!("ttl must be a positive number of seconds, got {ttl}")));
-    }
-    if let Some(r) = req.retention_seconds.filter(|r| *r <= 0) {
-        return Err(Error::bad_request(format!("retention_seconds must be positive, got {r}")));
+    let ttl = clock::duration_secs("ttl", req.ttl.unwrap_or(DEFAULT_TTL_SECS))?;
+    if let Some(r) = req.retention_seconds {
+        clock::duration_secs("retention_seconds", r)?;
     }
     if let Some(existing) = store::by_owner_name(&app.db, &caller.name, &req.name).await? {
         return if req.create_if_missing {
@@ -238,15 +235,10 @@ async fn extend(
     Path(id): Path<String>,
     Json(req): Json<Extend>,
 ) -> Result<Json<StreamInfo>> {
-    if req.extra_time <= 0 {
-        return Err(Error::bad_request(format!(
-            "extra_time must be a positive number of seconds, got {}",
-            req.extra_time
-        )));
-    }
+    let extra = clock::duration_secs("extra_time", req.extra_time)?;
     let stream = find(&app, &id).await?;
     creator_only(&caller, &stream)?;
-    store::extend(&app.db, &id, clock::secs_to_ms(req.extra_time)).await?;
+    store::extend(&app.db, &id, clock::secs_to_ms(extra)).await?;
     let updated = find(&app, &id).await?;
     Ok(Json(StreamInfo::from(&updated)))
 }

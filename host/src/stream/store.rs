@@ -214,13 +214,20 @@ pub async fn list(db: &Db, caller: &str, name: Option<&str>, limit: i64, offset:
     Ok(with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?)
 }
 
+/// Adds `extra_ms` to the stream's life, which never reaches past
+/// [`clock::MAX_DURATION_SECS`] from now (the sum is never formed past it,
+/// so it cannot overflow into SQLite's REAL).
 pub async fn extend(db: &Db, id: &str, extra_ms: i64) -> Result<()> {
+    let now = clock::now_ms();
+    let cap = now.saturating_add(clock::secs_to_ms(clock::MAX_DURATION_SECS));
     with_db!(db, write, |pool| sqlx::query(
-        "UPDATE streams SET expires_at = expires_at + $1, updated_at = $2 WHERE stream_id = $3"
+        "UPDATE streams SET expires_at = CASE WHEN expires_at > $4 - $1 THEN $4 ELSE expires_at + $1 END,
+                updated_at = $2 WHERE stream_id = $3"
     )
     .bind(extra_ms)
-    .bind(clock::now_ms())
+    .bind(now)
     .bind(id)
+    .bind(cap)
     .execute(pool)
     .await
     .map(|r| r.rows_affected()))?;
