@@ -108,7 +108,7 @@ async fn times_past_ten_years_are_refused_and_expiries_stay_dates(backend: Backe
     for _ in 0..3 {
         me.patch(&format!("/stream/{id}"), json!({"extra_time": TEN_YEARS})).await.expect(200);
     }
-    let info = me.get(&format!("/streams?name=kept")).await.expect(200).json();
+    let info = me.get("/streams?name=kept").await.expect(200).json();
     let expires = info["streams"][0]["expires_at"].as_str().unwrap().to_string();
     let year: i64 = expires[..4].parse().unwrap();
     let this_year: i64 = cairn_host::clock::rfc3339(cairn_host::clock::now_ms())[..4].parse().unwrap();
