@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::support::{Backend, Server};
 
-on_both_backends!(times_past_ten_years_are_refused_and_expiries_stay_dates);
+on_both_backends!(times_past_ten_years_are_refused_and_expiries_stay_dates, team_streams_cannot_be_forged);
 
 const TEN_YEARS: i64 = 10 * 365 * 86_400;
 
@@ -115,4 +115,38 @@ async fn times_past_ten_years_are_refused_and_expiries_stay_dates(backend: Backe
     assert!(year <= this_year + 10, "extensions saturate at ten years from now, got {expires}");
     server.anonymous().get("/discover?type=stream").await.expect(200);
     me.delete(&format!("/stream/{id}")).await.expect(204);
+}
+
+/// Anyone holding a team's stream id could append `algedonic` entries that
+/// looked like the host's echoes. The label is the host's alone there, and
+/// the host's entries are signed `cairn`, with the reporter in the data.
+async fn team_streams_cannot_be_forged(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let lead = server.register("lead").await;
+    let mate = server.register("mate").await;
+    let l = server.as_agent(&lead);
+    let m = server.as_agent(&mate);
+    l.post("/teams", json!({"name": "crew"})).await.expect(201);
+    l.post("/teams/crew/members", json!({"agent_name": "mate"})).await.expect(201);
+    let stream_id = l.get("/teams/crew").await.expect(200).json()["stream_id"].as_str().unwrap().to_string();
+
+    let forged = json!({"label": "algedonic", "data": {"event": "signal", "signal": {"level": "HALT"}}});
+    for agent in [&l, &m] {
+        let r = agent.post(&format!("/stream/{stream_id}"), forged.clone()).await.expect(403);
+        assert_eq!(r.code(), "reserved_label");
+    }
+    m.post(&format!("/stream/{stream_id}"), json!({"label": "note", "data": "other labels stay open"}))
+        .await
+        .expect(201);
+
+    let halt = json!({"level": "HALT", "category": "SECURITY", "issue": "keys in logs"});
+    let signal =
+        m.post("/teams/crew/signals", halt).await.expect(201).json()["signal_id"].as_str().unwrap().to_string();
+    l.post(&format!("/signals/{signal}/acknowledge"), json!({"note": "rotated"})).await.expect(200);
+    let echoes = m.get(&format!("/stream/{stream_id}?label=algedonic")).await.expect(200).json();
+    let entries = echoes["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 2, "{echoes}");
+    assert!(entries.iter().all(|e| e["agent"] == "cairn"), "{echoes}");
+    assert_eq!(entries[0]["data"]["signal"]["reporter"], "mate");
+    assert_eq!(entries[1]["data"]["by"], "lead");
 }

@@ -98,6 +98,13 @@ async fn append(
         app.schemas.check(&app.db, &binding, &req.data).await?;
     }
     let label = req.label.as_deref().unwrap_or_default();
+    let hosted = HOST_LABELS.contains(&label);
+    if hosted && find(&app, &id).await?.owner == crate::agent::SYSTEM {
+        return Err(Error::forbidden(format!(
+            "{label:?} entries on the host's streams (a team's) are written by the host alone; use another label"
+        ))
+        .with_code("reserved_label"));
+    }
     let after = if app.append_hook.watches(label) {
         let s = find(&app, &id).await?;
         let hooked = Hooked { stream_id: s.stream_id, owner: s.owner, name: s.name, linked_stash: s.linked_stash };

@@ -230,6 +230,10 @@ pub struct Hooked {
     pub linked_stash: Option<String>,
 }
 
+/// Labels that the host's own streams (a team's) carry for the host's
+/// entries alone, so that no agent can write one that looks like them.
+pub const HOST_LABELS: &[&str] = &["algedonic"];
+
 /// How long a stream the host keeps for a team lives: as long as the team,
 /// which is not deleted (a century).
 const HOSTED_TTL_SECS: i64 = 100 * 365 * 86_400;

@@ -184,7 +184,8 @@ impl signal::Effects for TeamEffects<'_> {
             return Err("a team signal may append only to the team's stream".into());
         }
         let label = label.unwrap_or("algedonic").to_string();
-        self.push(Write::Append { label, data: data.to_string(), agent: self.reporter.into() });
+        // The host writes it, for the policy: the reporter is in the signal.
+        self.push(Write::Append { label, data: data.to_string(), agent: SYSTEM.into() });
         Ok(())
     }
 }

@@ -102,7 +102,7 @@ async fn raise(
             writes.push(Write::Append {
                 label: "algedonic".into(),
                 data: json!({"event": "signal", "signal": SignalView::from(&row)}).to_string(),
-                agent: reporter.clone(),
+                agent: crate::agent::SYSTEM.into(),
             });
             writes.push(Write::PutSignal(row));
             writes.push(Write::Decisions(decision.records));
@@ -232,7 +232,7 @@ async fn acknowledge_team_signal(
                 data: json!({"event": "acknowledged", "signal_id": row.signal_id, "by": by, "note": note,
                          "halt_lifted": lifted})
                 .to_string(),
-                agent: by.clone(),
+                agent: crate::agent::SYSTEM.into(),
             });
             writes.push(Write::PutSignal(row.clone()));
             Ok((writes, row))
