@@ -6,9 +6,13 @@ use std::io::{Read, Write};
 use reqwest::Method;
 use serde_json::json;
 
-use crate::support::{Backend, Server};
+use crate::support::{Backend, Server, guests};
 
-on_both_backends!(times_past_ten_years_are_refused_and_expiries_stay_dates, team_streams_cannot_be_forged);
+on_both_backends!(
+    times_past_ten_years_are_refused_and_expiries_stay_dates,
+    team_streams_cannot_be_forged,
+    policies_show_an_agent_only_what_it_may_know
+);
 
 const TEN_YEARS: i64 = 10 * 365 * 86_400;
 
@@ -149,4 +153,73 @@ async fn team_streams_cannot_be_forged(backend: Backend) {
     assert!(entries.iter().all(|e| e["agent"] == "cairn"), "{echoes}");
     assert_eq!(entries[0]["data"]["signal"]["reporter"], "mate");
     assert_eq!(entries[1]["data"]["by"], "lead");
+}
+
+/// A plain agent's policy request with a huge body is refused from its
+/// headers: the 403 comes while the body is still unsent.
+#[tokio::test]
+async fn policy_routes_check_the_caller_before_reading_the_body() {
+    let Some(server) = Server::start(Backend::Sqlite).await else { return };
+    let agent = server.register("plain").await;
+    let authority = server.url.trim_start_matches("http://").to_string();
+    for (method, path, content_type) in [
+        ("POST", "/policies/gate/evaluate", "application/json"),
+        ("PUT", "/policies/gate?hook=claim", "application/wasm"),
+        ("PUT", "/policies/gate/settings", "application/json"),
+    ] {
+        let (authority, key) = (authority.clone(), agent.key.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            let mut tcp = std::net::TcpStream::connect(&authority).expect("connect");
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+            let head = format!(
+                "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nX-API-KEY: {key}\r\n\
+                 Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{{",
+                100 << 20
+            );
+            tcp.write_all(head.as_bytes()).expect("send the head");
+            let mut buf = [0u8; 4096];
+            let n = tcp.read(&mut buf).unwrap_or(0);
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        })
+        .await
+        .expect("raw request");
+        assert!(answer.starts_with("HTTP/1.1 403"), "{method} {path}: {answer:?}");
+        assert!(answer.contains("only an admin"), "{answer}");
+    }
+}
+
+/// A policy's scope names a team; an agent outside that team must not
+/// learn of it from `GET /policies`. Members and admins still see it.
+async fn policies_show_an_agent_only_what_it_may_know(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let lead = server.register("lead").await;
+    let outsider = server.register("outsider").await;
+    server.as_agent(&lead).post("/teams", json!({"name": "secret"})).await.expect(201);
+    for name in ["team-gate", "everywhere"] {
+        let upload = ad
+            .req(Method::PUT, &format!("/policies/{name}?hook=claim"))
+            .header("Content-Type", "application/wasm")
+            .body(guests::wasm("approve-all"));
+        ad.send(upload).await.expect(201);
+    }
+    let scoped = ad.req(Method::PUT, "/policies/team-gate/settings").json(&json!({"scope": {"team": "secret"}}));
+    ad.send(scoped).await.expect(200);
+
+    let names = |list: serde_json::Value| -> Vec<String> {
+        list["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
+    };
+    let o = server.as_agent(&outsider);
+    let seen = o.get("/policies").await.expect(200);
+    assert!(!seen.text.contains("secret"), "an outsider learns of team secret: {}", seen.text);
+    assert_eq!(names(seen.json()), ["everywhere"]);
+    o.get("/policies/team-gate").await.expect(404);
+    o.get("/policies/everywhere").await.expect(200);
+    let l = server.as_agent(&lead);
+    let mut for_lead = names(l.get("/policies").await.expect(200).json());
+    for_lead.sort();
+    assert_eq!(for_lead, ["everywhere", "team-gate"]);
+    l.get("/policies/team-gate").await.expect(200);
+    assert_eq!(names(ad.get("/policies").await.expect(200).json()).len(), 2);
 }

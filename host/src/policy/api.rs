@@ -4,15 +4,16 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::registry::{Active, Settings, hook_str};
+use super::registry::{Active, Scope, Settings, hook_str};
 use super::store::{self, DecisionRow};
 use super::{Hook, Input};
 use crate::agent::Caller;
@@ -25,11 +26,13 @@ pub const MAX_COMPONENT_BYTES: usize = 128 << 20;
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upload, show, remove))
+        // Components are large; only their upload takes them, and only
+        // from an admin, who is checked before the body is read.
+        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .routes(routes!(list))
         .routes(routes!(configure))
         .routes(routes!(evaluate))
         .routes(routes!(decisions))
-        .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -79,16 +82,39 @@ pub struct PolicyList {
     policies: Vec<PolicyView>,
 }
 
-fn admin_only(caller: &Caller) -> Result<()> {
-    if caller.admin {
-        Ok(())
-    } else {
-        Err(Error::forbidden("only an admin may change policies or see their decisions"))
+/// The caller, if an admin: a 403 otherwise, decided from the headers
+/// alone, so that no one else's body is ever read.
+struct Admin(Caller);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self> {
+        let caller = Caller::from_request_parts(parts, app).await?;
+        if caller.admin {
+            Ok(Self(caller))
+        } else {
+            Err(Error::forbidden("only an admin may change policies or see their decisions"))
+        }
     }
 }
 
 fn find(app: &AppState, name: &str) -> Result<Arc<Active>> {
     app.policies.get(name).ok_or_else(|| Error::not_found(format!("policy {name:?}")))
+}
+
+/// Whether `caller` may see a policy: an admin sees all; an agent sees the
+/// global ones and those scoped to a team it is in or a contract it can
+/// see, since a scope names a team that would otherwise answer 404.
+async fn visible(app: &AppState, caller: &Caller, policy: &Active) -> Result<bool> {
+    if caller.admin {
+        return Ok(true);
+    }
+    match &policy.settings.scope {
+        Scope::Global => Ok(true),
+        Scope::Team(team) => crate::task::knows_team(&app.db, caller, team).await,
+        Scope::Stash(contract) => crate::stash::visible(&app.db, caller, contract).await,
+    }
 }
 
 /// Uploads a component (`application/wasm`): a new policy, or the next
@@ -99,12 +125,11 @@ fn find(app: &AppState, name: &str) -> Result<Arc<Active>> {
         (status = 403), (status = 422, description = "does not fit the hook's world, or imports what is not offered")))]
 async fn upload(
     State(app): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Path(name): Path<String>,
     Query(p): Query<HookParam>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<PolicyView>)> {
-    admin_only(&caller)?;
     if body.is_empty() {
         return Err(Error::bad_request(
             "the body is empty: send the component's bytes (Content-Type: application/wasm)",
@@ -115,24 +140,34 @@ async fn upload(
     Ok((status, Json(PolicyView::from(active.as_ref()))))
 }
 
-/// Every policy, with its settings and statistics.
+/// Every policy the caller may see (an admin: all), with its settings and
+/// statistics.
 #[utoipa::path(get, path = "/policies", tag = "policies", responses((status = 200, body = PolicyList)))]
-async fn list(State(app): State<AppState>, _caller: Caller) -> Json<PolicyList> {
-    Json(PolicyList { policies: app.policies.list().iter().map(|a| PolicyView::from(a.as_ref())).collect() })
+async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<PolicyList>> {
+    let mut policies = Vec::new();
+    for active in app.policies.list() {
+        if visible(&app, &caller, &active).await? {
+            policies.push(PolicyView::from(active.as_ref()));
+        }
+    }
+    Ok(Json(PolicyList { policies }))
 }
 
 /// One policy.
 #[utoipa::path(get, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)),
     responses((status = 200, body = PolicyView), (status = 404)))]
-async fn show(State(app): State<AppState>, _caller: Caller, Path(name): Path<String>) -> Result<Json<PolicyView>> {
-    Ok(Json(PolicyView::from(find(&app, &name)?.as_ref())))
+async fn show(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<Json<PolicyView>> {
+    let active = find(&app, &name)?;
+    if !visible(&app, &caller, &active).await? {
+        return Err(Error::not_found(format!("policy {name:?}")));
+    }
+    Ok(Json(PolicyView::from(active.as_ref())))
 }
 
 /// Removes a policy; its decision log stays.
 #[utoipa::path(delete, path = "/policies/{name}", tag = "policies", params(("name" = String, Path)),
     responses((status = 204), (status = 403), (status = 404)))]
-async fn remove(State(app): State<AppState>, caller: Caller, Path(name): Path<String>) -> Result<StatusCode> {
-    admin_only(&caller)?;
+async fn remove(State(app): State<AppState>, _admin: Admin, Path(name): Path<String>) -> Result<StatusCode> {
     if app.policies.remove(&app.db, &name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -145,11 +180,10 @@ async fn remove(State(app): State<AppState>, caller: Caller, Path(name): Path<St
     request_body = Settings, responses((status = 200, body = PolicyView), (status = 404), (status = 422)))]
 async fn configure(
     State(app): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Path(name): Path<String>,
     Json(settings): Json<Settings>,
 ) -> Result<Json<PolicyView>> {
-    admin_only(&caller)?;
     let active = app.policies.configure(&app.db, &name, settings).await?;
     Ok(Json(PolicyView::from(active.as_ref())))
 }
@@ -187,11 +221,10 @@ pub struct Evaluated {
     request_body = EvaluateRequest, responses((status = 200, body = Evaluated), (status = 404), (status = 422)))]
 async fn evaluate(
     State(app): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(name): Path<String>,
     Json(req): Json<EvaluateRequest>,
 ) -> Result<Json<Evaluated>> {
-    admin_only(&caller)?;
     let active = find(&app, &name)?;
     if let Err(e) = &active.loaded {
         return Err(Error::validation(format!("policy {name:?} does not load: {e}"), vec![]));
@@ -239,11 +272,10 @@ pub struct DecisionList {
     responses((status = 200, body = DecisionList), (status = 403)))]
 async fn decisions(
     State(app): State<AppState>,
-    caller: Caller,
+    _admin: Admin,
     Path(name): Path<String>,
     Query(p): Query<DecisionParams>,
 ) -> Result<Json<DecisionList>> {
-    admin_only(&caller)?;
     let (limit, _) = crate::pagination::page(p.limit, None)?;
     let rows = store::decisions(&app.db, &name, p.after.as_deref(), limit).await?;
     Ok(Json(DecisionList { decisions: rows.into_iter().map(decision_json).collect() }))

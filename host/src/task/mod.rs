@@ -91,6 +91,14 @@ pub(crate) async fn team_for(db: &Db, caller: &Caller, team: &str) -> Result<Tea
     if caller.admin || store::is_member(db, team, &caller.name).await? { Ok(row) } else { Err(team_not_found(team)) }
 }
 
+/// Whether `caller` may know that `team` exists: a member, or an admin.
+pub async fn knows_team(db: &Db, caller: &Caller, team: &str) -> Result<bool> {
+    if !name::is_valid(team) {
+        return Ok(false);
+    }
+    Ok(caller.admin || store::is_member(db, team, &caller.name).await?)
+}
+
 /// 422 for one field of the request body, with its pointer in `details`.
 pub(crate) fn invalid(field: &str, message: String) -> Error {
     Error::validation(message.clone(), vec![Violation { path: format!("/{field}"), message }])
