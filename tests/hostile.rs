@@ -11,7 +11,8 @@ use crate::support::{Backend, Server, guests};
 on_both_backends!(
     times_past_ten_years_are_refused_and_expiries_stay_dates,
     team_streams_cannot_be_forged,
-    policies_show_an_agent_only_what_it_may_know
+    policies_show_an_agent_only_what_it_may_know,
+    amplifying_patches_are_refused_before_they_are_built
 );
 
 const TEN_YEARS: i64 = 10 * 365 * 86_400;
@@ -222,4 +223,45 @@ async fn policies_show_an_agent_only_what_it_may_know(backend: Backend) {
     assert_eq!(for_lead, ["everywhere", "team-gate"]);
     l.get("/policies/team-gate").await.expect(200);
     assert_eq!(names(ad.get("/policies").await.expect(200).json()).len(), 2);
+}
+
+/// The server's peak resident memory, in MiB (Linux).
+fn peak_mib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("read /proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status");
+    kb / 1024
+}
+
+/// A small request whose result would be huge (a replace-all, or one
+/// `set` matched by thousands of items) is refused with 413 before the
+/// result is built: the server's peak memory stays far below it.
+async fn amplifying_patches_are_refused_before_they_are_built(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let agent = server.register("amplifier").await;
+    let me = server.as_agent(&agent);
+
+    // 500 KB of "a", each to become 2 KB: a 1 GB result.
+    me.put_text("/stash/text", &"a".repeat(500_000)).await.expect(201);
+    let replace = json!({"old": "a", "new": "b".repeat(2_000)});
+    let r = me.send(me.req(Method::PATCH, "/stash/text/replace?all=true").json(&replace)).await.expect(413);
+    assert_eq!(r.code(), "payload_too_large");
+
+    // 10,000 items, each to get a 100 KB field: another 1 GB.
+    let items: Vec<_> = (0..10_000).map(|_| json!({})).collect();
+    me.put_text("/stash/doc", &json!({"items": items}).to_string()).await.expect(201);
+    let patch = json!({"update_items": [{"path": "items", "set": {"x": "y".repeat(100_000)}}]});
+    assert_eq!(me.patch("/stash/doc/json", patch).await.expect(413).code(), "payload_too_large");
+
+    let peak = peak_mib(&server);
+    assert!(peak < 300, "the server peaked at {peak} MiB for two refused patches");
+    // What fits still works.
+    let small = json!({"old": "aaaa", "new": "b"});
+    let done = me.send(me.req(Method::PATCH, "/stash/text/replace?all=true").json(&small)).await.expect(200).json();
+    assert_eq!(done["replacements"], 125_000);
+    let fits = json!({"update_items": [{"path": "items", "set": {"x": 1}}]});
+    assert_eq!(me.patch("/stash/doc/json", fits).await.expect(200).json()["items_matched"], 10_000);
 }

@@ -263,7 +263,9 @@ async fn append(
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response> {
+    let max = app.config.max_stash_bytes(p.persistent);
     let (s, ()) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
+        too_large_unless(cur.body.len().saturating_add(body.len()), max, p.persistent)?;
         let mut next = cur.body.clone();
         next.extend_from_slice(&body);
         Ok((Some(next), ()))
@@ -286,11 +288,16 @@ async fn replace(
     if req.old.is_empty() {
         return Err(Error::bad_request("\"old\" is empty: give the text to replace"));
     }
+    let max = app.config.max_stash_bytes(p.persistent);
     let (s, replacements) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
         let text = std::str::from_utf8(&cur.body)
             .map_err(|_| Error::validation("this stash is not UTF-8 text, so text cannot be replaced in it", vec![]))?;
         let found = text.matches(&req.old).count();
         let n = if p.all { found } else { found.min(1) };
+        // The result's size, known before it is built: n copies of `new`
+        // could otherwise take memory far past the limit.
+        let size = (text.len() - n * req.old.len()).saturating_add(n.saturating_mul(req.new.len()));
+        too_large_unless(size, max, p.persistent)?;
         let next = match n {
             0 => None,
             _ if p.all => Some(text.replace(&req.old, &req.new).into_bytes()),
@@ -313,9 +320,10 @@ async fn json_patch(
     headers: HeaderMap,
     Json(req): Json<patch::JsonPatch>,
 ) -> Result<Response> {
+    let max = app.config.max_stash_bytes(p.persistent);
     let (s, items_matched) = write(&app, &caller, &name, p.persistent, &headers, |cur| {
         let mut doc = parse_json(&cur.body, "this stash")?;
-        let matched = patch::apply(&mut doc, &req.update_items)?;
+        let matched = patch::apply(&mut doc, &req.update_items, max)?;
         let next = serde_json::to_vec(&doc).map_err(|e| Error::internal(e.to_string()))?;
         Ok((Some(next), matched))
     })
@@ -375,7 +383,10 @@ async fn validate(app: &AppState, binding: &Binding, body: &[u8]) -> Result<()> 
 }
 
 fn check_size(app: &AppState, persistent: bool, size: usize) -> Result<()> {
-    let max = app.config.max_stash_bytes(persistent);
+    too_large_unless(size, app.config.max_stash_bytes(persistent), persistent)
+}
+
+fn too_large_unless(size: usize, max: usize, persistent: bool) -> Result<()> {
     if size > max {
         let store = if persistent { "persistent" } else { "ephemeral" };
         return Err(Error::too_large(format!("{size} bytes is over the {max}-byte limit for {store} stashes")));
