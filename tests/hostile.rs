@@ -265,3 +265,25 @@ async fn amplifying_patches_are_refused_before_they_are_built(backend: Backend) 
     let fits = json!({"update_items": [{"path": "items", "set": {"x": 1}}]});
     assert_eq!(me.patch("/stash/doc/json", fits).await.expect(200).json()["items_matched"], 10_000);
 }
+
+/// A pattern that needs backtracking (a backreference under `anyOf`) let
+/// one small document take minutes of CPU. Such schemas are refused; a
+/// linear pattern validates a large document and answers.
+#[tokio::test]
+async fn backtracking_patterns_are_refused() {
+    let Some(server) = Server::start(Backend::Sqlite).await else { return };
+    let agent = server.register("schemer").await;
+    let me = server.as_agent(&agent);
+    let evil = json!({"name": "evil", "definition": {"type": "object", "properties": {"s":
+        {"anyOf": [{"type": "string", "pattern": "^(a|a)*(\\1)b$"}, {"type": "number"}]}}}});
+    let r = me.post("/schema", evil).await.expect(422);
+    assert!(r.text.contains("backreferences"), "{}", r.text);
+
+    let linear = json!({"name": "linear", "target_type": "stash", "definition": {"type": "object", "properties":
+        {"s": {"type": "string", "pattern": "^(a|aa)*b$"}}}});
+    me.post("/schema", linear).await.expect(201);
+    let doc = json!({"s": "a".repeat(38_000)}).to_string();
+    let r = me.put_text("/stash/big?schema=linear", &doc).await.expect(422);
+    assert_eq!(r.code(), "schema_violation");
+    server.anonymous().get("/healthz").await.expect(200);
+}

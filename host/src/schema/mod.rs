@@ -42,6 +42,13 @@ const DRAFT2020: &str = "https://json-schema.org/draft/2020-12/schema";
 /// Details listed in one 422; more than this is noise.
 const MAX_DETAILS: usize = 50;
 
+/// Documents with more JSON values than this are validated on the blocking
+/// pool, so that a large one never holds up an async worker.
+const INLINE_VALUES: usize = 2_000;
+
+/// The longest a validation may take before the write is refused.
+const VALIDATION_BUDGET: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
@@ -216,13 +223,45 @@ pub fn meta_validate(definition: &Value) -> Result<()> {
     compile(&with_default).map(|_| ())
 }
 
+/// Patterns run on the `regex` engine, which matches in linear time: a
+/// pattern that needs backtracking (backreferences, lookaround) is refused
+/// here, so no document can make validation take exponential time.
 fn compile(definition: &Value) -> Result<jsonschema::Validator> {
-    jsonschema::validator_for(definition).map_err(|e| {
+    jsonschema::options().with_pattern_options(jsonschema::PatternOptions::regex()).build(definition).map_err(|e| {
         Error::validation(
-            format!("the definition does not compile: {e}"),
+            format!(
+                "the definition does not compile: {e} (patterns may not use backreferences or lookaround, \
+                 which need a backtracking engine)"
+            ),
             vec![Violation { path: e.instance_path().to_string(), message: e.to_string() }],
         )
     })
+}
+
+/// Whether `doc` holds more than `n` JSON values, counted until it does.
+fn larger_than(doc: &Value, n: usize) -> bool {
+    let mut stack = vec![doc];
+    let mut seen = 0;
+    while let Some(v) = stack.pop() {
+        seen += 1;
+        if seen > n {
+            return true;
+        }
+        match v {
+            Value::Array(a) => stack.extend(a),
+            Value::Object(o) => stack.extend(o.values()),
+            _ => {}
+        }
+    }
+    false
+}
+
+fn violations(validator: &jsonschema::Validator, doc: &Value) -> Vec<Violation> {
+    validator
+        .iter_errors(doc)
+        .take(MAX_DETAILS)
+        .map(|e| Violation { path: e.instance_path().to_string(), message: e.to_string() })
+        .collect()
 }
 
 /// Compiled validators by (schema id, version).
@@ -236,11 +275,23 @@ impl Validators {
     /// with its JSON pointer.
     pub async fn check(&self, db: &Db, binding: &Binding, doc: &Value) -> Result<()> {
         let validator = self.get(db, &binding.schema_id, binding.version).await?;
-        let violations: Vec<Violation> = validator
-            .iter_errors(doc)
-            .take(MAX_DETAILS)
-            .map(|e| Violation { path: e.instance_path().to_string(), message: e.to_string() })
-            .collect();
+        let violations = if larger_than(doc, INLINE_VALUES) {
+            let doc = doc.clone();
+            let job = tokio::task::spawn_blocking(move || violations(&validator, &doc));
+            match tokio::time::timeout(VALIDATION_BUDGET, job).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => return Err(Error::internal(format!("validation failed to run: {e}"))),
+                Err(_) => {
+                    return Err(Error::too_large(format!(
+                        "validating this document against schema {:?} took over {} s; send a smaller one",
+                        binding.name,
+                        VALIDATION_BUDGET.as_secs()
+                    )));
+                }
+            }
+        } else {
+            violations(&validator, doc)
+        };
         if violations.is_empty() {
             return Ok(());
         }
@@ -308,6 +359,27 @@ pub async fn install_builtin(db: &Db) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_that_need_backtracking_are_refused() {
+        let backref = serde_json::json!({"anyOf": [{"type": "string", "pattern": "^(a|a)*(\\1)b$"}]});
+        let e = compile(&backref).unwrap_err();
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message().contains("backreferences"), "{}", e.message());
+        let lookahead = serde_json::json!({"type": "string", "pattern": "^(?=a)a$"});
+        assert!(compile(&lookahead).is_err());
+        let linear = serde_json::json!({"type": "string", "pattern": "^(a|aa)*b$"});
+        let v = compile(&linear).unwrap();
+        assert!(!v.is_valid(&Value::String("a".repeat(40_000))), "linear time, whatever the input");
+    }
+
+    #[test]
+    fn sizes_are_counted_only_as_far_as_needed() {
+        let small = serde_json::json!({"a": [1, 2, {"b": 3}]});
+        assert!(!larger_than(&small, 6) && larger_than(&small, 5), "six values");
+        let wide = Value::Array(vec![Value::Null; 1_000_000]);
+        assert!(larger_than(&wide, INLINE_VALUES));
+    }
     use serde_json::json;
 
     #[test]
