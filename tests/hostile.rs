@@ -186,6 +186,16 @@ async fn policy_routes_check_the_caller_before_reading_the_body() {
         .expect("raw request");
         assert!(answer.starts_with("HTTP/1.1 403"), "{method} {path}: {answer:?}");
         assert!(answer.contains("only an admin"), "{answer}");
+        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    }
+
+    // A refused body of a usual size is drained, not kept, so the client's
+    // next request on the same pooled connection still gets through.
+    let me = server.as_agent(&agent);
+    for _ in 0..10 {
+        let upload = me.req(Method::PUT, "/policies/gate?hook=claim").body(vec![0u8; 1 << 20]);
+        me.send(upload).await.expect(403);
+        me.get("/me").await.expect(200);
     }
 }
 

@@ -121,7 +121,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .merge(schema::routes())
         .merge(discover::routes())
         .merge(ops::routes())
-        .merge(policy::api::routes())
+        .merge(policy::api::routes().layer(axum::middleware::from_fn_with_state(app.clone(), policy::api::admin_gate)))
         .merge(task::routes())
         .split_for_parts();
     let mcp_openapi = openapi.clone();

@@ -4,9 +4,13 @@
 
 use std::sync::Arc;
 
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -27,7 +31,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upload, show, remove))
         // Components are large; only their upload takes them, and only
-        // from an admin, who is checked before the body is read.
+        // from an admin, who is checked before the body is read
+        // ([`admin_gate`], layered on by the composition root).
         .layer(DefaultBodyLimit::max(MAX_COMPONENT_BYTES))
         .routes(routes!(list))
         .routes(routes!(configure))
@@ -82,8 +87,7 @@ pub struct PolicyList {
     policies: Vec<PolicyView>,
 }
 
-/// The caller, if an admin: a 403 otherwise, decided from the headers
-/// alone, so that no one else's body is ever read.
+/// The caller, if an admin; 403 otherwise.
 struct Admin(Caller);
 
 impl FromRequestParts<AppState> for Admin {
@@ -91,12 +95,58 @@ impl FromRequestParts<AppState> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self> {
         let caller = Caller::from_request_parts(parts, app).await?;
-        if caller.admin {
-            Ok(Self(caller))
-        } else {
-            Err(Error::forbidden("only an admin may change policies or see their decisions"))
+        if caller.admin { Ok(Self(caller)) } else { Err(not_admin()) }
+    }
+}
+
+fn not_admin() -> Error {
+    Error::forbidden("only an admin may change policies or see their decisions")
+}
+
+/// How much of a refused body is read (and dropped) so that the connection
+/// stays usable, and for how long; past either, it is closed instead.
+const DRAIN_BYTES: usize = 2 << 20;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Every request with a body to the policy routes is an admin's: anyone
+/// else is refused from the headers, before the body is buffered (up to
+/// 128 MiB for an upload). The refused body is drained, not kept, up to
+/// [`DRAIN_BYTES`], so the client's connection stays usable; a larger one
+/// ends it (`Connection: close`).
+pub async fn admin_gate(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    if !matches!(*req.method(), Method::PUT | Method::POST) {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let refused = match crate::agent::api::authenticate(&parts, &app).await {
+        Ok(caller) if caller.admin => return next.run(Request::from_parts(parts, body)).await,
+        Ok(_) => not_admin(),
+        Err(e) => e,
+    };
+    let mut response = refused.into_response();
+    let drained = tokio::time::timeout(DRAIN_TIME, drain(body, DRAIN_BYTES)).await.unwrap_or(false);
+    if !drained {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Reads `body` to its end, dropping it; false past `limit` bytes.
+async fn drain(body: axum::body::Body, limit: usize) -> bool {
+    let mut body = body.into_data_stream();
+    let mut seen = 0usize;
+    while let Some(chunk) = futures_util::StreamExt::next(&mut body).await {
+        match chunk {
+            Ok(bytes) => {
+                seen += bytes.len();
+                if seen > limit {
+                    return false;
+                }
+            }
+            Err(_) => return false,
         }
     }
+    true
 }
 
 fn find(app: &AppState, name: &str) -> Result<Arc<Active>> {
