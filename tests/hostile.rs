@@ -12,7 +12,8 @@ on_both_backends!(
     times_past_ten_years_are_refused_and_expiries_stay_dates,
     team_streams_cannot_be_forged,
     policies_show_an_agent_only_what_it_may_know,
-    amplifying_patches_are_refused_before_they_are_built
+    amplifying_patches_are_refused_before_they_are_built,
+    namesake_contracts_never_meet
 );
 
 const TEN_YEARS: i64 = 10 * 365 * 86_400;
@@ -296,4 +297,40 @@ async fn backtracking_patterns_are_refused() {
     let r = me.put_text("/stash/big?schema=linear", &doc).await.expect(422);
     assert_eq!(r.code(), "schema_violation");
     server.anonymous().get("/healthz").await.expect(200);
+}
+
+/// Two agents' private contracts of one name: a HALT on one used to halt
+/// the other, whose owner could not acknowledge it, and its 423 named the
+/// other's private signal. Contract signals are keyed by creator and name.
+async fn namesake_contracts_never_meet(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let alice = server.register("alice").await;
+    let mallory = server.register("mallory").await;
+    let contract = json!({"objective": "o", "deadline": "2099-01-01T00:00:00Z",
+        "subtasks": [{"id": "s1", "description": "d", "status": "open"}]})
+    .to_string();
+    let mut discussion = Vec::new();
+    for agent in [&alice, &mallory] {
+        let me = server.as_agent(agent);
+        me.put_text("/stash/plan?persistent=true", &contract).await.expect(201);
+        let s = me.post("/stream", json!({"name": "plan-discussion"})).await.expect(201).json();
+        discussion.push(s["stream_id"].as_str().unwrap().to_string());
+    }
+    let (a, m) = (server.as_agent(&alice), server.as_agent(&mallory));
+    let halt = json!({"label": "algedonic", "data": {"level": "HALT", "category": "SECURITY", "issue": "mine"}});
+    let raised = m.post(&format!("/stream/{}", discussion[1]), halt).await.expect(201).json();
+    let signal = raised["decision"]["signal_id"].as_str().unwrap_or_default().to_string();
+    assert!(signal.starts_with("sig_"), "{raised}");
+
+    // Mallory's contract is halted; Alice's, of the same name, is not.
+    let claim = |who: &str| json!({"label": "claim", "data": {"subtask_id": "s1", "agent_name": who}});
+    let r = m.post(&format!("/stream/{}", discussion[1]), claim("mallory")).await.expect(423);
+    assert!(r.text.contains(&signal), "{}", r.text);
+    let r = a.post(&format!("/stream/{}", discussion[0]), claim("alice")).await;
+    assert!(!r.text.contains(&signal), "Alice's claim names Mallory's private signal: {}", r.text);
+    r.expect(201);
+    // Only Mallory (or an admin) lifts her HALT.
+    a.post(&format!("/signals/{signal}/acknowledge"), json!({})).await.expect(403);
+    m.post(&format!("/signals/{signal}/acknowledge"), json!({"note": "fixed"})).await.expect(200);
+    m.post(&format!("/stream/{}", discussion[1]), claim("mallory")).await.expect(201);
 }

@@ -10,11 +10,15 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::{App, AppState, Config, agent, db, policy, router, schema, stash, stream};
+use crate::{App, AppState, Config, agent, db, policy, router, schema, signal, stash, stream};
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = db::Db::connect(&config.database_url).await?;
     schema::install_builtin(&db).await.context("installing built-in schemas")?;
+    let rekeyed = signal::rekey_contract_signals(&db).await.context("re-keying contract signals")?;
+    if rekeyed > 0 {
+        tracing::info!(signals = rekeyed, "contract signals re-keyed by creator and name");
+    }
     if let Some(key) = agent::bootstrap_admin(&db, config.admin_key.as_deref()).await? {
         println!("cairn admin key (shown once; set CAIRN_ADMIN_KEY to choose your own): {key}");
     }

@@ -157,6 +157,35 @@ pub async fn open_halts(db: &Db, kind: ScopeKind, scope: &str) -> Result<Vec<Str
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
+/// Contract signals stored before they were keyed by creator and name
+/// (`creator/name`) carry the name alone, which namesakes share; their body
+/// names the creator. Re-keys them; returns how many. Runs at every start,
+/// and finds nothing once done.
+pub async fn rekey_contract_signals(db: &Db) -> Result<u64> {
+    let legacy: Vec<(String, String, String)> = with_db!(db, read, |pool| sqlx::query_as(
+        "SELECT signal_id, scope, body FROM signals WHERE scope_kind = $1 AND scope NOT LIKE '%/%'"
+    )
+    .bind(ScopeKind::Contract)
+    .fetch_all(pool)
+    .await)?;
+    let mut done = 0;
+    for (signal_id, name, body) in legacy {
+        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let Some(creator) = body["creator"].as_str().filter(|c| !c.is_empty()) else {
+            tracing::warn!(signal = %signal_id, contract = %name, "a contract signal without its creator stays as stored");
+            continue;
+        };
+        let key = format!("{creator}/{name}");
+        done += with_db!(db, write, |pool| sqlx::query("UPDATE signals SET scope = $1 WHERE signal_id = $2")
+            .bind(&key)
+            .bind(&signal_id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+    }
+    Ok(done)
+}
+
 /// How one scope carries out escalation actions, inside its own commit.
 /// Each method plans its writes or says why it cannot (the action is then
 /// skipped and reported, and the signal stands regardless).
@@ -206,4 +235,48 @@ pub fn carry_out(actions: &[Action], effects: &mut dyn Effects) -> Carried {
         carried.reports.push(report);
     }
     carried
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn legacy(id: &str, scope: &str, body: Value) -> SignalRow {
+        SignalRow {
+            signal_id: id.into(),
+            scope_kind: ScopeKind::Contract,
+            scope: scope.into(),
+            level: Level::Halt,
+            category: "SECURITY".into(),
+            reporter: "alice".into(),
+            task_id: None,
+            body: body.to_string(),
+            signal_task_id: None,
+            actions: "[]".into(),
+            halts: true,
+            acknowledged_by: None,
+            acknowledged_at: None,
+            note: None,
+            created_at: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn contract_signals_stored_by_name_are_rekeyed_by_creator_once() {
+        for db in crate::testing::databases().await {
+            let sql = put_signal_sql();
+            for row in [
+                legacy("sig_a", "plan", json!({"creator": "alice"})),
+                legacy("sig_b", "mallory/plan", json!({"creator": "mallory"})),
+                legacy("sig_c", "orphan", json!({})),
+            ] {
+                with_db!(db, write, |pool| bind_signal!(sqlx::query(&sql), row).execute(pool).await.map(drop)).unwrap();
+            }
+            assert_eq!(rekey_contract_signals(&db).await.unwrap(), 1);
+            assert_eq!(open_halts(&db, ScopeKind::Contract, "alice/plan").await.unwrap(), ["sig_a"]);
+            assert_eq!(open_halts(&db, ScopeKind::Contract, "mallory/plan").await.unwrap(), ["sig_b"]);
+            assert!(open_halts(&db, ScopeKind::Contract, "plan").await.unwrap().is_empty());
+            assert_eq!(rekey_contract_signals(&db).await.unwrap(), 0, "nothing is left to re-key");
+        }
+    }
 }

@@ -52,8 +52,10 @@ pub struct Contract {
 }
 
 impl Contract {
-    /// One writer per contract: its creator and name.
-    fn key(&self) -> String {
+    /// What tells a contract from its namesakes: its creator and name.
+    /// It keys the contract's writer and its signals, so two agents'
+    /// private contracts of one name never meet.
+    pub fn key(&self) -> String {
         format!("{}/{}", self.creator, self.name)
     }
 }
@@ -120,7 +122,7 @@ impl Hooks {
                         format!("agents claim for themselves: agent_name is {a}, the key is {}'s", caller.name),
                     ));
                 }
-                let halts = signal::open_halts(&self.db, ScopeKind::Contract, &contract.name).await?;
+                let halts = signal::open_halts(&self.db, ScopeKind::Contract, &contract.key()).await?;
                 if !halts.is_empty() {
                     return Err(Error::locked(format!(
                         "contract {} is halted by an algedonic HALT ({}); claims wait until {} acknowledges it",
@@ -151,13 +153,13 @@ impl Hooks {
     pub async fn acknowledge(&self, caller: &Caller, signal: SignalRow, note: String) -> Result<()> {
         let body: Value = serde_json::from_str(&signal.body).unwrap_or(Value::Null);
         let creator = body["creator"].as_str().unwrap_or_default().to_string();
+        let name = signal.scope.split_once('/').map_or(signal.scope.as_str(), |(_, name)| name).to_string();
         if !(caller.admin || caller.name == creator) {
             return Err(Error::forbidden(format!(
-                "only contract {}'s creator ({creator}) or an admin may acknowledge its signals",
-                signal.scope
+                "only contract {name}'s creator ({creator}) or an admin may acknowledge its signals"
             )));
         }
-        let contract = Contract { name: signal.scope.clone(), creator };
+        let contract = Contract { name, creator };
         let (reply, rx) = oneshot::channel();
         let job = writer::Job {
             contract: contract.clone(),

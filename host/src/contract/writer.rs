@@ -206,7 +206,7 @@ impl Writer {
                 .await?;
                 let open_rows: Vec<(String, bool)> = sqlx::query_as(signal::OPEN_SIGNALS)
                     .bind(signal::ScopeKind::Contract)
-                    .bind(&contract.name)
+                    .bind(contract.key())
                     .fetch_all(&mut *tx)
                     .await?;
                 let mut open = Open::default();
@@ -435,7 +435,7 @@ fn plan(
             let row = SignalRow {
                 signal_id: signal_id.clone(),
                 scope_kind: signal::ScopeKind::Contract,
-                scope: contract.name.clone(),
+                scope: contract.key(),
                 level: if halt { signal::Level::Halt } else { signal::Level::Alert },
                 category: category.clone(),
                 reporter: agent.clone(),
