@@ -159,6 +159,7 @@ fn succeeded((status, answer): (u16, Value)) -> bool {
 }
 
 /// What the plain scenarios work on.
+#[derive(Clone)]
 struct Fixture {
     key: String,
     stream_id: String,
@@ -173,12 +174,7 @@ async fn run(args: &Args, authority: &str, scenario: &str, fixture: &Fixture) ->
     let mut tasks = Vec::new();
     for conn in 0..args.connections {
         let mut c = Conn::open(authority).await?;
-        let Fixture { key, stream_id, body, team } = Fixture {
-            key: fixture.key.clone(),
-            stream_id: fixture.stream_id.clone(),
-            body: fixture.body.clone(),
-            team: fixture.team.clone(),
-        };
+        let Fixture { key, stream_id, body, team } = fixture.clone();
         let scenario = scenario.to_string();
         tasks.push(tokio::spawn(async move {
             let (mut micros, mut errors) = (Vec::with_capacity(1 << 16), 0u64);

@@ -177,6 +177,7 @@ struct Inner {
 
 impl Inner {
     fn new(app: AppState, api: Router, openapi: &Value) -> anyhow::Result<Self> {
+        let components = schema::components(openapi);
         let mut list = Vec::new();
         let mut specs = HashMap::new();
         for spec in tools::TOOLS {
@@ -187,9 +188,10 @@ impl Inner {
                 extra: (spec.extra)(),
                 body: spec.body,
             };
-            let derived = schema::derive(openapi, &shape).map_err(|e| anyhow::anyhow!("tool {}: {e}", spec.name))?;
+            let derived =
+                schema::derive(openapi, &components, &shape).map_err(|e| anyhow::anyhow!("tool {}: {e}", spec.name))?;
             let output = match spec.call {
-                tools::Call::StashGet => schema::standalone(&tools::stash_get_output(), &schema::components(openapi)),
+                tools::Call::StashGet => schema::standalone(&tools::stash_get_output(), &components),
                 _ => {
                     derived.output.ok_or_else(|| anyhow::anyhow!("tool {}: its route has no JSON answer", spec.name))?
                 }
@@ -282,10 +284,7 @@ fn failure_result(f: call::Failure) -> CallToolResult {
         }
     };
     value.insert("status".into(), f.status.as_u16().into());
-    let value = Value::Object(value);
-    let mut result = CallToolResult::structured_error(value.clone());
-    result.content = vec![ContentBlock::text(value.to_string())];
-    result
+    CallToolResult::structured_error(Value::Object(value))
 }
 
 #[cfg(test)]

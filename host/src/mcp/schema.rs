@@ -42,11 +42,11 @@ pub struct Shape<'a> {
 
 /// The schemas and arguments of one route, or why they cannot be derived
 /// (a route that is not in the document: a bug this module's tests catch).
-pub fn derive(openapi: &Value, shape: &Shape) -> Result<Derived, String> {
+/// `components` is the document's, from [`components`].
+pub fn derive(openapi: &Value, components: &Map<String, Value>, shape: &Shape) -> Result<Derived, String> {
     let op = openapi
         .pointer(&format!("/paths/{}/{}", escape(shape.path), shape.method))
         .ok_or_else(|| format!("no {} {} in the OpenAPI document", shape.method, shape.path))?;
-    let components = openapi.pointer("/components/schemas").and_then(Value::as_object).cloned().unwrap_or_default();
     let mut defs = Map::new();
     let mut properties = Map::new();
     let mut required = Vec::new();
@@ -69,7 +69,7 @@ pub fn derive(openapi: &Value, shape: &Shape) -> Result<Derived, String> {
         if let (Some(d), Some(o)) = (p.get("description"), schema.as_object_mut()) {
             o.entry("description").or_insert_with(|| d.clone());
         }
-        localize(&mut schema, &components, &mut defs);
+        localize(&mut schema, components, &mut defs);
         if place == Place::Path || p.get("required").and_then(Value::as_bool) == Some(true) {
             required.push(Value::from(name));
         }
@@ -80,7 +80,7 @@ pub fn derive(openapi: &Value, shape: &Shape) -> Result<Derived, String> {
     if shape.body
         && let Some(body) = op.pointer("/requestBody/content/application~1json/schema")
     {
-        let body = resolve(body, &components);
+        let body = resolve(body, components);
         for (name, schema) in body.get("properties").and_then(Value::as_object).into_iter().flatten() {
             if shape.omit.contains(&name.as_str()) {
                 continue;
@@ -89,7 +89,7 @@ pub fn derive(openapi: &Value, shape: &Shape) -> Result<Derived, String> {
                 return Err(format!("{} {}: body property {name:?} is also a parameter", shape.method, shape.path));
             }
             let mut schema = schema.clone();
-            localize(&mut schema, &components, &mut defs);
+            localize(&mut schema, components, &mut defs);
             properties.insert(name.clone(), schema);
             args.push(Arg { name: name.clone(), place: Place::Body });
         }
@@ -105,7 +105,7 @@ pub fn derive(openapi: &Value, shape: &Shape) -> Result<Derived, String> {
             return Err(format!("{} {}: extra argument {name:?} is already taken", shape.method, shape.path));
         }
         let mut schema = schema.clone();
-        localize(&mut schema, &components, &mut defs);
+        localize(&mut schema, components, &mut defs);
         properties.insert(name.to_string(), schema);
         if *is_required {
             required.push(Value::from(*name));
@@ -126,7 +126,7 @@ pub fn derive(openapi: &Value, shape: &Shape) -> Result<Derived, String> {
     let output = ["200", "201"]
         .iter()
         .find_map(|status| op.pointer(&format!("/responses/{status}/content/application~1json/schema")))
-        .map(|schema| standalone(schema, &components));
+        .map(|schema| standalone(schema, components));
     Ok(Derived { input, output, args })
 }
 
@@ -143,7 +143,7 @@ pub fn standalone(schema: &Value, components: &Map<String, Value>) -> Map<String
     out
 }
 
-/// The components of an OpenAPI document, for [`standalone`].
+/// The components of an OpenAPI document, for [`derive`] and [`standalone`].
 pub fn components(openapi: &Value) -> Map<String, Value> {
     openapi.pointer("/components/schemas").and_then(Value::as_object).cloned().unwrap_or_default()
 }
@@ -217,7 +217,7 @@ mod tests {
     fn parameters_and_body_become_one_object_with_local_refs() {
         let shape =
             Shape { method: "patch", path: "/teams/{team}/tasks/{id}", omit: &["note"], extra: vec![], body: true };
-        let d = derive(&doc(), &shape).unwrap();
+        let d = derive(&doc(), &components(&doc()), &shape).unwrap();
         let input = Value::Object(d.input);
         assert_eq!(input["required"], json!(["team", "id", "status"]));
         assert_eq!(input["properties"]["status"], json!({"$ref": "#/$defs/Status"}));
@@ -240,8 +240,8 @@ mod tests {
             extra: vec![("team", json!({}), false)],
             body: false,
         };
-        assert!(derive(&doc(), &shape).unwrap_err().contains("already taken"));
+        assert!(derive(&doc(), &components(&doc()), &shape).unwrap_err().contains("already taken"));
         let missing = Shape { method: "get", path: "/nowhere", omit: &[], extra: vec![], body: false };
-        assert!(derive(&doc(), &missing).is_err());
+        assert!(derive(&doc(), &components(&doc()), &missing).is_err());
     }
 }
