@@ -198,12 +198,7 @@ async fn events(
         app,
     };
     let stream = futures_util::stream::unfold(tail, |mut tail| async move {
-        let entry = tail.next().await?;
-        let event = Event::default()
-            .id(entry.seq.to_string())
-            .event("entry")
-            .json_data(Entry::from(&entry))
-            .unwrap_or_else(|_| Event::default().comment("unserialisable entry"));
+        let event = tail.next().await?;
         Some((Ok(event), tail))
     });
     // The API promises a keep-alive at least every 15 s.
@@ -217,7 +212,7 @@ struct Tail {
     id: String,
     label: Option<String>,
     cursor: i64,
-    buffer: VecDeque<EntryRow>,
+    buffer: VecDeque<(i64, Event)>,
     wake: tokio::sync::watch::Receiver<i64>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -287,38 +282,56 @@ impl SchemaBindings {
     }
 }
 
+/// The entries after `after` as SSE events, or `None` when the stream is
+/// gone.
+async fn live_batch(
+    db: &crate::db::Db,
+    id: &str,
+    label: Option<&str>,
+    after: i64,
+) -> Result<Option<Vec<(i64, Event)>>> {
+    let Some(stream) = store::by_id(db, id).await? else { return Ok(None) };
+    let q = EntryQuery { label, after, not_before: retention_cutoff(&stream), limit: SSE_BATCH, offset: 0 };
+    let rows = store::entries(db, id, &q).await?;
+    Ok(Some(rows.iter().map(|e| (e.seq, entry_event(e))).collect()))
+}
+
+fn entry_event(entry: &EntryRow) -> Event {
+    Event::default()
+        .id(entry.seq.to_string())
+        .event("entry")
+        .json_data(Entry::from(entry))
+        .unwrap_or_else(|_| Event::default().comment("unserialisable entry"))
+}
+
 impl Tail {
-    /// The next entry; `None` ends the response (shutdown, stream gone).
-    async fn next(&mut self) -> Option<EntryRow> {
+    /// The next entry's event; `None` ends the response (shutdown, stream
+    /// gone).
+    async fn next(&mut self) -> Option<Event> {
         loop {
             if *self.shutdown.borrow() {
                 return None;
             }
-            if let Some(e) = self.buffer.pop_front() {
-                self.cursor = e.seq;
-                return Some(e);
+            if let Some((seq, event)) = self.buffer.pop_front() {
+                self.cursor = seq;
+                return Some(event);
             }
-            let stream = match store::by_id(&self.app.db, &self.id).await {
-                Ok(Some(s)) => s,
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::warn!(stream = %self.id, "live read failed: {e}");
-                    return None;
-                }
+            // Marked seen before reading, so a wake during the read counts.
+            let seen = *self.wake.borrow_and_update();
+            let key = events::ReadKey { stream: self.id.clone(), label: self.label.clone(), after: self.cursor, seen };
+            let (db, id, label, after) = (self.app.db.clone(), self.id.clone(), self.label.clone(), self.cursor);
+            let read = async move {
+                std::sync::Arc::new(
+                    live_batch(&db, &id, label.as_deref(), after).await.map_err(|e| e.message().to_string()),
+                )
             };
-            let q = EntryQuery {
-                label: self.label.as_deref(),
-                after: self.cursor,
-                not_before: retention_cutoff(&stream),
-                limit: SSE_BATCH,
-                offset: 0,
-            };
-            match store::entries(&self.app.db, &self.id, &q).await {
-                Ok(rows) if !rows.is_empty() => {
-                    self.buffer.extend(rows);
+            match &*self.app.bus.read_once(key, read).await {
+                Ok(Some(rows)) if !rows.is_empty() => {
+                    self.buffer.extend(rows.iter().cloned());
                     continue;
                 }
-                Ok(_) => {}
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
                 Err(e) => {
                     tracing::warn!(stream = %self.id, "live read failed: {e}");
                     return None;

@@ -11,26 +11,64 @@
 //! connection drops, every subscriber is woken to re-read, since
 //! notifications sent meanwhile are gone.
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
 use sqlx::postgres::PgPool;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
+
+use axum::response::sse::Event;
 
 const CHANNEL: &str = "cairn_stream";
 
 #[derive(Default)]
 pub struct Bus {
     channels: Mutex<HashMap<String, watch::Sender<i64>>>,
+    reads: Mutex<HashMap<ReadKey, SharedRead>>,
+}
+
+/// One live read: a stream's entries after `after` (with `label`), wanted
+/// by readers that were woken by the bus reaching `seen`. Readers woken
+/// later never join an earlier read, which may have missed their entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct ReadKey {
+    pub stream: String,
+    pub label: Option<String>,
+    pub after: i64,
+    pub seen: i64,
+}
+
+/// What a live read found: each entry's seq and its event, rendered once
+/// for every reader; `None` when the stream is gone.
+pub(super) type Batch = Arc<Result<Option<Vec<(i64, Event)>>, String>>;
+
+type SharedRead = Shared<BoxFuture<'static, Batch>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Bus {
+    /// Runs `read` once for all the live readers asking for the same entries
+    /// at the same time, so an append to a stream with N subscribers costs
+    /// one query, not N.
+    pub(super) async fn read_once(&self, key: ReadKey, read: impl Future<Output = Batch> + Send + 'static) -> Batch {
+        let shared = lock(&self.reads).entry(key.clone()).or_insert_with(|| read.boxed().shared()).clone();
+        // Done or abandoned, the read leaves the table; readers still
+        // waiting on it hold their own handles.
+        let _leave = Leave { bus: self, key, read: shared.clone() };
+        shared.await
+    }
+
     pub fn subscribe(&self, stream_id: &str) -> watch::Receiver<i64> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = lock(&self.channels);
         channels.entry(stream_id.to_string()).or_insert_with(|| watch::channel(0).0).subscribe()
     }
 
     pub fn publish(&self, stream_id: &str, seq: i64) {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut channels = lock(&self.channels);
         if let Some(tx) = channels.get(stream_id) {
             if tx.receiver_count() == 0 {
                 channels.remove(stream_id);
@@ -41,9 +79,24 @@ impl Bus {
     }
 
     fn wake_all(&self) {
-        let channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channels = lock(&self.channels);
         for tx in channels.values() {
             tx.send_modify(|_| {});
+        }
+    }
+}
+
+struct Leave<'a> {
+    bus: &'a Bus,
+    key: ReadKey,
+    read: SharedRead,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        let mut reads = lock(&self.bus.reads);
+        if reads.get(&self.key).is_some_and(|r| r.ptr_eq(&self.read)) {
+            reads.remove(&self.key);
         }
     }
 }
@@ -94,5 +147,45 @@ mod tests {
         drop(rx);
         bus.publish("st_a", 4);
         assert!(bus.channels.lock().unwrap().is_empty());
+    }
+
+    fn key(after: i64, seen: i64) -> ReadKey {
+        ReadKey { stream: "st_a".into(), label: None, after, seen }
+    }
+
+    /// Readers asking for the same entries at once share one read; a reader
+    /// woken later, or at another position, gets its own; and finished
+    /// reads leave the table.
+    #[tokio::test]
+    async fn concurrent_readers_of_the_same_entries_share_one_read() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let bus = Bus::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (release, released) = watch::channel(false);
+        let read = |runs: &Arc<AtomicUsize>| {
+            let (runs, mut released) = (runs.clone(), released.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                let _ = released.wait_for(|r| *r).await;
+                Arc::new(Ok(Some(Vec::new())))
+            }
+        };
+        let readers = futures_util::future::join_all((0..50).map(|_| bus.read_once(key(0, 7), read(&runs))));
+        let later = bus.read_once(key(0, 8), read(&runs));
+        let elsewhere = bus.read_once(key(3, 7), read(&runs));
+        // Released only once every reader has asked.
+        let release = async {
+            tokio::task::yield_now().await;
+            let _ = release.send(true);
+        };
+        let (shared, _, _, ()) = futures_util::join!(readers, later, elsewhere, release);
+        assert_eq!(shared.len(), 50);
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "one read per distinct key");
+        assert!(bus.reads.lock().unwrap().is_empty(), "finished reads leave the table");
+
+        // A reader that gives up leaves no read behind.
+        let abandoned = bus.read_once(key(9, 9), std::future::pending());
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(10), abandoned).await.is_err());
+        assert!(bus.reads.lock().unwrap().is_empty());
     }
 }
