@@ -265,9 +265,21 @@ fn violations(validator: &jsonschema::Validator, doc: &Value) -> Vec<Violation> 
 }
 
 /// Compiled validators by (schema id, version).
-#[derive(Default)]
 pub struct Validators {
     compiled: RwLock<HashMap<(String, i64), Arc<jsonschema::Validator>>>,
+    /// Large validations are CPU-bound: at most one fewer than the cores
+    /// run at once, so the async workers (and `/healthz`) keep a core.
+    heavy: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Validators {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            compiled: RwLock::default(),
+            heavy: Arc::new(tokio::sync::Semaphore::new(cores.saturating_sub(1).max(1))),
+        }
+    }
 }
 
 impl Validators {
@@ -277,7 +289,19 @@ impl Validators {
         let validator = self.get(db, &binding.schema_id, binding.version).await?;
         let violations = if larger_than(doc, INLINE_VALUES) {
             let doc = doc.clone();
-            let job = tokio::task::spawn_blocking(move || violations(&validator, &doc));
+            let heavy = self.heavy.clone();
+            // The wait for a turn counts against the budget. The permit goes
+            // with the job: one abandoned at the budget still holds its turn
+            // until it ends.
+            let job = async move {
+                let turn = heavy.acquire_owned().await.map_err(|e| e.to_string())?;
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    violations(&validator, &doc)
+                })
+                .await
+                .map_err(|e| e.to_string())
+            };
             match tokio::time::timeout(VALIDATION_BUDGET, job).await {
                 Ok(Ok(found)) => found,
                 Ok(Err(e)) => return Err(Error::internal(format!("validation failed to run: {e}"))),
