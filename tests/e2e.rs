@@ -7,6 +7,7 @@
 #[macro_use]
 mod support;
 
+mod connections;
 mod contract_hooks;
 mod contracts;
 mod errors;

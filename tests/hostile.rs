@@ -236,17 +236,6 @@ async fn policies_show_an_agent_only_what_it_may_know(backend: Backend) {
     assert_eq!(names(ad.get("/policies").await.expect(200).json()).len(), 2);
 }
 
-/// The server's peak resident memory, in MiB (Linux).
-fn peak_mib(server: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).expect("read /proc status");
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc status");
-    kb / 1024
-}
-
 /// A small request whose result would be huge (a replace-all, or one
 /// `set` matched by thousands of items) is refused with 413 before the
 /// result is built: the server's peak memory stays far below it.
@@ -267,7 +256,7 @@ async fn amplifying_patches_are_refused_before_they_are_built(backend: Backend) 
     let patch = json!({"update_items": [{"path": "items", "set": {"x": "y".repeat(100_000)}}]});
     assert_eq!(me.patch("/stash/doc/json", patch).await.expect(413).code(), "payload_too_large");
 
-    let peak = peak_mib(&server);
+    let peak = server.memory_mib().peak;
     assert!(peak < 300, "the server peaked at {peak} MiB for two refused patches");
     // What fits still works.
     let small = json!({"old": "aaaa", "new": "b"});

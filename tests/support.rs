@@ -116,6 +116,12 @@ pub async fn fresh_database(backend: Backend) -> Option<TestDb> {
     }
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct Memory {
+    pub now: u64,
+    pub peak: u64,
+}
+
 pub struct Server {
     child: Child,
     pub url: String,
@@ -154,12 +160,35 @@ impl Server {
         Self::spawn(database_url, args, None)
     }
 
+    /// A server whose process may open at most `open_files` descriptors
+    /// (soft and hard limit), as on a host with a low `ulimit -n`.
+    pub async fn start_with_open_files(backend: Backend, open_files: u32, args: &[&str]) -> Option<Server> {
+        let db = fresh_database(backend).await?;
+        let mut server = Self::spawn_under(&db, args, None, Some(open_files));
+        server.db = Some(db);
+        Some(server)
+    }
+
     fn spawn(database_url: &str, args: &[&str], traced: Option<&str>) -> Server {
+        Self::spawn_under(database_url, args, traced, None)
+    }
+
+    fn spawn_under(database_url: &str, args: &[&str], traced: Option<&str>, open_files: Option<u32>) -> Server {
         let log = match traced {
             Some(filter) => filter.to_string(),
             None => std::env::var("CAIRN_TEST_LOG").unwrap_or_else(|_| "warn".into()),
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        let binary = env!("CARGO_BIN_EXE_cairn");
+        let mut command = match open_files {
+            // `exec` keeps the pid, so signals and /proc reach cairn itself.
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), binary]);
+                sh
+            }
+            None => Command::new(binary),
+        };
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--database", database_url])
             .args(args)
             .env("CAIRN_ADMIN_KEY", ADMIN_KEY)
@@ -210,6 +239,20 @@ impl Server {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The server's resident memory now and at its peak, in MiB (Linux).
+    pub fn memory_mib(&self) -> Memory {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc status"))
+                / 1024
+        };
+        Memory { now: field("VmRSS:"), peak: field("VmHWM:") }
     }
 
     /// Sends SIGTERM and waits for the process to exit.

@@ -76,6 +76,26 @@ pub struct Config {
     #[arg(long = "sweep-interval", env = "CAIRN_SWEEP_INTERVAL", default_value_t = 30)]
     pub sweep_interval_secs: u64,
 
+    /// Seconds a client has to send a request's headers, and the longest a
+    /// kept-alive connection may sit idle before the next request.
+    #[arg(long = "header-read-timeout", env = "CAIRN_HEADER_READ_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a request's body has to arrive in full, from the moment the
+    /// host starts reading it. A late body gets 408 `request_timeout`.
+    #[arg(long = "body-read-timeout", env = "CAIRN_BODY_READ_TIMEOUT", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_read_timeout_secs: u64,
+
+    /// Most client connections open at once. At the cap a new connection
+    /// closes the one idle longest (no request in progress); when none is
+    /// idle it gets 503 `unavailable`. Lowered to fit the process's open
+    /// file limit if that is smaller.
+    #[arg(long = "max-connections", env = "CAIRN_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
     /// Host names (or `host:port`) that `/mcp` answers besides loopback and
     /// the `--listen` address, comma-separated: the names clients use to
     /// reach this host. Requests with another `Host` or `Origin` get 403,
@@ -102,6 +122,9 @@ impl Config {
             policy_cache: None,
             sweep_interval_secs: 30,
             mcp_allowed_hosts: Vec::new(),
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 60,
+            max_connections: 4096,
         }
     }
 

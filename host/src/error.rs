@@ -127,6 +127,11 @@ impl IntoResponse for Error {
         if let Some(seconds) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still be on its way; the connection
+            // cannot be reused.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
@@ -134,12 +139,7 @@ impl IntoResponse for Error {
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match &err {
-            sqlx::Error::PoolTimedOut => {
-                let mut e =
-                    Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is busy; retry shortly");
-                e.retry_after = Some(1);
-                e
-            }
+            sqlx::Error::PoolTimedOut => Self::unavailable("the database is busy; retry shortly", 1),
             _ => Self::internal(format!("storage error: {err}")),
         }
     }
@@ -173,6 +173,8 @@ impl From<BytesRejection> for Error {
     fn from(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Self::too_large("the request body is larger than this endpoint accepts")
+        } else if let Some(late) = find_source::<BodyTimedOut>(&rejection) {
+            Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", late.to_string())
         } else {
             Self::bad_request(format!("could not read the request body: {}", rejection.body_text()))
         }
@@ -189,6 +191,37 @@ impl From<PathRejection> for Error {
     fn from(rejection: PathRejection) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_path", format!("bad path: {}", rejection.body_text()))
     }
+}
+
+/// The request body did not arrive within the listener's body read timeout.
+/// The listener raises it inside the body; extractors meet it as a failed
+/// read and answer 408.
+#[derive(Debug)]
+pub struct BodyTimedOut {
+    pub after: std::time::Duration,
+}
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request body did not arrive within {} s; send it whole and promptly, or raise --body-read-timeout",
+            self.after.as_secs()
+        )
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+fn find_source<'a, T: std::error::Error + 'static>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a T> {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// serde's message is the useful part; axum wraps it in a generic prefix.
@@ -257,6 +290,18 @@ pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri
 }
 
 impl Error {
+    /// 503 with `Retry-After`: the host cannot take this request now.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+
     /// 429 with `Retry-After`, for callers over their request rate.
     pub fn rate_limited(retry_after_secs: u64) -> Self {
         let mut e = Self::new(

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -49,8 +50,27 @@ struct PolicyNameLabel {
     policy: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CutLabel {
+    reason: &'static str,
+}
+
+/// Why the listener ended a connection itself.
+#[derive(Clone, Copy, Debug)]
+pub enum Cut {
+    /// Closed to make room at the connection cap: it was idle longest.
+    Evicted,
+    /// Answered 503 at the cap: every connection was busy.
+    Refused,
+    /// No complete request head within the header timeout: a slow client,
+    /// or a kept-alive connection left idle that long.
+    HeaderTimeout,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    connections: Gauge,
+    cut: Family<CutLabel, Counter>,
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     policy_decisions: Family<PolicyLabels, Counter>,
@@ -70,6 +90,14 @@ impl Default for Metrics {
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.000005, 4.0, 11))
         });
         let mut registry = Registry::with_prefix("cairn");
+        let connections = Gauge::default();
+        let cut = Family::<CutLabel, Counter>::default();
+        registry.register("http_connections", "Client connections open", connections.clone());
+        registry.register(
+            "http_connections_cut",
+            "Connections the host ended itself, by reason (evicted, refused, header_timeout)",
+            cut.clone(),
+        );
         registry.register("http_requests", "HTTP requests by route and status", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
         registry.register(
@@ -82,11 +110,25 @@ impl Default for Metrics {
             "Policy decision latency by policy",
             policy_latency.clone(),
         );
-        Self { registry: Mutex::new(registry), requests, latency, policy_decisions, policy_latency }
+        Self { registry: Mutex::new(registry), connections, cut, requests, latency, policy_decisions, policy_latency }
     }
 }
 
 impl Metrics {
+    /// A client connection opened (`1`) or closed (`-1`).
+    pub fn connections(&self, change: i64) {
+        self.connections.inc_by(change);
+    }
+
+    pub fn cut(&self, why: Cut) {
+        let reason = match why {
+            Cut::Evicted => "evicted",
+            Cut::Refused => "refused",
+            Cut::HeaderTimeout => "header_timeout",
+        };
+        self.cut.get_or_create(&CutLabel { reason }).inc();
+    }
+
     /// One policy decision; `failed` when it failed closed.
     pub fn observe_policy(&self, policy: &str, failed: bool, duration: std::time::Duration) {
         let outcome = if failed { "failed" } else { "ok" };

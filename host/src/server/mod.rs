@@ -3,8 +3,12 @@
 //! on PostgreSQL, the cross-process stream listener. On SIGTERM or ctrl-c it
 //! stops accepting, ends live (SSE) responses, lets in-flight requests
 //! finish, then closes the database so every acknowledged write is on disk.
+//! The listener itself, with its timeouts and connection cap, is [`http`].
+
+mod http;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -22,6 +26,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(key) = agent::bootstrap_admin(&db, config.admin_key.as_deref()).await? {
         println!("cairn admin key (shown once; set CAIRN_ADMIN_KEY to choose your own): {key}");
     }
+    let limits = http::Limits {
+        header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+        body_read_timeout: Duration::from_secs(config.body_read_timeout_secs),
+        max_connections: http::fit_connections(usize::try_from(config.max_connections).unwrap_or(usize::MAX)),
+    };
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
@@ -48,20 +57,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));
     let policy_follower = tokio::spawn(app.policies.clone().follow(db.clone(), stopping.clone()));
 
+    let metrics = app.metrics.clone();
     let routes = router(app).context("building the routes")?;
     let stop_signal = shutdown_signal()?;
     tracing::info!(%addr, database = db.kind(), "cairn serving");
     // Tests and scripts read this line to learn the port.
     println!("cairn listening on http://{addr}");
 
-    axum::serve(listener, routes)
-        .with_graceful_shutdown(async move {
-            stop_signal.await;
-            tracing::info!("shutting down: finishing in-flight requests");
-            let _ = stop.send(true);
-        })
-        .await
-        .context("server error")?;
+    http::serve(listener, routes, limits, metrics, stop_signal, stop).await;
 
     sweeper.abort();
     policy_follower.abort();

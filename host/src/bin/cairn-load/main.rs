@@ -12,6 +12,10 @@
 //! bundled claim policy; the round's claims are what is measured. Between
 //! rounds the work is reset (released, or the contract rewritten), unmeasured.
 //!
+//! `sse-fanout`, `slow-clients`, `schema-heavy` and `hostile-mix` (in
+//! `hostile.rs`) measure
+//! how the host serves ordinary requests while part of the load is hostile.
+//!
 //! The `mcp-*` scenarios make the same calls as `task-get` and
 //! `stream-append` as MCP tool calls (`POST /mcp`, JSON-RPC), so the two
 //! protocols' round trips can be compared on one host.
@@ -23,6 +27,8 @@
 //! cargo run --release --bin cairn-load -- --url http://127.0.0.1:8080 --connections 64
 //! cargo run --release --bin cairn-load -- --scenarios team-claim --tasks 1000 --rounds 5
 //! ```
+
+mod hostile;
 
 use std::time::{Duration, Instant};
 
@@ -52,7 +58,8 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     warmup: u64,
     /// Scenarios to run (comma-separated): stream-append, stream-read, stash-write, stash-read,
-    /// task-get, mcp-stream-append, mcp-task-get, mcp-unknown-tool, team-claim, contract-claim.
+    /// task-get, mcp-stream-append, mcp-task-get, mcp-unknown-tool, team-claim, contract-claim,
+    /// sse-fanout, slow-clients, schema-heavy, hostile-mix.
     #[arg(long, default_value = "stream-append,stream-read,stash-write,stash-read", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Bytes in each stash body.
@@ -64,6 +71,24 @@ struct Args {
     /// Rounds of the claim scenarios: every task is claimed once per round.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// SSE readers in `sse-fanout`.
+    #[arg(long, default_value_t = 2000)]
+    subscribers: usize,
+    /// Entries appended in `sse-fanout`.
+    #[arg(long, default_value_t = 100)]
+    appends: usize,
+    /// Connections that never finish their headers, in `slow-clients`.
+    #[arg(long, default_value_t = 500)]
+    slow: usize,
+    /// Connections that stop halfway through a body, in `slow-clients`.
+    #[arg(long, default_value_t = 50)]
+    stalled: usize,
+    /// Requests in `hostile-mix`.
+    #[arg(long, default_value_t = 10_000)]
+    requests: usize,
+    /// The host's process id, for `hostile-mix` to report its memory.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[tokio::main]
@@ -115,11 +140,12 @@ async fn main() -> anyhow::Result<()> {
     for scenario in &args.scenarios {
         let report = match scenario.as_str() {
             "team-claim" | "contract-claim" => claims(&args, &authority, scenario, &mut setup).await?,
+            s if hostile::SCENARIOS.contains(&s) => hostile::run(&args, &authority, s, &fixture).await?,
             _ => run(&args, &authority, scenario, &fixture).await?,
         };
         println!(
             "| {scenario} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-            args.connections,
+            report.connections.unwrap_or(args.connections),
             report.rate,
             report.pct(50.0),
             report.pct(90.0),
@@ -129,6 +155,9 @@ async fn main() -> anyhow::Result<()> {
         );
         for (what, n) in &report.refused {
             println!("|   refused: {what} | | {n} | | | | | |");
+        }
+        for note in &report.notes {
+            println!("|   {note} | | | | | | | |");
         }
     }
     Ok(())
@@ -141,6 +170,10 @@ struct Report {
     errors: u64,
     /// Answers other than success, by status, code and message, with counts.
     refused: std::collections::BTreeMap<String, u64>,
+    /// What else the scenario observed, one line each.
+    notes: Vec<String>,
+    /// Connections measured, when not `--connections`.
+    connections: Option<usize>,
 }
 
 impl Report {
