@@ -125,6 +125,11 @@ async fn upload_evaluate_and_log(backend: Backend) {
     let ok =
         ad.post("/policies/gate/evaluate", json!({"input": claim_input("research-bot", "c")})).await.expect(200).json();
     assert_eq!(ok["result"]["verdict"], "approve");
+    // The decision took an instance made ahead, or made one and had the
+    // pool filled behind it.
+    let prepared = ad.get("/policies/gate").await.expect(200).json()["prepared"].clone();
+    let served = prepared["hits"].as_u64().unwrap_or(0) + prepared["misses"].as_u64().unwrap_or(0);
+    assert!(served >= 1, "{prepared}");
     ad.delete("/policies/gate").await.expect(204);
     ad.get("/policies/gate").await.expect(404);
     ad.delete("/policies/gate").await.expect(404);

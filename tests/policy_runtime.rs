@@ -168,6 +168,49 @@ fn every_decision_gets_a_fresh_instance() {
     }
 }
 
+/// Polls `what` until it holds, for at most 30 s.
+fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not happen within 30 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Instances made ahead are as fresh as ones made on the spot: each is used
+/// by one decision, then retired. Changed limits make the ready ones stale,
+/// and an idle policy gives its instances back.
+#[test]
+fn instances_made_ahead_serve_one_decision_each() {
+    use cairn_host::policy::Prepare;
+    let prepare = Prepare { per_policy: 2, total: 4, idle: Duration::from_secs(2) };
+    let rt = Runtime::new(Options { prepare, ..Options::default() }).expect("engine");
+    let g = load(&rt, "counter");
+    let limits = Limits::default();
+    // The first decision finds nothing ready and has the pool filled.
+    assert!(matches!(decide(&rt, &g, &limits, "{}").result, Ok(Verdict::Deny(r)) if r == "call 1"));
+    assert_eq!(g.prepared().misses, 1);
+    for round in 0..5 {
+        eventually("the pool refilling", || g.prepared().ready == 2);
+        let hits = g.prepared().hits;
+        let out = decide(&rt, &g, &limits, "{}");
+        assert!(matches!(&out.result, Ok(Verdict::Deny(r)) if r == "call 1"), "round {round}: {:?}", out.result);
+        assert_eq!(g.prepared().hits, hits + 1, "round {round} took a ready instance");
+    }
+
+    // Made for other limits: not used, and the pool refills for the new ones.
+    eventually("the pool refilling", || g.prepared().ready == 2);
+    let other = Limits { timeout_ms: 50, ..limits };
+    let misses = g.prepared().misses;
+    assert!(matches!(decide(&rt, &g, &other, "{}").result, Ok(Verdict::Deny(r)) if r == "call 1"));
+    assert_eq!(g.prepared().misses, misses + 1, "instances made for other limits are not used");
+    eventually("the pool refilling for the new limits", || g.prepared().ready == 2);
+    assert!(matches!(decide(&rt, &g, &other, "{}").result, Ok(Verdict::Deny(r)) if r == "call 1"));
+
+    // Idle past the setting: given back.
+    eventually("an idle pool giving its instances back", || g.prepared().ready == 0);
+}
+
 #[test]
 fn a_component_for_another_world_is_refused() {
     let rt = runtime();

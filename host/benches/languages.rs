@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, SubtaskRef, Verdict};
 use cairn_host::policy::view::Reads;
-use cairn_host::policy::{Fixture, Hook, Isolation, Limits, Loaded, Options, Runtime, View};
+use cairn_host::policy::{Fixture, Hook, Isolation, Limits, Loaded, Options, Prepare, Runtime, View};
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort_unstable();
@@ -34,11 +34,22 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-/// The process's minor page faults so far (Linux; 0 elsewhere).
+/// This thread's minor page faults so far (Linux; 0 elsewhere): the
+/// decision's own, not the preparer thread's.
 fn minor_faults() -> u64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
     let after_name = stat.rsplit_once(") ").map(|(_, rest)| rest).unwrap_or_default();
     after_name.split(' ').nth(7).and_then(|f| f.parse().ok()).unwrap_or(0)
+}
+
+/// How decisions are spaced.
+#[derive(Clone, Copy, PartialEq)]
+enum Pace {
+    /// One after another.
+    BackToBack,
+    /// Each once the pool has an instance ready again (the wait unmeasured):
+    /// decisions arriving no faster than the preparer makes instances.
+    WhenReady,
 }
 
 fn decisions(
@@ -47,6 +58,7 @@ fn decisions(
     isolation: Isolation,
     n: usize,
     state: &Arc<dyn View>,
+    pace: Pace,
 ) -> Vec<Duration> {
     let claim = Claim {
         claimant: "design-bot".into(),
@@ -57,6 +69,12 @@ fn decisions(
     let limits = Limits::default();
     (0..n)
         .map(|_| {
+            if pace == Pace::WhenReady {
+                let deadline = Instant::now() + Duration::from_millis(200);
+                while loaded.prepared().ready == 0 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
             let start = Instant::now();
             let out = runtime.decide_claim_with(
                 loaded,
@@ -100,9 +118,10 @@ fn main() {
     let grants = Hook::Claim.default_grants();
 
     println!(
-        "| guest | size | compile | load from cache | fresh p50 | fresh p99 | reused p50 | reused p99 | page faults per fresh decision |"
+        "| guest | size | compile | load from cache | fresh p50 | fresh p99 | faults | prepared p50 | prepared p99 | \
+         faults | hits | fresh/s, 2 threads | reused p50 | reused p99 |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (lang, path) in
         [("Rust (wit-bindgen)", &rust), ("Python (componentize-py)", python), ("JS (componentize-js)", js)]
     {
@@ -136,21 +155,46 @@ fn main() {
             })
             .collect();
 
-        let runtime = Runtime::new(options()).expect("engine");
-        let loaded = runtime.load(Hook::Claim, &wasm, &grants).expect("load");
-        decisions(&runtime, &loaded, Isolation::Fresh, 200, &state);
+        // Fresh, instantiated on the spot: preparing off.
+        let on_spot = Runtime::new(Options { prepare: Prepare { per_policy: 0, ..Prepare::default() }, ..options() })
+            .expect("engine");
+        let loaded = on_spot.load(Hook::Claim, &wasm, &grants).expect("load");
+        decisions(&on_spot, &loaded, Isolation::Fresh, 200, &state, Pace::BackToBack);
         let faults = minor_faults();
-        let mut fresh = decisions(&runtime, &loaded, Isolation::Fresh, 3000, &state);
+        let mut fresh = decisions(&on_spot, &loaded, Isolation::Fresh, 3000, &state, Pace::BackToBack);
         let faults = (minor_faults() - faults) as f64 / 3000.0;
-        decisions(&runtime, &loaded, Isolation::Reuse, 200, &state);
-        let mut reused = decisions(&runtime, &loaded, Isolation::Reuse, 20_000, &state);
+        decisions(&on_spot, &loaded, Isolation::Reuse, 200, &state, Pace::BackToBack);
+        let mut reused = decisions(&on_spot, &loaded, Isolation::Reuse, 20_000, &state, Pace::BackToBack);
+        drop((loaded, on_spot));
+
+        // Fresh from instances made ahead (the default settings).
+        let runtime = Runtime::new(options()).expect("engine");
+        let loaded = Arc::new(runtime.load(Hook::Claim, &wasm, &grants).expect("load"));
+        decisions(&runtime, &loaded, Isolation::Fresh, 200, &state, Pace::WhenReady);
+        let before = (minor_faults(), loaded.prepared());
+        let mut prepared = decisions(&runtime, &loaded, Isolation::Fresh, 3000, &state, Pace::WhenReady);
+        let after = loaded.prepared();
+        let prepared_faults = (minor_faults() - before.0) as f64 / 3000.0;
+        let hits = (after.hits - before.1.hits) as f64 / 3000.0 * 100.0;
+
+        // Throughput: two threads deciding back to back, fresh, preparing on.
+        let started = Instant::now();
+        let per_thread = 2000;
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                scope.spawn(|| decisions(&runtime, &loaded, Isolation::Fresh, per_thread, &state, Pace::BackToBack));
+            }
+        });
+        let rate = (2 * per_thread) as f64 / started.elapsed().as_secs_f64();
         println!(
-            "| {lang} | {:.2} MB | {} | {} | {} | {} | {} | {} | {faults:.0} |",
+            "| {lang} | {:.2} MB | {} | {} | {} | {} | {faults:.0} | {} | {} | {prepared_faults:.0} | {hits:.0}% | {rate:.0} | {} | {} |",
             wasm.len() as f64 / 1e6,
             ms(compile),
             ms(percentile(&mut cached, 0.5)),
             us(percentile(&mut fresh, 0.5)),
             us(percentile(&mut fresh, 0.99)),
+            us(percentile(&mut prepared, 0.5)),
+            us(percentile(&mut prepared, 0.99)),
             us(percentile(&mut reused, 0.5)),
             us(percentile(&mut reused, 0.99)),
         );

@@ -24,6 +24,11 @@ impl App {
         let runtime = policy::Runtime::new(policy::Options {
             fuel: config.policy_fuel,
             cache_dir: Some(config.policy_cache_dir()),
+            prepare: policy::Prepare {
+                per_policy: usize::try_from(config.policy_prepared).unwrap_or(0),
+                total: usize::try_from(config.policy_prepared_total).unwrap_or(0),
+                idle: std::time::Duration::from_secs(config.policy_prepared_idle_secs),
+            },
         })?;
         let policies = Arc::new(Registry::new(runtime));
         let metrics = Arc::new(ops::Metrics::default());

@@ -70,6 +70,23 @@ pub struct Config {
     #[arg(long, env = "CAIRN_POLICY_CACHE")]
     pub policy_cache: Option<std::path::PathBuf>,
 
+    /// Instances each policy keeps made ahead of its fresh decisions, so a
+    /// decision does not wait for instantiation. 0 turns this off.
+    #[arg(long = "policy-prepared", env = "CAIRN_POLICY_PREPARED", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub policy_prepared: u64,
+
+    /// Instances made ahead across all policies.
+    #[arg(long = "policy-prepared-total", env = "CAIRN_POLICY_PREPARED_TOTAL", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub policy_prepared_total: u64,
+
+    /// Seconds without a decision after which a policy gives back the
+    /// instances made for it.
+    #[arg(long = "policy-prepared-idle", env = "CAIRN_POLICY_PREPARED_IDLE", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub policy_prepared_idle_secs: u64,
+
     /// How often expired stashes, expired streams and entries past their
     /// retention are deleted, in seconds. Reads never serve expired data,
     /// whatever this is.
@@ -122,6 +139,9 @@ impl Config {
             policy_cache: None,
             sweep_interval_secs: 30,
             mcp_allowed_hosts: Vec::new(),
+            policy_prepared: 2,
+            policy_prepared_total: 16,
+            policy_prepared_idle_secs: 60,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 60,
             max_connections: 4096,

@@ -60,6 +60,8 @@ pub struct PolicyView {
     stats: Value,
     /// Set when the stored component no longer loads; it then denies.
     load_error: Option<String>,
+    /// Instances made ahead of fresh decisions, and how often one was ready.
+    prepared: Option<crate::policy::PoolStats>,
     created_at: String,
     updated_at: String,
 }
@@ -76,6 +78,7 @@ impl From<&Active> for PolicyView {
             settings: a.settings.clone(),
             stats: a.stats.to_json(),
             load_error: a.loaded.as_ref().err().cloned(),
+            prepared: a.loaded.as_ref().ok().map(|l| l.prepared()),
             created_at: clock::rfc3339(a.created_at),
             updated_at: clock::rfc3339(a.updated_at),
         }

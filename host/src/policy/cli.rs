@@ -216,7 +216,11 @@ fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool) -> anyhow::Result<boo
     let text = std::fs::read_to_string(cases).with_context(|| format!("cannot read the cases {}", cases.display()))?;
     let case_file: super::cases::CaseFile =
         serde_json::from_str(&text).with_context(|| format!("{} is not a case file", cases.display()))?;
-    let runtime = super::Runtime::new(super::Options { fuel, cache_dir: None })?;
+    let runtime = super::Runtime::new(super::Options {
+        fuel,
+        cache_dir: None,
+        prepare: super::Prepare { per_policy: 0, ..Default::default() },
+    })?;
     let loaded = runtime
         .load(hook, &wasm, &hook.default_grants())
         .with_context(|| format!("cannot load {} as a {hook:?} policy", file.display()))?;

@@ -60,6 +60,7 @@ pub mod fixture;
 mod host;
 pub mod input;
 pub mod limits;
+pub mod prepared;
 pub mod registry;
 pub mod runtime;
 pub mod scaffold;
@@ -76,6 +77,7 @@ pub use decision::{Action, Handle, Outcome, Verdict, Violation};
 pub use fixture::Fixture;
 pub use input::Input;
 pub use limits::Limits;
+pub use prepared::{PoolStats, Prepare};
 pub use runtime::{Isolation, LoadError, Loaded, LogLine, Options, Runtime};
 pub use view::{Answer, Read, Reader, Source, View};
 
