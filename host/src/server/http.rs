@@ -46,24 +46,6 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// Counts connections as they open, close and are cut off.
-struct Counted {
-    metrics: Arc<Metrics>,
-}
-
-impl Counted {
-    fn open(metrics: &Arc<Metrics>) -> Self {
-        metrics.connections(1);
-        Self { metrics: metrics.clone() }
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.metrics.connections(-1);
-    }
-}
-
 /// Refusals still being written at once; past this a refused connection is
 /// closed without an answer, so refusing never costs more descriptors.
 const MAX_REFUSING: usize = 64;
@@ -102,12 +84,8 @@ pub async fn serve(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let counted = Counted::open(&metrics);
         let (conns, http, router, stopping) = (conns.clone(), http.clone(), router.clone(), stopping.clone());
-        tokio::spawn(async move {
-            run(tcp, conn, &conns, http, router, limits, stopping).await;
-            drop(counted);
-        });
+        tokio::spawn(async move { run(tcp, conn, &conns, http, router, limits, stopping).await });
     }
     drop(listener);
     tracing::info!(connections = conns.len(), "shutting down: finishing in-flight requests");
@@ -317,15 +295,17 @@ impl Conns {
             evicted: Notify::new(),
         });
         open.conns.insert(id, conn.clone());
+        self.metrics.connections(1);
         Some(conn)
     }
 
     fn remove(&self, id: u64) {
         let mut open = self.lock();
-        if let Some(conn) = open.conns.remove(&id)
-            && conn.evicting.load(Ordering::Acquire)
-        {
-            open.evicting -= 1;
+        if let Some(conn) = open.conns.remove(&id) {
+            self.metrics.connections(-1);
+            if conn.evicting.load(Ordering::Acquire) {
+                open.evicting -= 1;
+            }
         }
         if open.conns.is_empty() {
             self.empty.notify_waiters();
