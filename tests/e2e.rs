@@ -16,6 +16,7 @@ mod lifecycle;
 mod mcp;
 mod policies;
 mod policy_cli;
+mod policy_hooks;
 mod policy_runtime;
 mod sdk;
 mod stash;

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every guest crate, by directory name.
-pub const ALL: [&str; 14] = [
+pub const ALL: [&str; 16] = [
     "approve-all",
     "deny-all",
     "config-driven",
@@ -22,6 +22,8 @@ pub const ALL: [&str; 14] = [
     "escape",
     "handoff-basic",
     "counter",
+    "failing-handoff",
+    "failing-escalation",
 ];
 
 /// The Rust policy examples, built with the guests (one cargo run).
