@@ -124,9 +124,17 @@ impl Runtime {
             stderr: MemoryOutputPipe::new(limits::MAX_OUTPUT_BYTES),
         };
         // Nothing is preopened, inherited or allowed: no files, no
-        // environment, no arguments, no sockets (every address is denied by
-        // default). Clocks and randomness are the host's.
-        let wasi = WasiCtxBuilder::new().stdout(pipes.stdout.clone()).stderr(pipes.stderr.clone()).build();
+        // environment, no arguments, no sockets. These are wasmtime's
+        // defaults too (every address is denied as well); saying so keeps a
+        // change of defaults from opening the network. Clocks and
+        // randomness are the host's.
+        let wasi = WasiCtxBuilder::new()
+            .stdout(pipes.stdout.clone())
+            .stderr(pipes.stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
         let meter = Meter {
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes as usize)
