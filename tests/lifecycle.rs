@@ -8,7 +8,12 @@ use crate::support::{self, Backend, Server, SseReader};
 use reqwest::Method;
 use serde_json::json;
 
-on_both_backends!(sigterm_loses_no_acknowledged_write, sigkill_loses_no_acknowledged_write, operations_endpoints);
+on_both_backends!(
+    sigterm_loses_no_acknowledged_write,
+    sigkill_loses_no_acknowledged_write,
+    sigterm_finishes_requests_in_flight_and_ends_sse,
+    operations_endpoints
+);
 
 /// SQLite belongs to one host: a second one is refused, with the way out.
 #[test]
@@ -80,10 +85,14 @@ async fn stop_under_load(backend: Backend, signal: &'static str) {
         .as_str()
         .unwrap()
         .to_string();
-    // Writers run flat out while the server is told to stop.
+    // Writers run flat out while the server is told to stop. Each keeps
+    // going until the host is gone: every answer it gets must be a whole
+    // 201 (after SIGTERM too), and only the transport may fail.
+    let acks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut writers = Vec::new();
     for w in 0..8 {
         let (http, url, key, id) = (server.http.clone(), server.url.clone(), agent.key.clone(), id.clone());
+        let acks = acks.clone();
         writers.push(tokio::spawn(async move {
             let mut acked = Vec::new();
             for n in 0.. {
@@ -93,9 +102,12 @@ async fn stop_under_load(backend: Backend, signal: &'static str) {
                     .body(format!("{w}:{n}"))
                     .send()
                     .await;
-                match stash {
-                    Ok(r) if r.status() == 201 => acked.push(format!("w{w}-{n}")),
-                    _ => break,
+                match answer(stash, signal).await {
+                    Some(body) => {
+                        assert_eq!(body["version"], 1, "{body}");
+                        acked.push(format!("w{w}-{n}"));
+                    }
+                    None => break,
                 }
                 let entry = http
                     .post(format!("{url}/stream/{id}"))
@@ -103,15 +115,24 @@ async fn stop_under_load(backend: Backend, signal: &'static str) {
                     .json(&json!({"data": format!("{w}:{n}")}))
                     .send()
                     .await;
-                match entry {
-                    Ok(r) if r.status() == 201 => acked.push(format!("entry {w}:{n}")),
-                    _ => break,
+                match answer(entry, signal).await {
+                    Some(body) => {
+                        assert!(body["seq"].as_i64().is_some_and(|s| s > 0), "{body}");
+                        acked.push(format!("entry {w}:{n}"));
+                    }
+                    None => break,
                 }
+                acks.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
             }
             acked
         }));
     }
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Stopped once the writers are well under way, however long that takes.
+    support::wait_for("40 acknowledged writes", Duration::from_secs(60), || {
+        let n = acks.load(std::sync::atomic::Ordering::Relaxed);
+        async move { n >= 40 }
+    })
+    .await;
     let status = tokio::task::spawn_blocking(move || server.stop_with(signal)).await.unwrap();
     if signal == "TERM" {
         assert!(status.success(), "cairn exits cleanly on SIGTERM: {status}");
@@ -120,7 +141,6 @@ async fn stop_under_load(backend: Backend, signal: &'static str) {
     for w in writers {
         acked.extend(w.await.unwrap());
     }
-    assert!(acked.len() > 20, "the writers got some work done first ({} acks)", acked.len());
 
     // Every acknowledged write is there after a restart.
     let again = Server::start_on(&db, &[]);
@@ -200,4 +220,73 @@ async fn operations_endpoints(backend: Backend) {
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "openapi.json lacks {method} {path}");
     }
+}
+
+/// A write's answer: its JSON body when it was acknowledged, `None` when the
+/// host could not be reached or (on SIGKILL) died mid-answer. After SIGTERM
+/// every answer that arrives is whole and a 201.
+async fn answer(sent: reqwest::Result<reqwest::Response>, signal: &str) -> Option<serde_json::Value> {
+    let r = sent.ok()?;
+    let status = r.status();
+    let body = match r.text().await {
+        Ok(b) => b,
+        Err(e) if signal == "KILL" => {
+            let _ = e;
+            return None;
+        }
+        Err(e) => panic!("an answer cut off by SIG{signal}: {e}"),
+    };
+    if signal == "KILL" && status != 201 {
+        return None;
+    }
+    assert_eq!(status, 201, "after SIG{signal}: {body}");
+    Some(serde_json::from_str(&body).unwrap_or_else(|e| panic!("a partial body after SIG{signal} ({e}): {body}")))
+}
+
+/// SIGTERM while a claim is mid-decision and SSE responses are open: the
+/// claim completes with its body, the SSE responses end, and the host exits
+/// cleanly.
+async fn sigterm_finishes_requests_in_flight_and_ends_sse(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let (lead, mate) = (server.register("lead").await, server.register("mate").await);
+    let (l, m) = (server.as_agent(&lead), server.as_agent(&mate));
+    l.post("/teams", json!({"name": "t"})).await.expect(201);
+    l.post("/teams/t/members", json!({"agent_name": "mate"})).await.expect(201);
+    l.post("/teams/t/tasks", json!({"subject": "work"})).await.expect(201);
+    ad.send(
+        ad.req(Method::PUT, "/policies/slow?hook=claim")
+            .header("Content-Type", "application/wasm")
+            .body(support::guests::wasm("slow")),
+    )
+    .await
+    .expect(201);
+    let settings = json!({"scope": {"team": "t"}, "config": {"ms": 1500}, "limits": {"timeout_ms": 20000}});
+    ad.send(ad.req(Method::PUT, "/policies/slow/settings").json(&settings)).await.expect(200);
+    let id =
+        m.post("/stream", json!({"name": "s"})).await.expect(201).json()["stream_id"].as_str().unwrap().to_string();
+    let stream = m.req(Method::GET, &format!("/stream/{id}/events")).send().await.expect("subscribe");
+    let mut stream = SseReader::new(stream);
+    let inbox = m.req(Method::GET, "/teams/t/messages/events").send().await.expect("subscribe");
+    let mut inbox = SseReader::new(inbox);
+
+    let claim = {
+        let rb = m.req(Method::PATCH, "/teams/t/tasks/1").json(&json!({"owner": "mate"}));
+        tokio::spawn(async move { rb.send().await })
+    };
+    support::wait_for("the claim to be mid-decision", Duration::from_secs(30), || async {
+        ad.get("/policies/slow").await.expect(200).json()["stats"]["running"] == 1
+    })
+    .await;
+    let pid = server.pid();
+    let stopped = tokio::task::spawn_blocking(move || server.terminate());
+    let claimed = claim.await.unwrap().expect("the claim in flight is answered");
+    assert_eq!(claimed.status(), 200);
+    let task: serde_json::Value = claimed.json().await.expect("the claim's whole body");
+    assert_eq!((task["owner"].as_str(), task["id"].as_i64()), (Some("mate"), Some(1)), "{task}");
+    assert!(stream.ends_within(Duration::from_secs(30)).await, "the stream's SSE response ended");
+    assert!(inbox.ends_within(Duration::from_secs(30)).await, "the inbox's SSE response ended");
+    let status = stopped.await.unwrap();
+    assert!(status.success(), "cairn {pid} exits cleanly on SIGTERM: {status}");
 }

@@ -438,6 +438,21 @@ impl SseReader {
         Self { body: Box::pin(r.bytes_stream()), buf: String::new(), comments: 0 }
     }
 
+    /// Whether the response ends within `wait` (events before its end are
+    /// read and dropped). A body that breaks off is not an end.
+    pub async fn ends_within(&mut self, wait: Duration) -> bool {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => panic!("SSE body broke off instead of ending: {e}"),
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// The next event, or None if none arrives within `wait`.
     pub async fn next_within(&mut self, wait: Duration) -> Option<SseEvent> {
         use futures_util::StreamExt;
@@ -475,5 +490,19 @@ impl SseReader {
         }
     }
 }
+/// Polls `done` until it holds, failing after `limit`. Tests wait on the
+/// event itself this way and never assert how fast the host was.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !done().await {
+        assert!(Instant::now() < deadline, "gave up waiting for {what} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub mod guests;
 pub mod sdk;

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every guest crate, by directory name.
-pub const ALL: [&str; 16] = [
+pub const ALL: [&str; 17] = [
     "approve-all",
     "deny-all",
     "config-driven",
@@ -24,6 +24,7 @@ pub const ALL: [&str; 16] = [
     "counter",
     "failing-handoff",
     "failing-escalation",
+    "slow",
 ];
 
 /// The Rust policy examples, built with the guests (one cargo run).

@@ -255,6 +255,9 @@ impl Decider {
                 return Ok((evaluation, outcome, record));
             }
         };
+        // Shown in the policy's status, so an operator (or a test) can see a
+        // decision under way on this version.
+        let _running = active.stats.start();
         let runtime = self.registry.runtime();
         let config_text = config.to_string();
         let mut fetched: Arc<HashMap<Read, Answer>> = Arc::default();

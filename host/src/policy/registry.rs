@@ -115,10 +115,26 @@ pub const LATENCY_BUCKETS_US: [u64; 12] = [10, 25, 50, 100, 250, 500, 1_000, 2_5
 pub struct Stats {
     pub decisions: AtomicU64,
     pub failures: AtomicU64,
+    /// Decisions in progress now.
+    running: AtomicU64,
     buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
 }
 
+/// Counts a decision as running until dropped.
+pub struct Running<'a>(&'a Stats);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Stats {
+    pub fn start(&self) -> Running<'_> {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        Running(self)
+    }
+
     pub fn observe(&self, duration: Duration, failed: bool) {
         self.decisions.fetch_add(1, Ordering::Relaxed);
         if failed {
@@ -138,6 +154,7 @@ impl Stats {
         json!({
             "decisions": self.decisions.load(Ordering::Relaxed),
             "failures": self.failures.load(Ordering::Relaxed),
+            "running": self.running.load(Ordering::Relaxed),
             "latency": histogram,
         })
     }
