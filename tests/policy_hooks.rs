@@ -67,6 +67,23 @@ async fn records(lead: &Call<'_>, team: &str, policy: &str) -> Vec<Value> {
     log["decisions"].as_array().unwrap().iter().filter(|d| d["policy"] == policy).cloned().collect()
 }
 
+/// The contract `site` with one open subtask; returns its execution stream.
+async fn contract(c: &Call<'_>) -> String {
+    c.put_text(
+        "/stash/site?persistent=true&schema=agent-contract",
+        r#"{"objective": "o", "subtasks": [{"id": "research", "description": "d", "status": "open"}]}"#,
+    )
+    .await
+    .expect(201);
+    let exec = c.post("/stream", json!({"name": "site-exec", "linked_stash": "site"})).await.expect(201).json();
+    exec["stream_id"].as_str().unwrap().to_string()
+}
+
+/// `mate`'s claim of the subtask `research`.
+fn claim_entry() -> Value {
+    json!({"label": "claim", "data": {"type": "claim", "subtask_id": "research", "agent_name": "mate"}})
+}
+
 fn handoff() -> Value {
     json!({
         "produced": ["src/parser.rs"],
@@ -107,23 +124,9 @@ async fn failing_claim_policies_deny_real_claims(backend: Backend) {
     // the subtask stays open.
     let creator = server.register("creator").await;
     let c = server.as_agent(&creator);
-    c.put_text(
-        "/stash/site?persistent=true&schema=agent-contract",
-        r#"{"objective": "o", "subtasks": [{"id": "research", "description": "d", "status": "open"}]}"#,
-    )
-    .await
-    .expect(201);
-    let exec = c.post("/stream", json!({"name": "site-exec", "linked_stash": "site"})).await.expect(201).json();
-    let exec = exec["stream_id"].as_str().unwrap();
+    let exec = contract(&c).await;
     bind(&ad, "contract-trap", "claim", "panic", json!({"scope": {"stash": "site"}})).await;
-    let r = m
-        .post(
-            &format!("/stream/{exec}"),
-            json!({"label": "claim", "data": {"type": "claim", "subtask_id": "research", "agent_name": "mate"}}),
-        )
-        .await
-        .expect(201)
-        .json();
+    let r = m.post(&format!("/stream/{exec}"), claim_entry()).await.expect(201).json();
     assert_eq!(r["decision"]["verdict"], "deny", "{r}");
     assert!(r["decision"]["reason"].as_str().unwrap().contains("policy failed"), "{r}");
     let doc = c.get("/stash/site?persistent=true").await.expect(200).json();
@@ -192,14 +195,7 @@ async fn failing_escalation_policies_fall_back_to_the_bundled_one(backend: Backe
     // A contract's HALT, with a failing policy bound to the contract.
     let creator = server.register("creator").await;
     let c = server.as_agent(&creator);
-    c.put_text(
-        "/stash/site?persistent=true&schema=agent-contract",
-        r#"{"objective": "o", "subtasks": [{"id": "research", "description": "d", "status": "open"}]}"#,
-    )
-    .await
-    .expect(201);
-    let exec = c.post("/stream", json!({"name": "site-exec", "linked_stash": "site"})).await.expect(201).json();
-    let exec = exec["stream_id"].as_str().unwrap();
+    let exec = contract(&c).await;
     bind(&ad, "contract-escalation", "escalation", "failing-escalation", json!({"scope": {"stash": "site"}})).await;
     let r = m
         .post(
@@ -210,8 +206,7 @@ async fn failing_escalation_policies_fall_back_to_the_bundled_one(backend: Backe
         .expect(201)
         .json();
     assert_eq!(r["decision"]["halted"], true, "{r}");
-    let claim = json!({"label": "claim", "data": {"type": "claim", "subtask_id": "research", "agent_name": "mate"}});
-    assert_eq!(m.post(&format!("/stream/{exec}"), claim).await.expect(423).code(), "halted");
+    assert_eq!(m.post(&format!("/stream/{exec}"), claim_entry()).await.expect(423).code(), "halted");
 }
 
 /// `enabled`, `order`, several policies on one hook and `isolation`, set
