@@ -5,75 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::support::raw::{Ended, authority, closed_with, exchange, parse_answer};
 use crate::support::{Backend, Server, SseReader};
 
 on_both_backends!(two_thousand_subscribers_each_receive_every_entry, memory_stays_bounded_under_hostile_bodies);
-
-/// How one raw exchange ended.
-#[derive(Debug)]
-enum Ended {
-    /// The server closed the connection, after sending these bytes.
-    Closed(Vec<u8>),
-    /// Still open when the test stopped waiting.
-    Open(Vec<u8>),
-}
-
-/// Sends `request` on a new connection and reads until the server closes
-/// it or `wait` passes. The request is written alongside the read, since
-/// the server may answer (and close) before it has read it all.
-async fn exchange(server: &Server, request: Vec<u8>, wait: Duration) -> Ended {
-    let tcp = TcpStream::connect(authority(server)).await.expect("connect");
-    let (mut rx, mut tx) = tcp.into_split();
-    let writer = tokio::spawn(async move {
-        let _ = tx.write_all(&request).await;
-        // Keep the write half open: a client that stops sending is the case.
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        drop(tx);
-    });
-    let mut answer = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    let mut chunk = [0u8; 16 * 1024];
-    let ended = loop {
-        match tokio::time::timeout_at(deadline, rx.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break Ended::Closed(answer),
-            Ok(Ok(n)) => answer.extend_from_slice(&chunk[..n]),
-            Err(_) => break Ended::Open(answer),
-        }
-    };
-    writer.abort();
-    ended
-}
-
-fn authority(server: &Server) -> String {
-    server.url.trim_start_matches("http://").to_string()
-}
-
-/// The status and JSON body of a raw HTTP/1.1 answer.
-fn parse_answer(what: &str, answer: &[u8]) -> (u16, Value) {
-    let text = String::from_utf8_lossy(answer);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("{what}: no complete answer: {text:?}"));
-    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{what}: {head}"));
-    assert!(head.to_ascii_lowercase().contains("content-type: application/json"), "{what}: not JSON: {head}");
-    let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: the body is not JSON ({e}): {body:?}"));
-    (status, body)
-}
-
-/// A sample's value in `/metrics`, 0 when the series is absent.
-async fn metric(server: &Server, series: &str) -> f64 {
-    let text = server.anonymous().get("/metrics").await.expect(200).text;
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
-}
-
-fn closed_with(what: &str, ended: Ended) -> (u16, Value) {
-    match ended {
-        Ended::Closed(answer) => parse_answer(what, &answer),
-        Ended::Open(answer) => panic!("{what}: still open, having sent {:?}", String::from_utf8_lossy(&answer)),
-    }
-}
 
 /// hyper answers heads it cannot parse by itself, with an empty body.
 /// Those answers carry the JSON error body like every other.
@@ -148,7 +87,7 @@ async fn half_sent_requests_are_cut_off() {
     assert_eq!((status, body["error"]["code"].as_str()), (408, Some("request_timeout")), "{body}");
     server.as_agent(&agent).get("/stash/stalled").await.expect(404);
     // The half-sent head, and any kept-alive connection left idle.
-    assert!(metric(&server, "cairn_http_connections_cut_total{reason=\"header_timeout\"}").await >= 1.0);
+    assert!(server.metric("cairn_http_connections_cut_total{reason=\"header_timeout\"}").await >= 1.0);
 }
 
 /// On a host with a low open-file limit, idle half-sent requests took every
@@ -179,9 +118,9 @@ async fn half_sent_requests_cannot_lock_clients_out() {
     let mut byte = [0u8; 1];
     let read = tokio::time::timeout(Duration::from_secs(30), held[0].read(&mut byte)).await;
     assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "the oldest idle connection is still open: {read:?}");
-    let evicted = metric(&server, "cairn_http_connections_cut_total{reason=\"evicted\"}").await;
+    let evicted = server.metric("cairn_http_connections_cut_total{reason=\"evicted\"}").await;
     assert!(evicted >= 600.0 - 256.0, "{evicted} connections evicted");
-    let open = metric(&server, "cairn_http_connections").await;
+    let open = server.metric("cairn_http_connections").await;
     assert!(open <= 256.0, "{open} connections open over a cap of 256");
 }
 
@@ -222,7 +161,7 @@ async fn a_host_whose_connections_are_all_busy_answers_503() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(live);
-    assert!(metric(&server, "cairn_http_connections_cut_total{reason=\"refused\"}").await >= 1.0);
+    assert!(server.metric("cairn_http_connections_cut_total{reason=\"refused\"}").await >= 1.0);
 }
 
 /// 2,000 subscribers on one stream each receive every entry of 100

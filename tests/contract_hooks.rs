@@ -75,8 +75,17 @@ async fn an_open_claim_is_approved_and_applied(backend: Backend) {
     assert_eq!(d.len(), 1);
     assert_eq!((d[0]["agent"].as_str(), d[0]["data"]["claim_seq"].as_i64()), (Some("cairn"), Some(1)));
     // The decision is in the log, scoped to the contract, by the bundled policy.
-    let log = server.as_agent(&server.admin()).get("/policies/claim-approval/decisions").await;
-    assert_eq!(log.status.as_u16(), 200, "{}", log.text);
+    let log = server.as_agent(&server.admin()).get("/policies/claim-approval/decisions").await.expect(200).json();
+    let decisions = log["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 1, "{log}");
+    let d = &decisions[0];
+    assert_eq!(
+        (d["scope"].as_str(), d["hook"].as_str(), d["agent"].as_str(), d["dry_run"].as_bool()),
+        (Some("contract:site"), Some("claim"), Some("research-bot"), Some(false)),
+        "{d}"
+    );
+    assert_eq!(d["result"]["verdict"], "approve", "{d}");
+    assert_eq!(d["input"]["target"]["subtask"]["subtask_id"], "research", "{d}");
     // A second claim on it is refused: it is no longer open.
     let other = server.register("late-bot").await;
     let r = claim(&server, &other, &disc, "research", json!({})).await.expect(201).json();
@@ -194,13 +203,8 @@ async fn approval_subtasks_escalate_and_copies_check_their_config(backend: Backe
     let bytes = std::fs::read(&exported).unwrap();
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    let upload = |name: &str| {
-        ad.req(Method::PUT, &format!("/policies/{name}?hook=claim"))
-            .header("Content-Type", "application/wasm")
-            .body(bytes.clone())
-    };
-    assert_eq!(ad.send(upload("claim-approval")).await.expect(409).code(), "name_taken");
-    ad.send(upload("site-claims")).await.expect(201);
+    assert_eq!(ad.upload_policy("claim-approval", "claim", bytes.clone()).await.expect(409).code(), "name_taken");
+    ad.upload_policy("site-claims", "claim", bytes).await.expect(201);
     let bad = ad
         .send(
             ad.req(Method::PUT, "/policies/site-claims/settings").json(&json!({"config": {"max_open_claims": "one"}})),
@@ -267,17 +271,7 @@ async fn deliverables_are_checked_only_where_the_contract_asks(backend: Backend)
     // Asked by binding a handoff policy to the contract.
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    let wasm = support::guests::wasm("handoff-basic");
-    ad.send(
-        ad.req(Method::PUT, "/policies/site-handoffs?hook=handoff")
-            .header("Content-Type", "application/wasm")
-            .body(wasm),
-    )
-    .await
-    .expect(201);
-    ad.send(ad.req(Method::PUT, "/policies/site-handoffs/settings").json(&json!({"scope": {"stash": "site"}})))
-        .await
-        .expect(200);
+    ad.install_guest("site-handoffs", "handoff", "handoff-basic", json!({"scope": {"stash": "site"}})).await;
     let r = deliver(&b, &exec, "Analysis in stash 'findings'").await;
     assert_eq!(r["decision"]["accepted"], false, "{r}");
     let rejected = entries(&b, &exec, "handoff-rejected").await;

@@ -1,8 +1,12 @@
 //! Every error status the API documents, each with a request that earns it,
-//! and each in the JSON error shape. 423 (a team or contract halted by an
-//! algedonic HALT) arrives with teams and contract hooks, and is tested there.
+//! and each in the JSON error shape, asserted by status and code. Codes
+//! that need a team or a policy are asserted where those are tested:
+//! `not_allowed`, `already_member`, `already_acknowledged`, `invalid_path`,
+//! `halted` (423) and `handoff_rejected` in `teams.rs`, `claim_denied` in
+//! `policy_hooks.rs`; 503 `unavailable` at the connection cap in
+//! `connections.rs`.
 
-use crate::support::{self, Backend, Server};
+use crate::support::{self, Backend, Server, raw};
 use reqwest::Method;
 use serde_json::json;
 
@@ -46,7 +50,7 @@ async fn each_documented_status(backend: Backend) {
     let missing = b.get("/stash/nothing-here").await.expect(404).json();
     let private = b.get("/stash/secret").await.expect(404).json();
     assert_eq!(missing["error"]["code"], private["error"]["code"]);
-    b.get("/schema/sch_000000").await.expect(404);
+    assert_eq!(b.get("/schema/sch_000000").await.expect(404).code(), "unknown_schema");
 
     // 409: conflicts.
     assert_eq!(anon.post("/register/agent", json!({"agent_name": "alice"})).await.expect(409).code(), "name_taken");
@@ -59,15 +63,16 @@ async fn each_documented_status(backend: Backend) {
     );
 
     // 412: stale If-Match.
-    a.send(a.req(Method::PUT, "/stash/c?persistent=true").header("If-Match", "\"7\"").body(r#"{"objective":"p"}"#))
-        .await
-        .expect(412);
+    let stale =
+        a.send(a.req(Method::PUT, "/stash/c?persistent=true").header("If-Match", "\"7\"").body(r#"{"objective":"p"}"#));
+    assert_eq!(stale.await.expect(412).code(), "precondition_failed");
 
     // 413: over the size limit.
-    a.put_text("/stash/big", &"x".repeat((1 << 20) + 1)).await.expect(413);
+    assert_eq!(a.put_text("/stash/big", &"x".repeat((1 << 20) + 1)).await.expect(413).code(), "payload_too_large");
 
     // 422: schema violations, with JSON pointers; unknown schemas; bad definitions.
     let v = a.put_text("/stash/c?persistent=true", r#"{"objective": 5}"#).await.expect(422).json();
+    assert_eq!(v["error"]["code"], "schema_violation");
     assert_eq!(v["error"]["details"][0]["path"], "/objective");
     assert_eq!(a.put_text("/stash/d?schema=no-such", "{}").await.expect(422).code(), "unknown_schema");
     a.post("/schema", json!({"name": "broken", "definition": {"type": 12}})).await.expect(422);
@@ -99,9 +104,20 @@ async fn framework_rejections_keep_the_shape(backend: Backend) {
     assert_eq!(a.post("/stream", json!({"name": 42})).await.expect(400).code(), "invalid_body");
     let no_ct = a.send(a.req(Method::POST, "/stream").body(r#"{"name":"x"}"#)).await.expect(415);
     assert_eq!(no_ct.code(), "unsupported_media_type");
-    // Oversized JSON.
-    let huge = json!({"data": "x".repeat(30 << 20)});
-    a.post("/stream", huge).await.expect(413);
+    // A declared length over the limit is refused before the body is sent,
+    // with the JSON shape, and the connection is closed.
+    let head = format!(
+        "POST /stream HTTP/1.1\r\nHost: x\r\nX-API-KEY: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        alice.key,
+        30u64 << 20
+    );
+    let (status, body) = raw::closed_with(
+        "a declared oversized body",
+        raw::exchange(&server, head.into_bytes(), std::time::Duration::from_secs(30)).await,
+    );
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("at most")), "{body}");
     // Paths.
     a.get("/stream/st_x?after=nine").await.expect(400);
 }

@@ -209,15 +209,8 @@ async fn policies_show_an_agent_only_what_it_may_know(backend: Backend) {
     let lead = server.register("lead").await;
     let outsider = server.register("outsider").await;
     server.as_agent(&lead).post("/teams", json!({"name": "secret"})).await.expect(201);
-    for name in ["team-gate", "everywhere"] {
-        let upload = ad
-            .req(Method::PUT, &format!("/policies/{name}?hook=claim"))
-            .header("Content-Type", "application/wasm")
-            .body(guests::wasm("approve-all"));
-        ad.send(upload).await.expect(201);
-    }
-    let scoped = ad.req(Method::PUT, "/policies/team-gate/settings").json(&json!({"scope": {"team": "secret"}}));
-    ad.send(scoped).await.expect(200);
+    ad.install_guest("team-gate", "claim", "approve-all", json!({"scope": {"team": "secret"}})).await;
+    ad.upload_policy("everywhere", "claim", guests::wasm("approve-all")).await.expect(201);
 
     let names = |list: serde_json::Value| -> Vec<String> {
         list["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()

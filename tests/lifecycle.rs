@@ -255,15 +255,8 @@ async fn sigterm_finishes_requests_in_flight_and_ends_sse(backend: Backend) {
     l.post("/teams", json!({"name": "t"})).await.expect(201);
     l.post("/teams/t/members", json!({"agent_name": "mate"})).await.expect(201);
     l.post("/teams/t/tasks", json!({"subject": "work"})).await.expect(201);
-    ad.send(
-        ad.req(Method::PUT, "/policies/slow?hook=claim")
-            .header("Content-Type", "application/wasm")
-            .body(support::guests::wasm("slow")),
-    )
-    .await
-    .expect(201);
     let settings = json!({"scope": {"team": "t"}, "config": {"ms": 1500}, "limits": {"timeout_ms": 20000}});
-    ad.send(ad.req(Method::PUT, "/policies/slow/settings").json(&settings)).await.expect(200);
+    ad.install_guest("slow", "claim", "slow", settings).await;
     let id =
         m.post("/stream", json!({"name": "s"})).await.expect(201).json()["stream_id"].as_str().unwrap().to_string();
     let stream = m.req(Method::GET, &format!("/stream/{id}/events")).send().await.expect("subscribe");

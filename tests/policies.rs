@@ -13,15 +13,6 @@ on_both_backends!(
     hot_swap_under_concurrent_decisions
 );
 
-async fn upload(call: &Call<'_>, name: &str, hook: &str, guest: &str) -> support::Reply {
-    call.send(
-        call.req(Method::PUT, &format!("/policies/{name}?hook={hook}"))
-            .header("Content-Type", "application/wasm")
-            .body(guests::wasm(guest)),
-    )
-    .await
-}
-
 fn claim_input(claimant: &str, contract: &str) -> Value {
     json!({"claimant": claimant, "target": {"subtask": {"contract": contract, "subtask_id": "research"}}})
 }
@@ -32,7 +23,7 @@ async fn upload_evaluate_and_log(backend: Backend) {
     let ad = server.as_agent(&admin);
     let bot = server.register("research-bot").await;
 
-    let created = upload(&ad, "reader", "claim", "stash-reader").await.expect(201).json();
+    let created = ad.upload_policy("reader", "claim", guests::wasm("stash-reader")).await.expect(201).json();
     assert_eq!((created["version"].as_i64(), created["world"].as_str()), (Some(1), Some("claim-policy")));
     assert_eq!(created["hook"], "claim");
     assert_eq!(created["sha256"].as_str().unwrap().len(), 64);
@@ -42,7 +33,10 @@ async fn upload_evaluate_and_log(backend: Backend) {
         "{imports:?}"
     );
     assert_eq!(created["settings"]["limits"]["timeout_ms"], 100);
-    assert_eq!(upload(&server.as_agent(&bot), "mine", "claim", "approve-all").await.expect(403).code(), "forbidden");
+    assert_eq!(
+        server.as_agent(&bot).upload_policy("mine", "claim", guests::wasm("approve-all")).await.expect(403).code(),
+        "forbidden"
+    );
 
     // The policy reads a real contract through its stash import.
     server
@@ -96,7 +90,7 @@ async fn upload_evaluate_and_log(backend: Backend) {
     server.as_agent(&bot).get("/policies/reader/decisions").await.expect(403);
 
     // Settings: a config-driven policy.
-    upload(&ad, "gate", "claim", "config-driven").await.expect(201);
+    ad.upload_policy("gate", "claim", guests::wasm("config-driven")).await.expect(201);
     let configured = ad
         .send(
             ad.req(Method::PUT, "/policies/gate/settings")
@@ -119,6 +113,9 @@ async fn upload_evaluate_and_log(backend: Backend) {
 
     // Policies outlive a restart.
     let again = server.restart(&[]);
+    // Every component, the bundled ones too, came from the precompiled cache.
+    assert_eq!(again.metric("cairn_policy_components_total{from=\"compiled\"}").await, 0.0);
+    assert!(again.metric("cairn_policy_components_total{from=\"cache\"}").await >= 2.0);
     let ad = again.as_agent(&admin);
     let shown = ad.get("/policies/gate").await.expect(200).json();
     assert_eq!((shown["version"].as_i64(), shown["load_error"].clone()), (Some(1), Value::Null));
@@ -139,7 +136,7 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    let wrong = upload(&ad, "p", "handoff", "approve-all").await.expect(422).json();
+    let wrong = ad.upload_policy("p", "handoff", guests::wasm("approve-all")).await.expect(422).json();
     assert_eq!(wrong["error"]["code"], "policy_rejected");
     assert!(wrong["error"]["message"].as_str().unwrap().contains("does not fit world `handoff-policy`"), "{wrong}");
     assert_eq!(wrong["error"]["details"][0]["path"], "world/handoff-policy");
@@ -153,7 +150,7 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
 
     // Grants: taking stash-read away from a policy that imports it is refused
     // before anything changes.
-    upload(&ad, "reader", "claim", "stash-reader").await.expect(201);
+    ad.upload_policy("reader", "claim", guests::wasm("stash-reader")).await.expect(201);
     let refused = ad
         .send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"grants": ["log"]})))
         .await
@@ -176,7 +173,7 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     let admin = server.admin();
     let ad = server.as_agent(&admin);
     for (name, guest) in [("loop", "infinite-loop"), ("bomb", "memory-bomb"), ("boom", "panic"), ("escape", "escape")] {
-        upload(&ad, name, "claim", guest).await.expect(201);
+        ad.upload_policy(name, "claim", guests::wasm(guest)).await.expect(201);
     }
     ad.send(ad.req(Method::PUT, "/policies/loop/settings").json(&json!({"limits": {"timeout_ms": 20}})))
         .await
@@ -197,7 +194,7 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     let panicked = ad.post("/policies/boom/evaluate", input.clone()).await.expect(200).json();
     assert!(panicked["stderr"].as_str().unwrap().contains("policy bug"), "{panicked}");
     // Under a raised memory cap the 100 MB reason can be built; the result limit still refuses it.
-    upload(&ad, "huge", "claim", "huge-result").await.expect(201);
+    ad.upload_policy("huge", "claim", guests::wasm("huge-result")).await.expect(201);
     ad.send(
         ad.req(Method::PUT, "/policies/huge/settings")
             .json(&json!({"limits": {"timeout_ms": 20000, "memory_bytes": 536870912}})),
@@ -231,56 +228,48 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     assert!(log["decisions"][0]["stderr"].as_str().unwrap().contains("policy bug while deciding for a"), "{log}");
 }
 
+/// Decisions under way when a new version is uploaded finish on the
+/// version they started with; from the upload's answer on, the new one
+/// decides. Version 1 spins for seconds, so the upload surely lands while
+/// its decisions run.
 async fn hot_swap_under_concurrent_decisions(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    upload(&ad, "swap", "claim", "approve-all").await.expect(201);
-    let (http, url) = (server.http.clone(), server.url.clone());
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (http, url, stop) = (http.clone(), url.clone(), stop.clone());
-        workers.push(tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let r = http
-                    .post(format!("{url}/policies/swap/evaluate"))
-                    .header("X-API-KEY", support::ADMIN_KEY)
-                    .json(&json!({"input": {"claimant": "a", "target": {"task": {"team": "t", "id": 1}}}}))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200, "every decision during the swap is answered");
-                let v: Value = r.json().await.unwrap();
-                assert_eq!(v["error"], Value::Null, "{v}");
-                seen.push(v["result"]["verdict"].as_str().unwrap().to_string());
-            }
-            seen
-        }));
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let v2 = upload(&ad, "swap", "claim", "deny-all").await.expect(200).json();
+    let slow = json!({"config": {"ms": 3000}, "limits": {"timeout_ms": 30000}});
+    ad.install_guest("swap", "claim", "slow", slow).await;
+    let input = json!({"input": claim_input("a", "c")});
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            let rb = ad.req(Method::POST, "/policies/swap/evaluate").json(&input);
+            tokio::spawn(async move { rb.send().await })
+        })
+        .collect();
+    support::wait_for("two decisions under way on version 1", std::time::Duration::from_secs(30), || async {
+        ad.get("/policies/swap").await.expect(200).json()["stats"]["running"] == 2
+    })
+    .await;
+    let v2 = ad.upload_policy("swap", "claim", guests::wasm("deny-all")).await.expect(200).json();
     assert_eq!(v2["version"], 2);
-    // From the moment the upload is answered, version 2 decides.
-    let after = ad.post("/policies/swap/evaluate", json!({"input": claim_input("a", "c")})).await.expect(200).json();
-    assert_eq!(after["result"]["verdict"], "deny");
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut all = Vec::new();
-    for w in workers {
-        all.extend(w.await.unwrap());
+    assert!(in_flight.iter().all(|d| !d.is_finished()), "the upload was answered while version 1 still decided");
+    let after = ad.post("/policies/swap/evaluate", input.clone()).await.expect(200).json();
+    assert_eq!((after["version"].as_i64(), after["result"]["verdict"].as_str()), (Some(2), Some("deny")), "{after}");
+    for d in in_flight {
+        let r = d.await.unwrap().expect("a decision under way is answered");
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.expect("its whole body");
+        assert_eq!((v["version"].as_i64(), v["result"]["verdict"].as_str()), (Some(1), Some("approve")), "{v}");
+        assert_eq!(v["error"], Value::Null, "{v}");
     }
-    assert!(
-        all.iter().any(|v| v == "approve") && all.iter().any(|v| v == "deny"),
-        "both versions served: {}",
-        all.len()
-    );
     let log = ad.get("/policies/swap/decisions?limit=1000").await.expect(200).json();
-    for d in log["decisions"].as_array().unwrap() {
-        let expect = if d["version"] == 1 { "approve" } else { "deny" };
-        assert_eq!(d["result"]["verdict"], expect, "each decision is its version's: {d}");
-    }
+    let mut verdicts: Vec<(i64, &str)> = log["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["version"].as_i64().unwrap(), d["result"]["verdict"].as_str().unwrap()))
+        .collect();
+    verdicts.sort();
+    assert_eq!(verdicts, [(1, "approve"), (1, "approve"), (2, "deny")], "each decision is its version's");
 }
 
 /// Two hosts on one PostgreSQL: a policy uploaded, changed or deleted
@@ -306,9 +295,9 @@ async fn hosts_sharing_postgres_follow_each_others_policies() {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
-    upload(&a1, "shared", "claim", "approve-all").await.expect(201);
+    a1.upload_policy("shared", "claim", guests::wasm("approve-all")).await.expect(201);
     served_by_two(&a2, &input, Some("approve")).await;
-    upload(&a1, "shared", "claim", "deny-all").await.expect(200);
+    a1.upload_policy("shared", "claim", guests::wasm("deny-all")).await.expect(200);
     served_by_two(&a2, &input, Some("deny")).await;
     assert_eq!(a2.get("/policies/shared").await.expect(200).json()["version"], 2);
     a1.delete("/policies/shared").await.expect(204);

@@ -126,6 +126,16 @@ fn unusable_files_are_explained() {
     std::fs::write(&not_cases, r#"{"tests": []}"#).unwrap();
     let out = policy_test("approve-all", "claim", &not_cases, &[]);
     assert!(text(&out).1.contains("is not a case file: unknown field `tests`"), "{}", text(&out).1);
+    // A file that could not fail is refused, not passed.
+    std::fs::write(&not_cases, r#"{"cases": []}"#).unwrap();
+    let out = policy_test("approve-all", "claim", &not_cases, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("cannot be used: it has no cases"), "{}", text(&out).1);
+    let vacuous = r#"{"cases": [{"name": "anything goes", "input": {"claimant": "a", "target": {"task": {"team": "t", "id": 1}}}, "expect": {}}]}"#;
+    std::fs::write(&not_cases, vacuous).unwrap();
+    let out = policy_test("approve-all", "claim", &not_cases, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("case \"anything goes\" expects nothing"), "{}", text(&out).1);
 }
 
 fn cairn(args: &[&str], url: &str, key: &str) -> Output {

@@ -4,8 +4,7 @@
 //! which policies run (`enabled`, `order`, several on one hook,
 //! `isolation`) are seen working on real decisions.
 
-use crate::support::{Backend, Call, Server, guests};
-use reqwest::Method;
+use crate::support::{self, Backend, Call, Server};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -35,23 +34,6 @@ fn claim_guest(how: &str) -> &'static str {
         "memory" => "memory-bomb",
         _ => "huge-result",
     }
-}
-
-/// Uploads `guest` as `name` on `hook` and gives it `settings`.
-async fn bind(ad: &Call<'_>, name: &str, hook: &str, guest: &str, settings: Value) {
-    ad.send(
-        ad.req(Method::PUT, &format!("/policies/{name}?hook={hook}"))
-            .header("Content-Type", "application/wasm")
-            .body(guests::wasm(guest)),
-    )
-    .await
-    .expect(201);
-    set(ad, name, settings).await;
-}
-
-/// Replaces `name`'s settings.
-async fn set(ad: &Call<'_>, name: &str, settings: Value) {
-    ad.send(ad.req(Method::PUT, &format!("/policies/{name}/settings")).json(&settings)).await.expect(200);
 }
 
 /// A team led by the admin-made `lead`, with `mate`, and one pending task.
@@ -84,17 +66,6 @@ fn claim_entry() -> Value {
     json!({"label": "claim", "data": {"type": "claim", "subtask_id": "research", "agent_name": "mate"}})
 }
 
-fn handoff() -> Value {
-    json!({
-        "produced": ["src/parser.rs"],
-        "decisions": ["Recursive descent"],
-        "reasoning_chain": "LL(1), so no backtracking",
-        "uncertainty": ["[LOW] none known"],
-        "integration": ["lexer"],
-        "open_questions": []
-    })
-}
-
 /// A trap, a loop, a memory bomb and an oversized result, each bound to a
 /// team and to a contract: the claim is denied, nothing is assigned, and
 /// the record says why.
@@ -107,7 +78,7 @@ async fn failing_claim_policies_deny_real_claims(backend: Backend) {
     for (how, limits) in failures() {
         let (t, p) = (format!("t-{how}"), format!("claim-{how}"));
         team(&l, &t, "mate").await;
-        bind(&ad, &p, "claim", claim_guest(how), json!({"scope": {"team": t}, "limits": limits})).await;
+        ad.install_guest(&p, "claim", claim_guest(how), json!({"scope": {"team": t}, "limits": limits})).await;
         let r = m.patch(&format!("/teams/{t}/tasks/1"), json!({"owner": "mate"})).await.expect(409);
         assert_eq!(r.code(), "claim_denied");
         assert!(r.json()["error"]["message"].as_str().unwrap().contains("policy failed"), "{how}: {}", r.text);
@@ -125,7 +96,7 @@ async fn failing_claim_policies_deny_real_claims(backend: Backend) {
     let creator = server.register("creator").await;
     let c = server.as_agent(&creator);
     let exec = contract(&c).await;
-    bind(&ad, "contract-trap", "claim", "panic", json!({"scope": {"stash": "site"}})).await;
+    ad.install_guest("contract-trap", "claim", "panic", json!({"scope": {"stash": "site"}})).await;
     let r = m.post(&format!("/stream/{exec}"), claim_entry()).await.expect(201).json();
     assert_eq!(r["decision"]["verdict"], "deny", "{r}");
     assert!(r["decision"]["reason"].as_str().unwrap().contains("policy failed"), "{r}");
@@ -149,9 +120,12 @@ async fn failing_handoff_policies_refuse_completions(backend: Backend) {
         team(&l, &t, "mate").await;
         m.patch(&format!("/teams/{t}/tasks/1"), json!({"status": "in_progress"})).await.expect(200);
         let settings = json!({"scope": {"team": t}, "limits": limits, "config": {"fail": how}});
-        bind(&ad, &p, "handoff", "failing-handoff", settings).await;
+        ad.install_guest(&p, "handoff", "failing-handoff", settings).await;
         let r = m
-            .patch(&format!("/teams/{t}/tasks/1"), json!({"status": "completed", "metadata": {"handoff": handoff()}}))
+            .patch(
+                &format!("/teams/{t}/tasks/1"),
+                json!({"status": "completed", "metadata": {"handoff": support::handoff()}}),
+            )
             .await
             .expect(422);
         assert_eq!(r.code(), "handoff_rejected", "{how}");
@@ -176,7 +150,7 @@ async fn failing_escalation_policies_fall_back_to_the_bundled_one(backend: Backe
         let (t, p) = (format!("t-{how}"), format!("escalation-{how}"));
         team(&l, &t, "mate").await;
         let settings = json!({"scope": {"team": t}, "limits": limits, "config": {"fail": how}});
-        bind(&ad, &p, "escalation", "failing-escalation", settings).await;
+        ad.install_guest(&p, "escalation", "failing-escalation", settings).await;
         let halt = m
             .post(&format!("/teams/{t}/signals"), json!({"level": "HALT", "category": "security", "issue": how}))
             .await
@@ -196,7 +170,8 @@ async fn failing_escalation_policies_fall_back_to_the_bundled_one(backend: Backe
     let creator = server.register("creator").await;
     let c = server.as_agent(&creator);
     let exec = contract(&c).await;
-    bind(&ad, "contract-escalation", "escalation", "failing-escalation", json!({"scope": {"stash": "site"}})).await;
+    ad.install_guest("contract-escalation", "escalation", "failing-escalation", json!({"scope": {"stash": "site"}}))
+        .await;
     let r = m
         .post(
             &format!("/stream/{exec}"),
@@ -226,9 +201,9 @@ async fn settings_decide_which_policies_run(backend: Backend) {
     // Disabled, a policy decides nothing: the bundled rule approves.
     team(&l, "off", "mate").await;
     l.post("/teams/off/tasks", json!({"subject": "more"})).await.expect(201);
-    bind(&ad, "no", "claim", "deny-all", json!({"scope": {"team": "off"}})).await;
+    ad.install_guest("no", "claim", "deny-all", json!({"scope": {"team": "off"}})).await;
     claim("off", 1).await.expect(409);
-    set(&ad, "no", json!({"scope": {"team": "off"}, "enabled": false})).await;
+    ad.set_policy("no", json!({"scope": {"team": "off"}, "enabled": false})).await;
     claim("off", 2).await.expect(200);
     assert_eq!(records(&l, "off", "no").await.len(), 1, "a disabled policy leaves no record");
 
@@ -238,23 +213,23 @@ async fn settings_decide_which_policies_run(backend: Backend) {
     for t in 2..=4 {
         l.post("/teams/many/tasks", json!({"subject": format!("task {t}")})).await.expect(201);
     }
-    bind(&ad, "yes", "claim", "approve-all", json!({"scope": {"team": "many"}})).await;
+    ad.install_guest("yes", "claim", "approve-all", json!({"scope": {"team": "many"}})).await;
     let second = json!({"scope": {"team": "many"}, "order": 2, "config": {"tag": "second"}});
-    bind(&ad, "a-gate", "claim", "config-driven", second).await;
+    ad.install_guest("a-gate", "claim", "config-driven", second).await;
     let first = json!({"scope": {"team": "many"}, "order": 1, "config": {"tag": "first"}});
-    bind(&ad, "z-gate", "claim", "config-driven", first).await;
+    ad.install_guest("z-gate", "claim", "config-driven", first).await;
     let r = claim("many", 1).await.expect(409);
     assert!(reason(&r).contains("\"first\""), "{}", r.text);
     let swapped = json!({"scope": {"team": "many"}, "order": 3, "config": {"tag": "first"}});
-    set(&ad, "z-gate", swapped).await;
+    ad.set_policy("z-gate", swapped).await;
     let r = claim("many", 2).await.expect(409);
     assert!(reason(&r).contains("\"second\""), "{}", r.text);
     // With both gates approving the claimant, an approve and a trap still deny.
     for gate in ["a-gate", "z-gate"] {
-        set(&ad, gate, json!({"scope": {"team": "many"}, "config": {"allow": ["mate"]}})).await;
+        ad.set_policy(gate, json!({"scope": {"team": "many"}, "config": {"allow": ["mate"]}})).await;
     }
     claim("many", 3).await.expect(200);
-    bind(&ad, "boom", "claim", "panic", json!({"scope": {"team": "many"}})).await;
+    ad.install_guest("boom", "claim", "panic", json!({"scope": {"team": "many"}})).await;
     let r = claim("many", 4).await.expect(409);
     assert!(reason(&r).contains("policy failed"), "{}", r.text);
 
@@ -264,12 +239,12 @@ async fn settings_decide_which_policies_run(backend: Backend) {
     for t in 2..=4 {
         l.post("/teams/count/tasks", json!({"subject": format!("task {t}")})).await.expect(201);
     }
-    bind(&ad, "counter", "claim", "counter", json!({"scope": {"team": "count"}})).await;
+    ad.install_guest("counter", "claim", "counter", json!({"scope": {"team": "count"}})).await;
     for t in 1..=2 {
         let r = claim("count", t).await.expect(409);
         assert!(reason(&r).ends_with("call 1"), "{}", r.text);
     }
-    set(&ad, "counter", json!({"scope": {"team": "count"}, "isolation": "reuse"})).await;
+    ad.set_policy("counter", json!({"scope": {"team": "count"}, "isolation": "reuse"})).await;
     let calls: Vec<String> =
         [reason(&claim("count", 3).await.expect(409)), reason(&claim("count", 4).await.expect(409))]
             .into_iter()

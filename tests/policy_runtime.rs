@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::support::{self, guests};
@@ -280,15 +281,25 @@ fn fuel_bounds_guests_when_on() {
 fn precompiled_artifacts_are_reused() {
     let scratch = support::scratch();
     let dir = scratch.path().to_path_buf();
+    let made = |rt: &Runtime| {
+        let c = rt.components();
+        (c.compiled.load(Ordering::Relaxed), c.cached.load(Ordering::Relaxed))
+    };
     let rt = Runtime::new(Options { cache_dir: Some(dir.clone()), ..Options::default() }).unwrap();
     let first = load(&rt, "approve-all");
+    assert_eq!(made(&rt), (1, 0), "(compiled, cached)");
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");
     assert!(files[0].to_string_lossy().contains(&first.sha256));
     // A new engine with the same settings loads the artifact instead of compiling.
     let again = Runtime::new(Options { cache_dir: Some(dir.clone()), ..Options::default() }).unwrap();
     let second = load(&again, "approve-all");
+    assert_eq!(made(&again), (0, 1), "(compiled, cached)");
     assert!(matches!(decide(&again, &second, &Limits::default(), "{}").result, Ok(Verdict::Approve)));
+    // Another engine configuration (fuel on) cannot use it, and compiles.
+    let fueled = Runtime::new(Options { cache_dir: Some(dir.clone()), fuel: true, ..Options::default() }).unwrap();
+    load(&fueled, "approve-all");
+    assert_eq!(made(&fueled), (1, 0), "(compiled, cached)");
     // A corrupt artifact is replaced, not trusted. (Written aside and renamed
     // in, as the cache itself does: loaded artifacts are memory-mapped, so a
     // file must never be changed in place under a running host.)
@@ -297,6 +308,7 @@ fn precompiled_artifacts_are_reused() {
     std::fs::write(&tmp, b"garbage").unwrap();
     std::fs::rename(&tmp, &files[0]).unwrap();
     let third = load(&again, "approve-all");
+    assert_eq!(made(&again), (1, 1), "(compiled, cached): the corrupt file was recompiled");
     assert!(matches!(decide(&again, &third, &Limits::default(), "{}").result, Ok(Verdict::Approve)));
     assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000);
 }

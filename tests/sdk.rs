@@ -7,7 +7,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use reqwest::Method;
 use serde_json::json;
 
 use crate::support::sdk::{self, build_python, run};
@@ -26,9 +25,12 @@ fn examples_in_three_languages_agree_case_for_case() {
     let Some(built) = sdk::examples() else { return };
     for (hook, [rust, python, js]) in built {
         let cases = sdk::examples_dir().join("cases").join(format!("{hook}.json"));
+        let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cases).unwrap()).unwrap();
+        let count = file["cases"].as_array().map_or(0, Vec::len);
+        assert!(count >= 3, "{} holds {count} cases; the examples need their cases", cases.display());
         let (ok, from_rust) = policy_test(rust, hook, &cases);
         assert!(ok, "Rust {hook} example:\n{from_rust}");
-        assert!(from_rust.ends_with(" passed, 0 failed\n"), "{from_rust}");
+        assert!(from_rust.ends_with(&format!("{count} passed, 0 failed\n")), "{from_rust}");
         for (lang, wasm) in [("Python", python), ("JS", js)] {
             let (ok, out) = policy_test(wasm, hook, &cases);
             assert!(ok, "{lang} {hook} example:\n{out}");
@@ -84,9 +86,10 @@ const CONTRACT: &str = r#"{
   "objective": "Redesign the landing page",
   "subtasks": [
     {"id": "research", "description": "Analyse the funnel", "status": "open", "budget_usdc": 10},
-    {"id": "design", "description": "Wireframes", "status": "open", "budget_usdc": 15}
+    {"id": "design", "description": "Wireframes", "status": "open", "budget_usdc": 15},
+    {"id": "copy", "description": "Headlines", "status": "open", "budget_usdc": 5}
   ],
-  "budget_usdc": 25,
+  "budget_usdc": 30,
   "deadline": "2999-01-01T00:00:00Z"
 }"#;
 
@@ -106,21 +109,15 @@ async fn python_and_js_policies_decide_contract_claims() {
         let policy = format!("{lang}-gate");
         let contract = format!("site-{lang}");
         let bytes = std::fs::read(wasm).expect("read the built example");
-        let created = ad
-            .send(
-                ad.req(Method::PUT, &format!("/policies/{policy}?hook=claim"))
-                    .header("Content-Type", "application/wasm")
-                    .body(bytes),
-            )
-            .await
-            .expect(201)
-            .json();
+        let created = ad.upload_policy(&policy, "claim", bytes).await.expect(201).json();
         assert_eq!(created["world"], "claim-policy");
-        ad.send(ad.req(Method::PUT, &format!("/policies/{policy}/settings")).json(&json!({
-            "scope": {"stash": contract}, "config": {"max_budget_usdc": 12, "max_open_claims": 1}
-        })))
-        .await
-        .expect(200);
+        ad.set_policy(
+            &policy,
+            json!({
+                "scope": {"stash": contract}, "config": {"max_budget_usdc": 12, "max_open_claims": 1}
+            }),
+        )
+        .await;
 
         let c = server.as_agent(&creator);
         c.put_text(&format!("/stash/{contract}?persistent=true&schema=agent-contract"), CONTRACT).await.expect(201);
@@ -141,10 +138,20 @@ async fn python_and_js_policies_decide_contract_claims() {
         assert_eq!(r["decision"]["verdict"], "approve", "{lang}: {r}");
         let doc = c.get(&format!("/stash/{contract}?persistent=true")).await.expect(200).json();
         assert_eq!(doc["subtasks"][0]["assigned_agent"], "design-bot", "{lang}: {doc}");
+        let r = claim("copy").await.expect(201).json();
+        assert_eq!(r["decision"]["verdict"], "deny", "{lang}: {r}");
+        let reason = r["decision"]["reason"].as_str().unwrap_or_default();
+        assert!(reason.contains("design-bot already holds 1 subtasks; the limit is 1"), "{lang}: {r}");
+        let doc = c.get(&format!("/stash/{contract}?persistent=true")).await.expect(200).json();
+        assert_eq!(
+            (doc["subtasks"][2]["status"].as_str(), doc["subtasks"][2]["assigned_agent"].as_str()),
+            (Some("open"), None),
+            "{lang}: {doc}"
+        );
 
         let log = ad.get(&format!("/policies/{policy}/decisions")).await.expect(200).json();
         let decisions = log["decisions"].as_array().unwrap();
-        assert_eq!(decisions.len(), 2, "{lang}: {log}");
+        assert_eq!(decisions.len(), 3, "{lang}: {log}");
         let line = decisions[0]["logs"][0]["message"].as_str().unwrap_or_default();
         assert_eq!(line, "design-bot wants design (15 USDC) and holds 0", "{lang}: {log}");
         assert_eq!(decisions[0]["scope"], format!("contract:{contract}"));

@@ -237,6 +237,12 @@ impl Server {
         again
     }
 
+    /// A sample's value in `/metrics`, 0 when the series is absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.anonymous().get("/metrics").await.expect(200).text;
+        text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0.0)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -365,6 +371,18 @@ impl Reply {
     }
 }
 
+/// A HANDOFF with every section the protocol asks for.
+pub fn handoff() -> Value {
+    json!({
+        "produced": ["src/parser.rs"],
+        "decisions": ["Recursive descent, because the grammar is LL(1)"],
+        "reasoning_chain": "LL(1) grammar, so no backtracking, so linear time",
+        "uncertainty": ["[MEDIUM] error recovery on unterminated strings"],
+        "integration": ["lexer"],
+        "open_questions": []
+    })
+}
+
 /// Shorthand for the common cases.
 pub struct Call<'a> {
     pub server: &'a Server,
@@ -404,6 +422,24 @@ impl Call<'_> {
 
     pub async fn patch(&self, path: &str, body: Value) -> Reply {
         self.send(self.req(Method::PATCH, path).json(&body)).await
+    }
+
+    /// `PUT /policies/{name}?hook={hook}` with a component's bytes.
+    pub async fn upload_policy(&self, name: &str, hook: &str, wasm: Vec<u8>) -> Reply {
+        let path = format!("/policies/{name}?hook={hook}");
+        self.send(self.req(Method::PUT, &path).header("Content-Type", "application/wasm").body(wasm)).await
+    }
+
+    /// `PUT /policies/{name}/settings`, which must be accepted.
+    pub async fn set_policy(&self, name: &str, settings: Value) -> Reply {
+        self.send(self.req(Method::PUT, &format!("/policies/{name}/settings")).json(&settings)).await.expect(200)
+    }
+
+    /// Uploads the test guest `guest` as a new policy `name` and applies
+    /// `settings` to it; both must be accepted.
+    pub async fn install_guest(&self, name: &str, hook: &str, guest: &str, settings: Value) {
+        self.upload_policy(name, hook, guests::wasm(guest)).await.expect(201);
+        self.set_policy(name, settings).await;
     }
 
     /// PUT with a text body, as the contracts seed does.
@@ -505,4 +541,5 @@ where
 }
 
 pub mod guests;
+pub mod raw;
 pub mod sdk;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::support::{Agent, Backend, Call, Server, SseReader, guests};
+use crate::support::{self, Agent, Backend, Call, Server, SseReader, guests};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -18,7 +18,8 @@ on_both_backends!(
     a_team_policy_decides_and_is_logged,
     a_policy_reads_tasks_and_escalates_to_the_lead,
     a_0_1_policy_still_reads_tasks_and_decides,
-    inbox_is_live_over_sse
+    inbox_is_live_over_sse,
+    rules_change_who_completes_and_what_a_handoff_needs
 );
 
 /// A team led by `lead` with `members`.
@@ -33,17 +34,6 @@ async fn team(server: &Server, lead: &Agent, name: &str, members: &[&Agent]) {
 
 async fn inbox(call: &Call<'_>, team: &str) -> Vec<Value> {
     call.get(&format!("/teams/{team}/messages")).await.expect(200).json()["messages"].as_array().unwrap().clone()
-}
-
-fn handoff() -> Value {
-    json!({
-        "produced": ["src/parser.rs"],
-        "decisions": ["Recursive descent, because the grammar is LL(1)"],
-        "reasoning_chain": "LL(1) grammar, so no backtracking, so linear time",
-        "uncertainty": ["[MEDIUM] error recovery on unterminated strings"],
-        "integration": ["lexer"],
-        "open_questions": []
-    })
 }
 
 async fn full_team_run(backend: Backend) {
@@ -106,7 +96,7 @@ async fn full_team_run(backend: Backend) {
     assert!(inbox(&t, "pact").await.is_empty(), "tester got a message addressed to coder");
 
     // 4. An incomplete HANDOFF is rejected, with the reason written to the task.
-    let mut partial = handoff();
+    let mut partial = support::handoff();
     partial.as_object_mut().unwrap().remove("integration");
     partial["uncertainty"] = json!(["error recovery"]);
     let r = c
@@ -126,7 +116,7 @@ async fn full_team_run(backend: Backend) {
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("coder's"), "{}", r.text);
     // The valid HANDOFF is accepted; the rejection note goes.
     let done = c
-        .patch("/teams/pact/tasks/1", json!({"status": "completed", "metadata": {"handoff": handoff()}}))
+        .patch("/teams/pact/tasks/1", json!({"status": "completed", "metadata": {"handoff": support::handoff()}}))
         .await
         .expect(200)
         .json();
@@ -175,7 +165,9 @@ async fn full_team_run(backend: Backend) {
         t.patch(&format!("/teams/pact/tasks/{third_id}"), json!({"owner": "tester"})).await.expect(423).code(),
         "halted"
     );
-    let r = c.patch("/teams/pact/tasks/2", json!({"status": "completed", "metadata": {"handoff": handoff()}})).await;
+    let r = c
+        .patch("/teams/pact/tasks/2", json!({"status": "completed", "metadata": {"handoff": support::handoff()}}))
+        .await;
     r.expect(423);
     c.patch("/teams/pact/tasks/2", json!({"metadata": {"progress": "paused"}})).await.expect(200);
     // The owner of the in-progress task got a stop message; the lead got the signal.
@@ -195,10 +187,11 @@ async fn full_team_run(backend: Backend) {
         .expect(200)
         .json();
     assert_eq!((ack["acknowledged"].as_bool(), ack["acknowledged_by"].as_str()), (Some(true), Some("orchestrator")));
-    l.post(&format!("/signals/{signal_id}/acknowledge"), json!({})).await.expect(409);
+    let again = l.post(&format!("/signals/{signal_id}/acknowledge"), json!({})).await.expect(409);
+    assert_eq!(again.code(), "already_acknowledged", "{}", again.text);
     assert_eq!(c.get("/teams/pact").await.expect(200).json()["halted"], false);
     assert_eq!(c.get(&format!("/teams/pact/tasks/{signal_task}")).await.expect(200).json()["status"], "completed");
-    c.patch("/teams/pact/tasks/2", json!({"status": "completed", "metadata": {"handoff": handoff()}}))
+    c.patch("/teams/pact/tasks/2", json!({"status": "completed", "metadata": {"handoff": support::handoff()}}))
         .await
         .expect(200);
     t.patch(&format!("/teams/pact/tasks/{third_id}"), json!({"owner": "tester", "status": "in_progress"}))
@@ -435,7 +428,7 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
     l.post("/teams", json!({"name": "bad name"})).await.expect(400);
     l.post("/teams", json!({"name": "r", "rules": {"complete": "whoever"}})).await.expect(400);
     l.post("/teams/t/members", json!({"agent_name": "ghost"})).await.expect(422);
-    l.post("/teams/t/members", json!({"agent_name": "mate"})).await.expect(409);
+    assert_eq!(l.post("/teams/t/members", json!({"agent_name": "mate"})).await.expect(409).code(), "already_member");
     l.post("/teams/t/tasks", json!({"subject": "  "})).await.expect(422);
     l.post("/teams/t/tasks", json!({"subject": "x", "blocked_by": [99]})).await.expect(422);
     l.post("/teams/t/tasks", json!({"subject": "x", "owner": "ghost"})).await.expect(422);
@@ -445,7 +438,7 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
     l.post("/teams/t/tasks", json!({"subject": "real"})).await.expect(201);
     l.patch("/teams/t/tasks/1", json!({"status": "finished"})).await.expect(400);
     l.patch("/teams/t/tasks/1", json!({"add_blocks": [42]})).await.expect(422);
-    l.patch("/teams/t/tasks/abc", json!({})).await.expect(400);
+    assert_eq!(l.patch("/teams/t/tasks/abc", json!({})).await.expect(400).code(), "invalid_path");
     l.patch("/teams/t/tasks/7", json!({"subject": "x"})).await.expect(404);
     mt.patch("/teams/t/tasks/1", json!({"owner": "lead"})).await.expect(403);
     l.post("/teams/t/messages", json!({"to": "nobody", "message": "hi"})).await.expect(422);
@@ -472,17 +465,6 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("claim it first"), "{}", r.text);
 }
 
-async fn upload(call: &Call<'_>, name: &str, hook: &str, guest: &str) {
-    let r = call
-        .send(
-            call.req(Method::PUT, &format!("/policies/{name}?hook={hook}"))
-                .header("Content-Type", "application/wasm")
-                .body(guests::wasm(guest)),
-        )
-        .await;
-    r.expect(201);
-}
-
 async fn a_team_policy_decides_and_is_logged(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
     let lead = server.register("lead").await;
@@ -491,7 +473,7 @@ async fn a_team_policy_decides_and_is_logged(backend: Backend) {
     team(&server, &lead, "free", &[&mate]).await;
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    upload(&ad, "no-claims", "claim", "deny-all").await;
+    ad.upload_policy("no-claims", "claim", guests::wasm("deny-all")).await.expect(201);
     ad.send(ad.req(Method::PUT, "/policies/no-claims/settings").json(&json!({"scope": {"team": "governed"}})))
         .await
         .expect(200);
@@ -534,7 +516,7 @@ async fn reads_tasks_and_escalates(backend: Backend, guest: &str) {
     team(&server, &lead, "reviewed", &[&mate]).await;
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    upload(&ad, "task-gate", "claim", guest).await;
+    ad.upload_policy("task-gate", "claim", guests::wasm(guest)).await.expect(201);
     ad.send(ad.req(Method::PUT, "/policies/task-gate/settings").json(&json!({"scope": {"team": "reviewed"}})))
         .await
         .expect(200);
@@ -595,4 +577,58 @@ async fn inbox_is_live_over_sse(backend: Backend) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// `PATCH /teams/{team}` changes the rules the next write is decided by:
+/// who may complete (`owner_or_lead`, `lead_only`, `anyone`; a refusal is
+/// 403 `not_allowed`) and whether a HANDOFF needs its reasoning chain.
+async fn rules_change_who_completes_and_what_a_handoff_needs(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let (lead, mate, other) =
+        (server.register("lead").await, server.register("mate").await, server.register("other").await);
+    team(&server, &lead, "r", &[&mate, &other]).await;
+    let (l, m, o) = (server.as_agent(&lead), server.as_agent(&mate), server.as_agent(&other));
+    for _ in 0..3 {
+        l.post("/teams/r/tasks", json!({"subject": "work"})).await.expect(201);
+    }
+    m.patch("/teams/r/tasks/1", json!({"owner": "mate"})).await.expect(200);
+    let complete = |h: Value| json!({"status": "completed", "metadata": {"handoff": h}});
+    let status = |t: Value| t["status"].as_str().unwrap_or_default().to_string();
+
+    // The default: the owner or the lead; another member is refused.
+    let r = o.patch("/teams/r/tasks/1", complete(support::handoff())).await.expect(403);
+    assert_eq!(r.code(), "not_allowed", "{}", r.text);
+    // Only the lead changes the rules, and unknown values are refused.
+    assert_eq!(m.patch("/teams/r", json!({"rules": {"complete": "anyone"}})).await.expect(403).code(), "forbidden");
+    l.patch("/teams/r", json!({"rules": {"complete": "whoever"}})).await.expect(400);
+
+    let strict = json!({"complete": "lead_only", "require_reasoning_chain": true});
+    let t = l.patch("/teams/r", json!({"rules": strict})).await.expect(200).json();
+    assert_eq!(t["rules"], strict, "{t}");
+    assert_eq!(m.get("/teams/r").await.expect(200).json()["rules"], strict);
+    // Now the owner is refused too.
+    let r = m.patch("/teams/r/tasks/1", complete(support::handoff())).await.expect(403);
+    assert_eq!(r.code(), "not_allowed", "{}", r.text);
+    assert!(r.json()["error"]["message"].as_str().unwrap_or_default().contains("only the lead"), "{}", r.text);
+    // And a HANDOFF without its reasoning chain is rejected, by pointer.
+    let mut unreasoned = support::handoff();
+    unreasoned.as_object_mut().unwrap().remove("reasoning_chain");
+    let r = l.patch("/teams/r/tasks/1", complete(unreasoned.clone())).await.expect(422);
+    assert_eq!(r.code(), "handoff_rejected", "{}", r.text);
+    let paths: Vec<String> =
+        r.json()["error"]["details"].as_array().unwrap().iter().map(|d| d["path"].to_string()).collect();
+    assert_eq!(paths, ["\"/metadata/handoff/reasoning_chain\""], "{}", r.text);
+    assert_eq!(status(l.get("/teams/r/tasks/1").await.expect(200).json()), "pending");
+    assert_eq!(status(l.patch("/teams/r/tasks/1", complete(support::handoff())).await.expect(200).json()), "completed");
+
+    // `anyone`, without the chain requirement: any member completes anyone's
+    // task, and a HANDOFF without the chain passes.
+    l.patch("/teams/r", json!({"rules": {"complete": "anyone"}})).await.expect(200);
+    m.patch("/teams/r/tasks/2", json!({"owner": "mate"})).await.expect(200);
+    assert_eq!(status(o.patch("/teams/r/tasks/2", complete(unreasoned)).await.expect(200).json()), "completed");
+    // Back to the default (an empty rules object): the other member is refused again.
+    let t = l.patch("/teams/r", json!({"rules": {}})).await.expect(200).json();
+    assert_eq!(t["rules"], json!({"complete": "owner_or_lead", "require_reasoning_chain": false}));
+    m.patch("/teams/r/tasks/3", json!({"owner": "mate"})).await.expect(200);
+    assert_eq!(o.patch("/teams/r/tasks/3", complete(support::handoff())).await.expect(403).code(), "not_allowed");
 }

@@ -32,6 +32,18 @@ impl App {
         })?;
         let policies = Arc::new(Registry::new(runtime));
         let metrics = Arc::new(ops::Metrics::default());
+        let runtime = Arc::downgrade(policies.runtime());
+        metrics.counters_read_at_scrape(
+            "policy_components",
+            "Policy components made ready, by how: compiled from their bytes, or loaded from the precompiled cache",
+            "from",
+            move || {
+                let Some(runtime) = runtime.upgrade() else { return Vec::new() };
+                let made = runtime.components();
+                let read = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+                vec![("compiled", read(&made.compiled)), ("cache", read(&made.cached))]
+            },
+        );
         let observe = {
             let metrics = metrics.clone();
             Arc::new(move |policy: &str, failed: bool, took| metrics.observe_policy(policy, failed, took))
@@ -139,9 +151,40 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(move |req, next| refuse_declared_oversize(body_limit, req, next)))
         .with_state(app.clone());
     // The tools call `api` itself, so their inner calls are not counted
     // twice in the request metrics.
     let mcp = mcp::routes(app.clone(), api.clone(), &mcp_openapi)?;
     Ok(mcp.merge(api).layer(axum::middleware::from_fn_with_state(app, ops::track)))
+}
+
+/// A body whose `Content-Length` is over the limit is refused before any of
+/// it is read: the client learns at once, and does not lose the answer to a
+/// reset while it is still sending bytes nobody will read.
+async fn refuse_declared_oversize(
+    limit: usize,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let declared = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => {
+            let refusal = error::Error::too_large(format!(
+                "the request body is {n} bytes; this server accepts at most {limit} bytes in one request"
+            ));
+            let mut response = refusal.into_response();
+            // The body was never read, so the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            response
+        }
+        _ => next.run(req).await,
+    }
 }

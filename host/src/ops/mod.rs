@@ -13,8 +13,10 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -138,11 +140,52 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
+    /// A counter kept elsewhere, read at each scrape: `read` gives the value
+    /// for each value of the one label `label`.
+    pub fn counters_read_at_scrape(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        read: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
+    ) {
+        let collector = ReadAtScrape { name, help, label, read: Box::new(read) };
+        if let Ok(mut registry) = self.registry.lock() {
+            registry.register_collector(Box::new(collector));
+        }
+    }
+
     fn encode(&self) -> Result<String> {
         let registry = self.registry.lock().map_err(|_| Error::internal("metrics registry lock poisoned"))?;
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).map_err(|e| Error::internal(e.to_string()))?;
         Ok(out)
+    }
+}
+
+type Read = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
+struct ReadAtScrape {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    read: Read,
+}
+
+impl std::fmt::Debug for ReadAtScrape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAtScrape").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Collector for ReadAtScrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
+        for (value, n) in (self.read)() {
+            let labels = [(self.label, value)];
+            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 

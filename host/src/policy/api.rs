@@ -255,6 +255,9 @@ pub struct EvaluateRequest {
 #[derive(Serialize, ToSchema)]
 pub struct Evaluated {
     decision_id: String,
+    /// The version of the policy that decided: the one current when the
+    /// decision started, even if a new one was uploaded while it ran.
+    version: i64,
     /// The decision; when the policy failed, the fail-closed one.
     #[schema(value_type = Object)]
     result: Value,
@@ -294,9 +297,10 @@ async fn evaluate(
     store::record(&app.db, &run.record).await?;
     let evaluation = run.evaluation;
     let error = evaluation.result.as_ref().err().cloned();
-    let (decision_id, result) = (run.record.decision_id, run.outcome.to_json());
+    let (decision_id, version, result) = (run.record.decision_id, run.record.version, run.outcome.to_json());
     Ok(Json(Evaluated {
         decision_id,
+        version,
         result,
         error,
         duration_us: evaluation.duration.as_micros() as u64,

@@ -40,7 +40,9 @@ impl ArtifactCache {
         self.dir.join(format!("{sha256}-{}.cwasm", self.fingerprint))
     }
 
-    pub fn load_or_compile(&self, sha256: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
+    /// The component, and whether it came from the cache (`true`) or was
+    /// compiled (`false`).
+    pub fn load_or_compile(&self, sha256: &str, wasm: &[u8]) -> wasmtime::Result<(Component, bool)> {
         let path = self.path(sha256);
         if path.exists() {
             // SAFETY: only this cache writes files here, and only from
@@ -48,7 +50,7 @@ impl ArtifactCache {
             // an unreadable or incompatible file is an error, not UB, and is
             // replaced below.
             match unsafe { Component::deserialize_file(&self.engine, &path) } {
-                Ok(component) => return Ok(component),
+                Ok(component) => return Ok((component, true)),
                 Err(e) => tracing::warn!(path = %path.display(), "recompiling: cached artifact unusable: {e:#}"),
             }
         }
@@ -56,7 +58,7 @@ impl ArtifactCache {
         if let Err(e) = self.store(&path, &component) {
             tracing::warn!(path = %path.display(), "cannot cache the compiled policy: {e:#}");
         }
-        Ok(component)
+        Ok((component, false))
     }
 
     fn store(&self, path: &std::path::Path, component: &Component) -> wasmtime::Result<()> {

@@ -45,6 +45,30 @@ pub struct Case {
     pub expect: Expect,
 }
 
+impl CaseFile {
+    /// Refuses a file that could not fail: no cases, a case that expects
+    /// nothing, or two cases of one name (a report could not tell them apart).
+    pub fn check(&self) -> Result<(), String> {
+        if self.cases.is_empty() {
+            return Err("it has no cases; add at least one under \"cases\"".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for case in &self.cases {
+            if !names.insert(case.name.as_str()) {
+                return Err(format!("two cases are called {:?}; give each its own name", case.name));
+            }
+            if case.expect.is_empty() {
+                return Err(format!(
+                    "case {:?} expects nothing, so it cannot fail; give its \"expect\" a verdict, \
+                     reason_contains, violations, actions or error_contains",
+                    case.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
@@ -53,6 +77,17 @@ pub struct Expect {
     pub violations: Option<Vec<String>>,
     pub actions: Option<Vec<String>>,
     pub error_contains: Option<String>,
+}
+
+impl Expect {
+    fn is_empty(&self) -> bool {
+        let Self { verdict, reason_contains, violations, actions, error_contains } = self;
+        verdict.is_none()
+            && reason_contains.is_none()
+            && violations.is_none()
+            && actions.is_none()
+            && error_contains.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -168,6 +203,19 @@ mod tests {
 
     fn expect(v: Value) -> Expect {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn files_that_cannot_fail_are_refused() {
+        let file = |v: Value| serde_json::from_value::<CaseFile>(v).unwrap().check();
+        let case = |name: &str, expect: Value| json!({"name": name, "input": {}, "expect": expect});
+        assert!(file(json!({"cases": []})).unwrap_err().contains("no cases"));
+        let vacuous = file(json!({"cases": [case("a", json!({"verdict": "approve"})), case("b", json!({}))]}));
+        assert!(vacuous.unwrap_err().contains("case \"b\" expects nothing"));
+        let twice =
+            file(json!({"cases": [case("a", json!({"verdict": "approve"})), case("a", json!({"verdict": "deny"}))]}));
+        assert!(twice.unwrap_err().contains("two cases are called \"a\""));
+        assert_eq!(file(json!({"cases": [case("a", json!({"error_contains": "x"}))]})), Ok(()));
     }
 
     #[test]

@@ -216,6 +216,9 @@ fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool) -> anyhow::Result<boo
     let text = std::fs::read_to_string(cases).with_context(|| format!("cannot read the cases {}", cases.display()))?;
     let case_file: super::cases::CaseFile =
         serde_json::from_str(&text).with_context(|| format!("{} is not a case file", cases.display()))?;
+    if let Err(why) = case_file.check() {
+        bail!("{} cannot be used: {why}", cases.display());
+    }
     let runtime = super::Runtime::new(super::Options {
         fuel,
         cache_dir: None,

@@ -9,6 +9,7 @@
 //! error says what happened; the host itself never goes down with it.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,16 @@ pub struct Runtime {
     fuel: bool,
     cache: Option<ArtifactCache>,
     preparer: Preparer,
+    components: Components,
+}
+
+/// How the components this runtime loaded were made ready.
+#[derive(Debug, Default)]
+pub struct Components {
+    /// Compiled from their bytes.
+    pub compiled: AtomicU64,
+    /// Loaded from the precompiled cache on disk.
+    pub cached: AtomicU64,
 }
 
 impl Runtime {
@@ -91,6 +102,7 @@ impl Runtime {
             fuel: options.fuel,
             cache,
             preparer: Preparer::start(weak.clone(), options.prepare),
+            components: Components::default(),
         });
         start_ticker(Arc::downgrade(&runtime));
         Ok(runtime)
@@ -100,15 +112,21 @@ impl Runtime {
         &self.engine
     }
 
+    pub fn components(&self) -> &Components {
+        &self.components
+    }
+
     /// Compiles (or loads from the cache) a component for `hook` and checks
     /// that it fits the hook's world with only `grants` linked.
     pub fn load(&self, hook: Hook, wasm: &[u8], grants: &BTreeSet<Capability>) -> Result<Loaded, LoadError> {
         let sha256 = super::cache::sha256(wasm);
-        let component = match &self.cache {
+        let (component, cached) = match &self.cache {
             Some(cache) => cache.load_or_compile(&sha256, wasm),
-            None => Component::new(&self.engine, wasm),
+            None => Component::new(&self.engine, wasm).map(|c| (c, false)),
         }
         .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let made = if cached { &self.components.cached } else { &self.components.compiled };
+        made.fetch_add(1, Ordering::Relaxed);
         let imports = check_imports(&component, &self.engine, hook, grants)?;
         let linker = linker(&self.engine, grants).map_err(|e| LoadError::Internal(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Unlinkable(format!("{e:#}")))?;

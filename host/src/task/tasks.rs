@@ -264,10 +264,18 @@ fn plan(task: &TaskRow, req: &TaskUpdate, caller: &Caller, team: &TeamRow) -> Re
     if claim {
         next.owner = Some(caller.name.clone());
     }
+    // Who may complete is the team's rule; whoever may complete may also
+    // attach the HANDOFF (metadata) in the same update.
+    let completing = req.status == Some(NewStatus::Completed) && task.status != Status::Completed;
+    if completing {
+        super::rules_of(team).may_complete(&caller.name, &team.lead, next.owner.as_deref(), caller.admin).map_err(
+            |why| Error::forbidden(format!("cannot complete task #{}: {why}", task.id)).with_code("not_allowed"),
+        )?;
+    }
     let edits = req.subject.is_some()
         || req.description.is_some()
         || req.active_form.is_some()
-        || req.metadata.is_some()
+        || (req.metadata.is_some() && !completing)
         || !req.add_blocks.is_empty()
         || !req.add_blocked_by.is_empty();
     let own_or_open = owns || task.owner.is_none() || is_lead || claim;
@@ -443,9 +451,6 @@ fn plan_update(
         }
     }
     if plan.complete {
-        rules_of(&s.team)
-            .may_complete(&caller.name, &s.team.lead, plan.next.owner.as_deref(), caller.admin)
-            .map_err(|why| Error::forbidden(format!("cannot complete task #{id}: {why}")).with_code("not_allowed"))?;
         let metadata: Value = serde_json::from_str(&plan.next.metadata).unwrap_or_else(|_| json!({}));
         let text = metadata.get("handoff").and_then(Value::as_str).map(str::to_string);
         let input = Input::Handoff(HandoffInput {
