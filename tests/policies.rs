@@ -10,7 +10,8 @@ on_both_backends!(
     upload_evaluate_and_log,
     refusals_name_what_is_wrong,
     failures_fail_closed_and_are_counted,
-    hot_swap_under_concurrent_decisions
+    hot_swap_under_concurrent_decisions,
+    guest_output_is_capped_not_refused
 );
 
 fn claim_input(claimant: &str, contract: &str) -> Value {
@@ -228,6 +229,71 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     assert!(log["decisions"][0]["stderr"].as_str().unwrap().contains("policy bug while deciding for a"), "{log}");
 }
 
+/// A guest that writes too much keeps its decision: 100 log lines of at
+/// most 4 KiB are kept and the rest counted, and stdout and stderr keep
+/// 16 KiB each, with a last line saying how much more was written.
+async fn guest_output_is_capped_not_refused(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let config = json!({"lines": 150, "line_bytes": 5000, "stdout_bytes": 20000, "stderr_bytes": 21000});
+    ad.install_guest("chatty", "claim", "chatty", json!({"config": config, "limits": {"timeout_ms": 20000}})).await;
+    let r = ad.post("/policies/chatty/evaluate", json!({"input": claim_input("a", "c")})).await.expect(200).json();
+    assert_eq!((r["error"].clone(), r["result"]["verdict"].as_str()), (Value::Null, Some("approve")), "{}", r["error"]);
+    let logs = r["logs"].as_array().unwrap();
+    assert_eq!((logs.len(), r["logs_dropped"].as_u64()), (100, Some(50)));
+    for (i, line) in logs.iter().enumerate() {
+        let message = line["message"].as_str().unwrap();
+        assert!(message.starts_with(&format!("{i}:")) && message.ends_with('…'), "line {i}");
+        assert_eq!(message.len(), 4096 + '…'.len_utf8(), "line {i} is cut at 4 KiB");
+    }
+    let kept = |text: &str, byte: char, more: usize| {
+        let (body, note) = text.split_at(16 * 1024);
+        assert!(body.chars().all(|c| c == byte), "16 KiB of what was written");
+        assert_eq!(note, format!("\n[cairn: {more} more bytes were written and not kept]\n"));
+    };
+    kept(r["stdout"].as_str().unwrap(), 'o', 20000 - 16384);
+    kept(r["stderr"].as_str().unwrap(), 'e', 21000 - 16384);
+    // The decision log keeps the same, and the count of dropped lines.
+    let log = ad.get("/policies/chatty/decisions").await.expect(200).json();
+    let d = &log["decisions"][0];
+    assert_eq!((d["logs_dropped"].as_u64(), d["logs"].as_array().map(Vec::len)), (Some(50), Some(100)));
+    assert_eq!((&d["stdout"], &d["stderr"]), (&r["stdout"], &r["stderr"]));
+}
+
+/// `--policy-fuel` makes `limits.fuel` bound a decision and report what it
+/// used; `--policy-cache` puts the compiled components where it says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_flags_on_the_binary() {
+    let cache = support::scratch();
+    let dir = cache.path().join("compiled");
+    let dir_arg = dir.to_str().unwrap();
+    let Some(server) = Server::start_with(Backend::Sqlite, &["--policy-fuel", "--policy-cache", dir_arg]).await else {
+        return;
+    };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let limits = json!({"limits": {"fuel": 2_000_000, "timeout_ms": 30000}});
+    ad.install_guest("spin", "claim", "infinite-loop", limits.clone()).await;
+    ad.install_guest("ok", "claim", "approve-all", limits).await;
+    let input = json!({"input": claim_input("a", "c")});
+    let spun = ad.post("/policies/spin/evaluate", input.clone()).await.expect(200).json();
+    assert_eq!(spun["error"], "ran out of fuel (2000000 units)", "{spun}");
+    assert_eq!(spun["result"]["verdict"], "deny");
+    let ok = ad.post("/policies/ok/evaluate", input).await.expect(200).json();
+    assert!(ok["fuel_used"].as_u64().is_some_and(|f| f > 0 && f < 2_000_000), "{ok}");
+    // Both uploads, and the bundled policies, were compiled into the cache.
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the cache directory was made")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    for name in ["spin", "ok"] {
+        let shown = ad.get(&format!("/policies/{name}")).await.expect(200).json();
+        let sha = shown["sha256"].as_str().unwrap();
+        assert!(files.iter().any(|f| f.starts_with(sha) && f.ends_with(".cwasm")), "{name}: {sha} in {files:?}");
+    }
+}
+
 /// Decisions under way when a new version is uploaded finish on the
 /// version they started with; from the upload's answer on, the new one
 /// decides. Version 1 spins for seconds, so the upload surely lands while
@@ -284,7 +350,7 @@ async fn hosts_sharing_postgres_follow_each_others_policies() {
     let input = json!({"input": claim_input("a", "c")});
     // Waits until host two gives `want` (it hears of changes by NOTIFY).
     async fn served_by_two(a2: &Call<'_>, input: &Value, want: Option<&str>) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             let r = a2.post("/policies/shared/evaluate", input.clone()).await;
             let got = (r.status == 200).then(|| r.json()["result"]["verdict"].as_str().unwrap_or_default().to_string());
@@ -302,4 +368,27 @@ async fn hosts_sharing_postgres_follow_each_others_policies() {
     assert_eq!(a2.get("/policies/shared").await.expect(200).json()["version"], 2);
     a1.delete("/policies/shared").await.expect(204);
     served_by_two(&a2, &input, None).await;
+
+    // A change no one announces (made in the database itself) reaches host
+    // two when its LISTEN connection is lost: it re-reads every policy then.
+    a1.upload_policy("shared", "claim", guests::wasm("approve-all")).await.expect(201);
+    a1.upload_policy("donor", "claim", guests::wasm("deny-all")).await.expect(201);
+    served_by_two(&a2, &input, Some("approve")).await;
+    let mut sql = <sqlx::PgConnection as sqlx::Connection>::connect(&db).await.expect("connect to the test database");
+    sqlx::query(
+        "UPDATE policies SET wasm = d.wasm, sha256 = d.sha256, imports = d.imports, version = policies.version + 1 \
+         FROM policies d WHERE policies.name = 'shared' AND d.name = 'donor'",
+    )
+    .execute(&mut sql)
+    .await
+    .expect("swap the bytes behind the hosts' backs");
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut sql)
+    .await
+    .expect("end the hosts' LISTEN connections");
+    assert!(killed.len() >= 2 && killed.iter().all(|k| k.0), "both hosts were listening: {killed:?}");
+    served_by_two(&a2, &input, Some("deny")).await;
 }

@@ -191,14 +191,16 @@ async fn ephemeral_expiry_and_renewal(backend: Backend) {
     let agent = server.register("temp").await;
     let w = server.as_agent(&agent);
     w.put_text("/stash/short?ttl=1&shared=true", "soon gone").await.expect(201);
-    w.put_text("/stash/renewed?ttl=2", "kept alive").await.expect(201);
+    w.put_text("/stash/renewed?ttl=5", "kept alive").await.expect(201);
     w.get("/stash/short").await.expect(200);
-    // Reads renew: read "renewed" every half second past its original TTL.
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    // Reads renew: read "renewed" every second until well past its first
+    // TTL. (Each read has 4 s to be answered before the stash could lapse.)
+    let since = std::time::Instant::now();
+    while since.elapsed() < Duration::from_secs(7) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
         w.get("/stash/renewed").await.expect(200);
     }
-    // "short" has not been read for 3 s: it is gone, and its name is free.
+    // "short" has not been read for over 6 s: it is gone, and its name is free.
     w.get("/stash/short").await.expect(404);
     w.patch_text("/stash/short/append", "x").await.expect(404);
     let other = server.register("other").await;

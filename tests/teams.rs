@@ -565,11 +565,25 @@ async fn inbox_is_live_over_sse(backend: Backend) {
     let second = sse.next_within(Duration::from_secs(5)).await.expect("live message");
     assert_eq!(second.id, Some(sent["id"].to_string()));
     assert_eq!(second.data["message"], "second");
+    // A reconnect with Last-Event-ID resumes after that message: only what
+    // came since, for this reader.
+    drop(sse);
+    l.post("/teams/live/messages", json!({"to": "a", "message": "while away"})).await.expect(201);
+    let resumed = server
+        .request(Method::GET, "/teams/live/messages/events", Some(&a.key))
+        .header("Last-Event-ID", sent["id"].to_string())
+        .send()
+        .await
+        .unwrap();
+    let mut sse = SseReader::new(resumed);
+    let next = sse.next_within(Duration::from_secs(30)).await.expect("the message sent while away");
+    assert_eq!(next.data["message"], "while away", "{:?}", next.data);
+    let bad = server.request(Method::GET, "/teams/live/messages/events", Some(&a.key)).header("Last-Event-ID", "soon");
+    assert_eq!(bad.send().await.unwrap().status(), 400);
     // Paging: `after` resumes where the reader left off.
     let page =
         server.as_agent(&a).get(&format!("/teams/live/messages?after={}", first.id.unwrap())).await.expect(200).json();
-    assert_eq!(page["messages"].as_array().unwrap().len(), 1);
-    assert_eq!(page["next_after"], sent["id"]);
+    assert_eq!(page["messages"].as_array().unwrap().len(), 2);
     // A broadcast reaches everyone but the sender.
     assert!(
         server.as_agent(&lead).get("/teams/live/messages").await.expect(200).json()["messages"]

@@ -55,6 +55,13 @@ pub struct Config {
     #[arg(long = "sse-keep-alive", env = "CAIRN_SSE_KEEP_ALIVE", default_value_t = 10)]
     pub sse_keep_alive_secs: u64,
 
+    /// Seconds between a live reader's re-reads of storage when nothing woke
+    /// it (a lost wake-up, or an entry written by another host before its
+    /// NOTIFY arrives).
+    #[arg(long = "sse-recheck", env = "CAIRN_SSE_RECHECK", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub sse_recheck_secs: u64,
+
     /// A config file whose `[[policy]]` entries are installed at start
     /// (skipped if the file does not exist).
     #[arg(long = "config", env = "CAIRN_CONFIG", default_value = "cairn.toml")]
@@ -134,6 +141,7 @@ impl Config {
             max_json_bytes: 1 << 20,
             rate_limit: 0,
             sse_keep_alive_secs: 10,
+            sse_recheck_secs: 5,
             config_file: "cairn.toml".into(),
             policy_fuel: false,
             policy_cache: None,

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every guest crate, by directory name.
-pub const ALL: [&str; 17] = [
+pub const ALL: [&str; 18] = [
     "approve-all",
     "deny-all",
     "config-driven",
@@ -25,6 +25,7 @@ pub const ALL: [&str; 17] = [
     "failing-handoff",
     "failing-escalation",
     "slow",
+    "chatty",
 ];
 
 /// The Rust policy examples, built with the guests (one cargo run).

@@ -16,10 +16,6 @@ use crate::AppState;
 use crate::agent::Caller;
 use crate::error::Error;
 
-/// How often a wait re-reads when nothing wakes it: appends made by
-/// another host reach this one through NOTIFY, and this bounds a lost one.
-const RECHECK: Duration = Duration::from_secs(5);
-
 /// A refusal: the status and the JSON error body, as the route gave them.
 pub struct Failure {
     pub status: StatusCode,
@@ -177,7 +173,8 @@ impl Call<'_> {
             }
             tokio::select! {
                 _ = wake.changed() => {}
-                _ = tokio::time::sleep(RECHECK) => {}
+                // Appends made by another host arrive by NOTIFY; this bounds a lost one.
+                _ = tokio::time::sleep(Duration::from_secs(self.app.config.sse_recheck_secs)) => {}
                 _ = tokio::time::sleep_until(deadline) => {}
                 _ = shutdown.changed() => {}
                 _ = self.cancel.cancelled() => {

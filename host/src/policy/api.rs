@@ -267,6 +267,8 @@ pub struct Evaluated {
     fuel_used: Option<u64>,
     #[schema(value_type = Vec<Object>)]
     logs: Vec<super::LogLine>,
+    /// Log lines past the cap of 100, counted and not kept.
+    logs_dropped: usize,
     stdout: String,
     stderr: String,
 }
@@ -306,6 +308,7 @@ async fn evaluate(
         duration_us: evaluation.duration.as_micros() as u64,
         fuel_used: evaluation.fuel_used,
         logs: evaluation.logs,
+        logs_dropped: evaluation.logs_dropped,
         stdout: evaluation.stdout,
         stderr: evaluation.stderr,
     }))
@@ -355,6 +358,7 @@ pub fn decision_json(d: DecisionRow) -> Value {
         "duration_us": d.duration_us,
         "fuel_used": d.fuel_used,
         "logs": parse(&d.logs),
+        "logs_dropped": d.logs_dropped,
         "stdout": d.stdout,
         "stderr": d.stderr,
         "at": clock::rfc3339(d.at),

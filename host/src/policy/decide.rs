@@ -242,6 +242,7 @@ impl Decider {
             duration_us: 0,
             fuel_used: None,
             logs: "[]".into(),
+            logs_dropped: 0,
             stdout: String::new(),
             stderr: String::new(),
             at: clock::now_ms(),
@@ -295,6 +296,7 @@ impl Decider {
         record.duration_us = evaluation.duration.as_micros() as i64;
         record.fuel_used = evaluation.fuel_used.map(|f| f as i64);
         record.logs = logs_json(&evaluation.logs);
+        record.logs_dropped = i64::try_from(evaluation.logs_dropped).unwrap_or(i64::MAX);
         record.stdout = evaluation.stdout.clone();
         record.stderr = evaluation.stderr.clone();
         let outcome = settle(hook, &evaluation, &mut record);

@@ -60,6 +60,7 @@ pub mod fixture;
 mod host;
 pub mod input;
 pub mod limits;
+mod output;
 pub mod prepared;
 pub mod registry;
 pub mod runtime;

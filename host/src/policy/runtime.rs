@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use super::output::CappedPipe;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, types::ComponentItem};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, StoreLimits,
     StoreLimitsBuilder, Trap,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{claim, coord, escalation, handoff};
@@ -138,8 +138,8 @@ impl Runtime {
 
     pub(super) fn store(&self, limits: &Limits, reads: Reads, policy: &str) -> (Store<Sandbox>, Pipes) {
         let pipes = Pipes {
-            stdout: MemoryOutputPipe::new(limits::MAX_OUTPUT_BYTES),
-            stderr: MemoryOutputPipe::new(limits::MAX_OUTPUT_BYTES),
+            stdout: CappedPipe::new(limits::MAX_OUTPUT_BYTES),
+            stderr: CappedPipe::new(limits::MAX_OUTPUT_BYTES),
         };
         // Nothing is preopened, inherited or allowed: no files, no
         // environment, no arguments, no sockets. These are wasmtime's
@@ -211,7 +211,7 @@ impl Runtime {
         let (mut store, pipes, instance, out_before) = match (warm, ready) {
             (Some(mut w), _) => {
                 w.store.data_mut().reads = reads;
-                let before = (w.pipes.stdout.contents().len(), w.pipes.stderr.contents().len());
+                let before = (w.pipes.stdout.len(), w.pipes.stderr.len());
                 (w.store, w.pipes, Ok(w.instance), before)
             }
             (None, Some(mut r)) => {
@@ -234,13 +234,13 @@ impl Runtime {
         let logs_dropped = std::mem::take(&mut store.data_mut().logs_dropped);
         // A warm instance must not keep the decision's snapshot alive.
         let misses = std::mem::replace(&mut store.data_mut().reads, Reads::none()).misses;
-        let stdout = String::from_utf8_lossy(&pipes.stdout.contents()[out_before.0..]).into_owned();
-        let stderr = String::from_utf8_lossy(&pipes.stderr.contents()[out_before.1..]).into_owned();
+        let stdout = pipes.stdout.text_from(out_before.0);
+        let stderr = pipes.stderr.text_from(out_before.1);
         let result = match result {
             Ok((value, instance)) => {
                 // Keep it warm unless its captured output is filling up.
-                let roomy = pipes.stdout.contents().len() < limits::MAX_OUTPUT_BYTES / 2
-                    && pipes.stderr.contents().len() < limits::MAX_OUTPUT_BYTES / 2;
+                let roomy = pipes.stdout.len() < limits::MAX_OUTPUT_BYTES / 2
+                    && pipes.stderr.len() < limits::MAX_OUTPUT_BYTES / 2;
                 match isolation {
                     Isolation::Reuse if roomy => {
                         if let Ok(mut w) = loaded.warm.lock() {
@@ -555,8 +555,8 @@ impl WasiView for Sandbox {
 }
 
 pub(super) struct Pipes {
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
+    stdout: CappedPipe,
+    stderr: CappedPipe,
 }
 
 /// [`StoreLimits`], remembering whether it refused memory, so the error can

@@ -89,6 +89,8 @@ pub struct DecisionRow {
     pub duration_us: i64,
     pub fuel_used: Option<i64>,
     pub logs: String,
+    /// Log lines past the cap, counted and not kept.
+    pub logs_dropped: i64,
     pub stdout: String,
     pub stderr: String,
     pub at: i64,
@@ -96,9 +98,9 @@ pub struct DecisionRow {
     pub scope: Option<String>,
 }
 
-const DECISION_COLUMNS: &str = "decision_id, policy, version, hook, dry_run, agent, input, result, error, duration_us, fuel_used, logs, stdout, stderr, at, scope";
+const DECISION_COLUMNS: &str = "decision_id, policy, version, hook, dry_run, agent, input, result, error, duration_us, fuel_used, logs, logs_dropped, stdout, stderr, at, scope";
 
-/// Rows per multi-row insert: 16 binds each, well under SQLite's limit.
+/// Rows per multi-row insert: 17 binds each, well under SQLite's limit.
 pub const DECISIONS_PER_INSERT: usize = 500;
 
 /// Inserts decision rows on `$conn` (a pool or a transaction), so that a
@@ -112,7 +114,7 @@ macro_rules! insert_decisions {
         for chunk in rows.chunks($crate::policy::store::DECISIONS_PER_INSERT) {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO policy_decisions (decision_id, policy, version, hook, dry_run, agent, \
-                 input, result, error, duration_us, fuel_used, logs, stdout, stderr, at, scope) ",
+                 input, result, error, duration_us, fuel_used, logs, logs_dropped, stdout, stderr, at, scope) ",
             );
             insert.push_values(chunk, |mut row, d| {
                 row.push_bind(&d.decision_id)
@@ -127,6 +129,7 @@ macro_rules! insert_decisions {
                     .push_bind(d.duration_us)
                     .push_bind(d.fuel_used)
                     .push_bind(&d.logs)
+                    .push_bind(d.logs_dropped)
                     .push_bind(&d.stdout)
                     .push_bind(&d.stderr)
                     .push_bind(d.at)

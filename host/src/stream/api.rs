@@ -339,7 +339,7 @@ impl Tail {
             }
             tokio::select! {
                 _ = self.wake.changed() => {}
-                _ = tokio::time::sleep(RECHECK) => {}
+                _ = tokio::time::sleep(Duration::from_secs(self.app.config.sse_recheck_secs)) => {}
                 _ = self.shutdown.changed() => return None,
             }
         }

@@ -44,8 +44,6 @@ pub use store::{APPEND_ONE, INSERT_ENTRY, count_bound, discover, sweep};
 use store::{EntryQuery, EntryRow, StreamRow};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
-/// A live reader re-checks storage this often even without a wake-up.
-const RECHECK: Duration = Duration::from_secs(5);
 const SSE_BATCH: i64 = 100;
 
 #[derive(Deserialize, ToSchema)]

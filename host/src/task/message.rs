@@ -31,7 +31,6 @@ use crate::error::{Json, Path, Query, Result};
 const MAX_SUMMARY: usize = 1_000;
 const MAX_MESSAGE: usize = 64 * 1024;
 const SSE_BATCH: i64 = 100;
-const RECHECK: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

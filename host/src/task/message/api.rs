@@ -200,7 +200,7 @@ impl Reader {
             tokio::select! {
                 _ = self.wake.changed() => {}
                 _ = self.shutdown.changed() => {}
-                _ = tokio::time::sleep(RECHECK) => {}
+                _ = tokio::time::sleep(Duration::from_secs(self.app.config.sse_recheck_secs)) => {}
             }
         }
     }
