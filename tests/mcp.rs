@@ -26,7 +26,7 @@ fn scripts() -> PathBuf {
 fn python() -> Option<&'static PathBuf> {
     static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let found = PYTHON.get_or_init(|| {
-        let python = guests::target_dir().join("toolchains/python/bin/python");
+        let python = guests::toolchains_dir().join("python/bin/python");
         let ok = Command::new(&python).args(["-c", "import mcp.client"]).output().is_ok_and(|o| o.status.success());
         if ok { Ok(python) } else { Err(format!("{} has no MCP SDK (run .ci/toolchains)", python.display())) }
     });
@@ -50,8 +50,7 @@ fn skip_unless<T>(found: &Result<T, String>) -> Option<&T> {
     match found {
         Ok(t) => Some(t),
         Err(why) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; under CI=true the MCP tests must run");
-            eprintln!("skipping an MCP client test: {why}");
+            support::skip(why);
             None
         }
     }

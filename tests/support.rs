@@ -92,6 +92,36 @@ impl std::ops::Deref for TestDb {
 
 /// A fresh database for `backend`, or None (with the reason printed) when
 /// PostgreSQL is not configured outside CI.
+/// Skips the calling test, saying why. Under `CI=true` a skip is a
+/// failure. Otherwise the reason goes to the real stderr at once (the test
+/// runner captures `eprintln!`, and a skipped test still reports `ok`), and
+/// the run ends with a list of what was skipped.
+pub fn skip(why: &str) {
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; under CI=true nothing may be skipped");
+    use std::io::Write;
+    static SKIPPED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    unsafe extern "C" {
+        fn atexit(f: extern "C" fn()) -> std::ffi::c_int;
+    }
+    extern "C" fn summary() {
+        let skipped = SKIPPED.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut out = format!("\n{} test(s) SKIPPED, though they report ok:\n", skipped.len());
+        for line in skipped {
+            out.push_str(&format!("    {line}\n"));
+        }
+        let _ = std::io::stderr().write_all(out.as_bytes());
+    }
+    let test = std::thread::current().name().unwrap_or("a test").to_string();
+    let _ = std::io::stderr().write_all(format!("SKIPPED {test}: {why}\n").as_bytes());
+    let mut skipped = SKIPPED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if skipped.is_empty() {
+        // SAFETY: `summary` is a plain function that only reads a static; it
+        // may run at exit, after every test thread has finished.
+        unsafe { atexit(summary) };
+    }
+    skipped.push(format!("{test}: {why}"));
+}
+
 pub async fn fresh_database(backend: Backend) -> Option<TestDb> {
     match backend {
         Backend::Sqlite => {
@@ -101,11 +131,9 @@ pub async fn fresh_database(backend: Backend) -> Option<TestDb> {
         }
         Backend::Postgres => {
             let Ok(base) = std::env::var("CAIRN_TEST_POSTGRES_URL") else {
-                assert!(
-                    std::env::var("CI").as_deref() != Ok("true"),
-                    "CAIRN_TEST_POSTGRES_URL is not set; under CI=true every test must also run on PostgreSQL"
+                skip(
+                    "CAIRN_TEST_POSTGRES_URL is not set; set it to postgres://... (or `.ci/postgres start`) to run this on PostgreSQL",
                 );
-                eprintln!("skipping the PostgreSQL run: set CAIRN_TEST_POSTGRES_URL=postgres://... to include it");
                 return None;
             };
             let name = unique("cairn_e2e_");

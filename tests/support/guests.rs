@@ -35,6 +35,13 @@ pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Where `.ci/toolchains` installs the Python tools: `target/toolchains` in
+/// the workspace, whatever `CARGO_TARGET_DIR` says, so the script and the
+/// tests agree on one path.
+pub fn toolchains_dir() -> PathBuf {
+    workspace().join("target").join("toolchains")
+}
+
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"))
 }

@@ -32,8 +32,7 @@ pub fn toolchains() -> Option<&'static Toolchains> {
     match TOOLS.get_or_init(find) {
         Ok(t) => Some(t),
         Err(why) => {
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}; under CI=true the SDK tests must run");
-            eprintln!("skipping the Python and JS policy builds: {why}");
+            super::skip(why);
             None
         }
     }
@@ -43,7 +42,7 @@ fn find() -> Result<Toolchains, String> {
     let componentize_py = std::env::var_os("CAIRN_COMPONENTIZE_PY")
         .map(PathBuf::from)
         .or_else(|| {
-            let venv = guests::target_dir().join("toolchains/python/bin/componentize-py");
+            let venv = guests::toolchains_dir().join("python/bin/componentize-py");
             venv.is_file().then_some(venv)
         })
         .or_else(|| {
