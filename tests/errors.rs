@@ -10,7 +10,12 @@ use crate::support::{self, Backend, Server, raw};
 use reqwest::Method;
 use serde_json::json;
 
-on_both_backends!(each_documented_status, framework_rejections_keep_the_shape, rate_limit_and_admin_registration);
+on_both_backends!(
+    each_documented_status,
+    framework_rejections_keep_the_shape,
+    rate_limit_and_admin_registration,
+    writes_that_keep_losing_get_contention
+);
 
 async fn each_documented_status(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
@@ -147,4 +152,108 @@ async fn rate_limit_and_admin_registration(backend: Backend) {
     let r = limited.expect("the rate limit never applied").expect(429);
     assert_eq!(r.code(), "rate_limited");
     assert!(r.header("retry-after").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s >= 1));
+}
+
+/// 409 `contention`: a stash write that loses every optimistic retry. A
+/// trigger in the test's own connection makes every update of one stash
+/// match no row, as if others always wrote first; nothing is half written,
+/// and once it is gone the write lands.
+async fn writes_that_keep_losing_get_contention(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let alice = server.register("alice").await;
+    let a = server.as_agent(&alice);
+    a.put_text("/stash/contended", "before").await.expect(201);
+    let (lose, win) = match backend {
+        Backend::Sqlite => (
+            vec![
+                "CREATE TRIGGER lose BEFORE UPDATE ON stashes WHEN OLD.name = 'contended' BEGIN SELECT RAISE(IGNORE); END",
+            ],
+            vec!["DROP TRIGGER lose"],
+        ),
+        Backend::Postgres => (
+            vec![
+                "CREATE FUNCTION lose() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$",
+                "CREATE TRIGGER lose BEFORE UPDATE ON stashes FOR EACH ROW WHEN (OLD.name = 'contended') EXECUTE FUNCTION lose()",
+            ],
+            vec!["DROP TRIGGER lose ON stashes", "DROP FUNCTION lose()"],
+        ),
+    };
+    run_sql(&server.database_url, &lose).await;
+    let r = a.patch_text("/stash/contended/append", " after").await.expect(409);
+    assert_eq!(r.code(), "contention", "{}", r.text);
+    assert!(r.json()["error"]["message"].as_str().unwrap_or_default().contains("retry"), "{}", r.text);
+    assert_eq!(a.put_text("/stash/contended", "replaced").await.expect(409).code(), "contention");
+    assert_eq!(a.get("/stash/contended").await.expect(200).text, "before");
+    run_sql(&server.database_url, &win).await;
+    a.patch_text("/stash/contended/append", " after").await.expect(200);
+    assert_eq!(a.get("/stash/contended").await.expect(200).text, "before after");
+}
+
+/// Runs `statements` on a connection of the test's own to the server's database.
+async fn run_sql(url: &str, statements: &[&str]) {
+    use sqlx::Connection;
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("connect to the test database");
+        for s in statements {
+            sqlx::query(s).execute(&mut c).await.expect(s);
+        }
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.expect("open the test database");
+        for s in statements {
+            sqlx::query(s).execute(&mut c).await.expect(s);
+        }
+    }
+}
+
+/// 503 `unavailable` with `Retry-After: 1` when every database connection
+/// stays busy for the pool's 10 s: the test locks the stash table, so the
+/// host's writes hold all 16 of its PostgreSQL connections while they wait.
+/// Nothing refused is stored; once the lock goes, the waiting writes land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_database_pool_answers_503() {
+    let Some(server) = Server::start(Backend::Postgres).await else { return };
+    let alice = server.register("alice").await;
+    let mut sql = <sqlx::PgConnection as sqlx::Connection>::connect(&server.database_url).await.expect("connect");
+    sqlx::query("BEGIN").execute(&mut sql).await.expect("begin");
+    sqlx::query("LOCK TABLE stashes IN ACCESS EXCLUSIVE MODE").execute(&mut sql).await.expect("lock");
+    let writes: Vec<_> = (0..24)
+        .map(|i| {
+            let rb = server
+                .request(Method::PUT, &format!("/stash/s{i}"), Some(&alice.key))
+                .header("Content-Type", "text/plain")
+                .body("x");
+            tokio::spawn(async move {
+                let r = rb.send().await.expect("an answer");
+                let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+                (i, r.status().as_u16(), retry, r.text().await.unwrap_or_default())
+            })
+        })
+        .collect();
+    // The refusals come after the pool's 10 s wait; the lock holds until then.
+    let mut refused = Vec::new();
+    support::wait_for("a write refused with 503", std::time::Duration::from_secs(60), || {
+        let done = writes.iter().any(|w| w.is_finished());
+        async move { done }
+    })
+    .await;
+    sqlx::query("ROLLBACK").execute(&mut sql).await.expect("unlock");
+    let a = server.as_agent(&alice);
+    for w in writes {
+        let (i, status, retry, body) = w.await.unwrap();
+        match status {
+            201 => {}
+            503 => {
+                let v: serde_json::Value = serde_json::from_str(&body).expect("a JSON error body");
+                assert_eq!(v["error"]["code"], "unavailable", "{body}");
+                assert_eq!(retry.as_deref(), Some("1"), "{body}");
+                refused.push(i);
+            }
+            other => panic!("write {i}: {other} {body}"),
+        }
+    }
+    assert!(!refused.is_empty(), "with the pool exhausted for 10 s, some write is refused");
+    for i in 0..24 {
+        let want = if refused.contains(&i) { 404 } else { 200 };
+        a.get(&format!("/stash/s{i}")).await.expect(want);
+    }
 }
