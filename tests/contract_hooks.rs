@@ -310,11 +310,14 @@ async fn a_halt_locks_claims_until_the_creator_acknowledges(backend: Backend) {
     // Other entries still flow.
     b.post(&format!("/stream/{disc}"), json!({"label": "question", "data": {"q": "scrub how?"}})).await.expect(201);
     // Only the creator (or an admin) acknowledges.
-    b.post(&format!("/signals/{signal_id}/acknowledge"), json!({})).await.expect(403);
+    b.post_empty(&format!("/signals/{signal_id}/acknowledge")).await.expect(403);
     let ack =
         c.post(&format!("/signals/{signal_id}/acknowledge"), json!({"note": "scrubbed"})).await.expect(200).json();
     assert_eq!((ack["acknowledged"].as_bool(), ack["acknowledged_by"].as_str()), (Some(true), Some("orchestrator")));
-    c.post(&format!("/signals/{signal_id}/acknowledge"), json!({})).await.expect(409);
+    assert_eq!(
+        c.post_empty(&format!("/signals/{signal_id}/acknowledge")).await.expect(409).code(),
+        "already_acknowledged"
+    );
     let r = claim(&server, &bot, &disc, "research", json!({})).await.expect(201).json();
     assert_eq!(r["decision"]["applied"], true);
     // Bad signals are refused before they are stored.

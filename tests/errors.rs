@@ -14,7 +14,8 @@ on_both_backends!(
     each_documented_status,
     framework_rejections_keep_the_shape,
     rate_limit_and_admin_registration,
-    writes_that_keep_losing_get_contention
+    writes_that_keep_losing_get_contention,
+    json_bodies_are_bounded_by_max_json_bytes
 );
 
 async fn each_documented_status(backend: Backend) {
@@ -256,4 +257,70 @@ async fn an_exhausted_database_pool_answers_503() {
         let want = if refused.contains(&i) { 404 } else { 200 };
         a.get(&format!("/stash/s{i}")).await.expect(want);
     }
+}
+
+/// `--max-json-bytes` bounds every JSON body (entries, task metadata,
+/// schemas, settings), refused with 413 from a declared length before it is
+/// read, or once a body without one passes it. Stash bodies have their own
+/// limits and are not JSON bodies.
+async fn json_bodies_are_bounded_by_max_json_bytes(backend: Backend) {
+    let Some(server) = Server::start_with(backend, &["--max-json-bytes", "4096"]).await else { return };
+    let alice = server.register("alice").await;
+    let a = server.as_agent(&alice);
+    let id =
+        a.post("/stream", json!({"name": "s"})).await.expect(201).json()["stream_id"].as_str().unwrap().to_string();
+    a.post("/teams", json!({"name": "t"})).await.expect(201);
+    a.post("/teams/t/tasks", json!({"subject": "x"})).await.expect(201);
+    let big = "x".repeat(5000);
+    let refused = [
+        a.post(&format!("/stream/{id}"), json!({"data": big})).await,
+        a.patch("/teams/t/tasks/1", json!({"metadata": {"notes": big}})).await,
+        a.post("/schema", json!({"name": "huge", "definition": {"description": big}})).await,
+        a.post("/teams/t/messages", json!({"to": "all", "message": big})).await,
+    ];
+    for r in refused {
+        let r = r.expect(413);
+        assert_eq!(r.code(), "payload_too_large", "{}", r.text);
+        assert!(r.json()["error"]["message"].as_str().unwrap_or_default().contains("--max-json-bytes"), "{}", r.text);
+    }
+    // Sent in chunks without a length, the body is cut off at the limit.
+    let chunks = futures_util::stream::iter(
+        (0..10).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(format!("{{\"data\": \"{}\"}}", "y".repeat(1000))))),
+    );
+    let chunked = a.send(
+        a.req(Method::POST, &format!("/stream/{id}"))
+            .header("Content-Type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks)),
+    );
+    assert_eq!(chunked.await.expect(413).code(), "payload_too_large");
+    // Under the limit is fine, and stash bodies are bounded by their own limits.
+    a.post(&format!("/stream/{id}"), json!({"data": "x".repeat(3000)})).await.expect(201);
+    a.put_text("/stash/doc", &big).await.expect(201);
+    let log = a.get(&format!("/stream/{id}")).await.expect(200).json();
+    assert_eq!(log["entries"].as_array().map(Vec::len), Some(1), "nothing refused was stored");
+    assert_eq!(a.get("/teams/t/tasks/1").await.expect(200).json()["metadata"], json!({}));
+}
+
+/// Bad flags stop the host at start, with a message, instead of being
+/// ignored or quietly changed.
+#[test]
+fn bad_flags_stop_the_host_at_start() {
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database", "sqlite::memory:"])
+            .args(args)
+            .env_remove("CAIRN_CONFIG")
+            .output()
+            .expect("run cairn serve");
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, stderr) = serve(&["--config", "/nonexistent/cairn.toml"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the config file /nonexistent/cairn.toml (--config or CAIRN_CONFIG) does not exist"),
+        "{stderr}"
+    );
+    let (code, stderr) = serve(&["--sse-keep-alive", "20"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--sse-keep-alive") && stderr.contains("1..=15"), "{stderr}");
 }

@@ -148,7 +148,8 @@ async fn team_streams_cannot_be_forged(backend: Backend) {
     let halt = json!({"level": "HALT", "category": "SECURITY", "issue": "keys in logs"});
     let signal =
         m.post("/teams/crew/signals", halt).await.expect(201).json()["signal_id"].as_str().unwrap().to_string();
-    l.post(&format!("/signals/{signal}/acknowledge"), json!({"note": "rotated"})).await.expect(200);
+    // The note is optional: no body at all acknowledges.
+    l.post_empty(&format!("/signals/{signal}/acknowledge")).await.expect(200);
     let echoes = m.get(&format!("/stream/{stream_id}?label=algedonic")).await.expect(200).json();
     let entries = echoes["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{echoes}");

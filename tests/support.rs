@@ -448,6 +448,11 @@ impl Call<'_> {
         self.send(self.req(Method::POST, path).json(&body)).await
     }
 
+    /// POST with no body at all (no `Content-Type`), as `curl -X POST` sends.
+    pub async fn post_empty(&self, path: &str) -> Reply {
+        self.send(self.req(Method::POST, path)).await
+    }
+
     pub async fn patch(&self, path: &str, body: Value) -> Reply {
         self.send(self.req(Method::PATCH, path).json(&body)).await
     }

@@ -187,7 +187,7 @@ async fn full_team_run(backend: Backend) {
         .expect(200)
         .json();
     assert_eq!((ack["acknowledged"].as_bool(), ack["acknowledged_by"].as_str()), (Some(true), Some("orchestrator")));
-    let again = l.post(&format!("/signals/{signal_id}/acknowledge"), json!({})).await.expect(409);
+    let again = l.post_empty(&format!("/signals/{signal_id}/acknowledge")).await.expect(409);
     assert_eq!(again.code(), "already_acknowledged", "{}", again.text);
     assert_eq!(c.get("/teams/pact").await.expect(200).json()["halted"], false);
     assert_eq!(c.get(&format!("/teams/pact/tasks/{signal_task}")).await.expect(200).json()["status"], "completed");

@@ -151,6 +151,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .fallback(error::route_not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(error::JsonLimit(app.config.max_json_bytes)))
         .layer(axum::middleware::from_fn(move |req, next| refuse_declared_oversize(body_limit, req, next)))
         .with_state(app.clone());
     // The tools call `api` itself, so their inner calls are not counted

@@ -51,8 +51,10 @@ pub struct Config {
     #[arg(long, env = "CAIRN_RATE_LIMIT", default_value_t = 0)]
     pub rate_limit: u32,
 
-    /// Seconds between keep-alive comments on idle SSE responses.
-    #[arg(long = "sse-keep-alive", env = "CAIRN_SSE_KEEP_ALIVE", default_value_t = 10)]
+    /// Seconds between keep-alive comments on idle SSE responses, 1–15
+    /// (the API promises one at least every 15 s).
+    #[arg(long = "sse-keep-alive", env = "CAIRN_SSE_KEEP_ALIVE", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=15))]
     pub sse_keep_alive_secs: u64,
 
     /// Seconds between a live reader's re-reads of storage when nothing woke
@@ -62,10 +64,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub sse_recheck_secs: u64,
 
-    /// A config file whose `[[policy]]` entries are installed at start
-    /// (skipped if the file does not exist).
-    #[arg(long = "config", env = "CAIRN_CONFIG", default_value = "cairn.toml")]
-    pub config_file: std::path::PathBuf,
+    /// A config file whose `[[policy]]` entries are installed at start.
+    /// Without this, `cairn.toml` in the working directory is read if it
+    /// exists; a file named here must exist.
+    #[arg(long = "config", env = "CAIRN_CONFIG")]
+    pub config_file: Option<std::path::PathBuf>,
 
     /// Count fuel in every policy decision (a policy's `limits.fuel`
     /// then applies). Costs roughly 6–35% of guest speed.
@@ -142,7 +145,7 @@ impl Config {
             rate_limit: 0,
             sse_keep_alive_secs: 10,
             sse_recheck_secs: 5,
-            config_file: "cairn.toml".into(),
+            config_file: None,
             policy_fuel: false,
             policy_cache: None,
             sweep_interval_secs: 30,

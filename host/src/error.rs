@@ -236,12 +236,65 @@ fn source_text(err: &dyn std::error::Error) -> String {
 /// `axum::Json`, but rejections become [`Error`].
 pub struct Json<T>(pub T);
 
+/// The largest JSON request body (`--max-json-bytes`), put in each
+/// request's extensions by the router; [`Json`] bodies past it are 413.
+#[derive(Clone, Copy, Debug)]
+pub struct JsonLimit(pub usize);
+
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
-        Ok(Self(value))
+        let limit = req.extensions().get::<JsonLimit>().copied();
+        // A declared length over the limit is refused before anything is read.
+        if let Some(JsonLimit(n)) = limit {
+            let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if declared.is_some_and(|d| d > n as u64) {
+                return Err(Self::too_large_json(n));
+            }
+        }
+        let req = match limit {
+            Some(JsonLimit(n)) => req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, n))),
+            None => req,
+        };
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                let n = limit.map_or(0, |l| l.0);
+                Err(Self::too_large_json(n))
+            }
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
+}
+
+/// A JSON body that may be left out: no body at all (no length, or a
+/// length of 0) is `T::default()`; any other body is read as [`Json`].
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self> {
+        let headers = req.headers();
+        let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let none = match length {
+            Some(n) => n == 0,
+            None => !headers.contains_key(header::TRANSFER_ENCODING),
+        };
+        if none {
+            return Ok(Self(T::default()));
+        }
+        Json::<T>::from_request(req, state).await.map(|Json(v)| Self(v))
+    }
+}
+
+impl<T> Json<T> {
+    fn too_large_json(limit: usize) -> Error {
+        Error::too_large(format!(
+            "this JSON body is over {limit} bytes, the most this server takes in one (--max-json-bytes); \
+             send less, or keep large documents in a stash"
+        ))
     }
 }
 

@@ -38,9 +38,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (stop, stopping) = watch::channel(false);
     let app: AppState = Arc::new(App::new(db.clone(), config.clone(), stopping.clone())?);
     app.policies.load_all(&db).await.context("loading policies")?;
-    let declared = policy::file::install(&config.config_file, &app.policies, &db).await?;
+    let (config_file, required) = match &config.config_file {
+        Some(path) => (path.clone(), true),
+        None => (std::path::PathBuf::from("cairn.toml"), false),
+    };
+    if required && !config_file.is_file() {
+        anyhow::bail!(
+            "the config file {} (--config or CAIRN_CONFIG) does not exist; fix the path, or leave it out to read ./cairn.toml if present",
+            config_file.display()
+        );
+    }
+    let declared = policy::file::install(&config_file, &app.policies, &db).await?;
     if declared > 0 {
-        tracing::info!(file = %config.config_file.display(), policies = declared, "policies from the config file");
+        tracing::info!(file = %config_file.display(), policies = declared, "policies from the config file");
     }
     // The bundled defaults decide wherever nothing is bound: load them now
     // (from the compiled cache, usually), not on the first claim.

@@ -24,7 +24,7 @@ use super::store::{MessageRow, Snapshot, TaskRow, Write};
 use super::{graph, invalid, lead_only, team_for};
 use crate::agent::{Caller, SYSTEM};
 use crate::clock;
-use crate::error::{Error, Json, Path, Query, Result};
+use crate::error::{Error, Json, OptionalJson, Path, Query, Result};
 use crate::policy::input::{LevelInput, ScopeInput, SignalInput};
 use crate::policy::registry::Scope;
 use crate::policy::{Handle, Input, Request};

@@ -140,7 +140,7 @@ async fn acknowledge_in_team(
     State(app): State<AppState>,
     caller: Caller,
     Path((team, signal_id)): Path<(String, String)>,
-    Json(req): Json<Acknowledgement>,
+    OptionalJson(req): OptionalJson<Acknowledgement>,
 ) -> Result<Json<SignalView>> {
     let signal =
         store::signal(&app.db, &signal_id).await?.filter(|s| s.scope_kind == ScopeKind::Team && s.scope == team);
@@ -159,7 +159,7 @@ async fn acknowledge(
     State(app): State<AppState>,
     caller: Caller,
     Path(signal_id): Path<String>,
-    Json(req): Json<Acknowledgement>,
+    OptionalJson(req): OptionalJson<Acknowledgement>,
 ) -> Result<Json<SignalView>> {
     let not_found = || Error::not_found(format!("signal {signal_id}"));
     let signal = store::signal(&app.db, &signal_id).await?.ok_or_else(not_found)?;
