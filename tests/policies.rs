@@ -34,6 +34,9 @@ async fn upload_evaluate_and_log(backend: Backend) {
         "{imports:?}"
     );
     assert_eq!(created["settings"]["limits"]["timeout_ms"], 100);
+    // The same bytes again are no new version.
+    let again = ad.upload_policy("reader", "claim", guests::wasm("stash-reader")).await.expect(200).json();
+    assert_eq!((again["version"].as_i64(), &again["sha256"]), (Some(1), &created["sha256"]));
     assert_eq!(
         server.as_agent(&bot).upload_policy("mine", "claim", guests::wasm("approve-all")).await.expect(403).code(),
         "forbidden"

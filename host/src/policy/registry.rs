@@ -316,6 +316,14 @@ impl Registry {
             ));
         }
         let existing = store::get(db, name).await?;
+        // The same bytes again change nothing, and make no new version.
+        if let Some(e) = &existing
+            && e.hook == hook_str(hook)
+            && e.sha256 == super::cache::sha256(&wasm)
+            && let Some(active) = self.get(name).filter(|a| a.version == e.version)
+        {
+            return Ok((active, false));
+        }
         let settings = existing.as_ref().map(settings_of).unwrap_or_default();
         settings.validate(hook)?;
         let grants = settings.grants_for(hook);
