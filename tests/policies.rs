@@ -192,11 +192,20 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     let input = json!({"input": claim_input("a", "c")});
     let timed_out = ad.post("/policies/loop/evaluate", input.clone()).await.expect(200).json();
     assert_eq!(timed_out["error"], "timed out after 20 ms");
-    assert_eq!(timed_out["result"], json!({"verdict": "deny", "reason": "policy failed: timed out after 20 ms"}));
+    let id = timed_out["decision_id"].as_str().unwrap();
+    let said = format!("policy loop failed (decision {id}): timed out after 20 ms");
+    assert_eq!(timed_out["result"], json!({"verdict": "deny", "reason": said}));
     let oom = ad.post("/policies/bomb/evaluate", input.clone()).await.expect(200).json();
     assert!(oom["error"].as_str().unwrap().starts_with("exceeded its memory limit of 16777216 bytes"), "{oom}");
     let panicked = ad.post("/policies/boom/evaluate", input.clone()).await.expect(200).json();
     assert!(panicked["stderr"].as_str().unwrap().contains("policy bug"), "{panicked}");
+    // The reason is two readable lines' worth: what failed and what the
+    // guest said; the backtrace is in the error, not in the reason.
+    let reason = panicked["result"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("policy boom failed (decision dec_"), "{reason}");
+    assert!(reason.contains("(a panic or uncaught exception in the guest?); the guest wrote: "), "{reason}");
+    assert!(reason.contains("policy bug") && !reason.contains("backtrace") && !reason.contains('\n'), "{reason}");
+    assert!(panicked["error"].as_str().unwrap().contains("wasm backtrace"), "{panicked}");
     // Under a raised memory cap the 100 MB reason can be built; the result limit still refuses it.
     ad.upload_policy("huge", "claim", guests::wasm("huge-result")).await.expect(201);
     ad.send(

@@ -110,6 +110,43 @@ fn failing_decisions_are_reported_and_can_be_expected() {
     assert!(stdout.contains("FAIL  bad input          bad input: missing field `target`"), "{stdout}");
 }
 
+/// Guests that print, panic or write past the caps are run as the server
+/// runs them: each case is reported, a panic can be expected, and the
+/// compiled component is cached where `--policy-cache` says.
+#[test]
+fn guests_that_print_and_panic_are_reported() {
+    let scratch = support::scratch();
+    let path = scratch.path().join("cases.json");
+    let input = r#"{"claimant": "a", "target": {"task": {"team": "t", "id": 1}}}"#;
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"cases": [
+            {{"name": "chatty", "config": {{"lines": 120, "line_bytes": 10, "stdout_bytes": 30000, "stderr_bytes": 3000}},
+             "input": {input}, "expect": {{"verdict": "approve"}}}}
+        ]}}"#
+        ),
+    )
+    .unwrap();
+    let cache = scratch.path().join("compiled");
+    let cache_arg = cache.to_str().unwrap();
+    let out = policy_test("chatty", "claim", &path, &["--policy-cache", cache_arg]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("PASS  chatty") && stdout.ends_with("1 passed, 0 failed\n"), "{stdout}");
+    let cached = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(cached, 1, "the compiled component is in {}", cache.display());
+    std::fs::write(
+        &path,
+        format!(r#"{{"cases": [{{"name": "panics", "input": {input}, "expect": {{"error_contains": "a panic or uncaught exception"}}}}]}}"#),
+    )
+    .unwrap();
+    let out = policy_test("panic", "claim", &path, &["--policy-cache", cache_arg]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("PASS  panics"), "{stdout}");
+}
+
 #[test]
 fn unusable_files_are_explained() {
     let out = policy_test("approve-all", "handoff", &cases("stash-reader.json"), &[]);

@@ -81,7 +81,7 @@ async fn failing_claim_policies_deny_real_claims(backend: Backend) {
         ad.install_guest(&p, "claim", claim_guest(how), json!({"scope": {"team": t}, "limits": limits})).await;
         let r = m.patch(&format!("/teams/{t}/tasks/1"), json!({"owner": "mate"})).await.expect(409);
         assert_eq!(r.code(), "claim_denied");
-        assert!(r.json()["error"]["message"].as_str().unwrap().contains("policy failed"), "{how}: {}", r.text);
+        assert!(r.json()["error"]["message"].as_str().unwrap().contains(" failed (decision dec_"), "{how}: {}", r.text);
         let task = m.get(&format!("/teams/{t}/tasks/1")).await.expect(200).json();
         assert_eq!((task["owner"].clone(), task["status"].as_str()), (Value::Null, Some("pending")), "{how}");
         // Moving it to in_progress is a claim too, and is refused the same way.
@@ -99,7 +99,7 @@ async fn failing_claim_policies_deny_real_claims(backend: Backend) {
     ad.install_guest("contract-trap", "claim", "panic", json!({"scope": {"stash": "site"}})).await;
     let r = m.post(&format!("/stream/{exec}"), claim_entry()).await.expect(201).json();
     assert_eq!(r["decision"]["verdict"], "deny", "{r}");
-    assert!(r["decision"]["reason"].as_str().unwrap().contains("policy failed"), "{r}");
+    assert!(r["decision"]["reason"].as_str().unwrap().contains(" failed (decision dec_"), "{r}");
     let doc = c.get("/stash/site?persistent=true").await.expect(200).json();
     assert_eq!(doc["subtasks"][0]["status"], "open", "{doc}");
     let log = ad.get("/policies/contract-trap/decisions").await.expect(200).json();
@@ -130,7 +130,7 @@ async fn failing_handoff_policies_refuse_completions(backend: Backend) {
             .expect(422);
         assert_eq!(r.code(), "handoff_rejected", "{how}");
         let details = r.json()["error"]["details"].clone();
-        assert!(details.to_string().contains("policy failed"), "{how}: {details}");
+        assert!(details.to_string().contains(" failed (decision dec_"), "{how}: {details}");
         let task = m.get(&format!("/teams/{t}/tasks/1")).await.expect(200).json();
         assert_eq!(task["status"], "in_progress", "{how}");
         let rec = records(&l, &t, &p).await;
@@ -231,7 +231,7 @@ async fn settings_decide_which_policies_run(backend: Backend) {
     claim("many", 3).await.expect(200);
     ad.install_guest("boom", "claim", "panic", json!({"scope": {"team": "many"}})).await;
     let r = claim("many", 4).await.expect(409);
-    assert!(reason(&r).contains("policy failed"), "{}", r.text);
+    assert!(reason(&r).contains(" failed (decision dec_"), "{}", r.text);
 
     // `fresh`: every decision's instance is new; `reuse`: one warm instance
     // serves them in turn, so the counter guest counts on.

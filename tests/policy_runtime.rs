@@ -140,7 +140,7 @@ fn a_panic_traps_and_its_message_is_captured() {
     let rt = runtime();
     let out = decide(&rt, &load(&rt, "panic"), &Limits::default(), "{}");
     let err = out.result.unwrap_err();
-    assert!(err.starts_with("trapped:") && err.contains("a panic in the guest"), "{err}");
+    assert!(err.starts_with("trapped:") && err.contains("a panic or uncaught exception in the guest"), "{err}");
     assert!(out.stderr.contains("policy bug while deciding for research-bot"), "stderr: {:?}", out.stderr);
     still_serving(&rt);
 }

@@ -81,6 +81,10 @@ pub enum Command {
         /// Count fuel, as a host started with fuel on would.
         #[arg(long)]
         fuel: bool,
+        /// Where compiled components are cached, as `cairn serve
+        /// --policy-cache` does, so a second run does not compile again.
+        #[arg(long = "policy-cache", env = "CAIRN_POLICY_CACHE")]
+        policy_cache: Option<PathBuf>,
     },
 }
 
@@ -97,7 +101,14 @@ pub struct Server {
 /// Runs a command; `Ok(false)` means "ran, but the answer is a failure".
 pub async fn run(command: Command) -> anyhow::Result<bool> {
     match command {
-        Command::Test { file, hook, cases, fuel } => test(&file, hook, &cases, fuel),
+        // On a blocking thread, as the server runs decisions: WASI's
+        // blocking writes (a guest's print) wait on the runtime from there.
+        Command::Test { file, hook, cases, fuel, policy_cache } => {
+            let cache = policy_cache.unwrap_or_else(|| std::env::temp_dir().join("cairn-policy-cache"));
+            tokio::task::spawn_blocking(move || test(&file, hook, &cases, fuel, cache))
+                .await
+                .map_err(|e| anyhow::anyhow!("the test run stopped: {e}"))?
+        }
         Command::Export { name, out, schema } => export(&name, out, schema),
         Command::New { name, lang, hook, dir } => {
             let dir = super::scaffold::create(&name, lang, hook, dir)?;
@@ -211,7 +222,7 @@ impl Server {
 }
 
 /// `cairn policy test`: true when every case passed.
-fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool) -> anyhow::Result<bool> {
+fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool, cache: PathBuf) -> anyhow::Result<bool> {
     let wasm = std::fs::read(file).with_context(|| format!("cannot read the policy {}", file.display()))?;
     let text = std::fs::read_to_string(cases).with_context(|| format!("cannot read the cases {}", cases.display()))?;
     let case_file: super::cases::CaseFile =
@@ -221,7 +232,7 @@ fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool) -> anyhow::Result<boo
     }
     let runtime = super::Runtime::new(super::Options {
         fuel,
-        cache_dir: None,
+        cache_dir: Some(cache),
         prepare: super::Prepare { per_policy: 0, ..Default::default() },
     })?;
     let loaded = runtime

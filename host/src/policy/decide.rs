@@ -311,11 +311,28 @@ fn settle(hook: Hook, evaluation: &Evaluation, record: &mut DecisionRow) -> Outc
         Ok(o) => o.clone(),
         Err(e) => {
             record.error = Some(e.clone());
-            Outcome::fail_closed(hook, e)
+            Outcome::fail_closed(hook, &failure_reason(record, e, &evaluation.stderr))
         }
     };
     record.result = Some(outcome.to_json().to_string());
     outcome
+}
+
+/// What the agent whose request a failed policy decided is told: the
+/// policy, the decision to look up, the first line of the error and the
+/// guest's last word on stderr (a panic message, an exception). The
+/// backtrace stays in the record.
+fn failure_reason(record: &DecisionRow, error: &str, stderr: &str) -> String {
+    let first = error.lines().next().unwrap_or(error);
+    let mut reason = format!("policy {} failed (decision {}): {first}", record.policy, record.decision_id);
+    // Boilerplate after the message: Rust's backtrace hint, the host's own note.
+    let boilerplate = |l: &str| l.starts_with("note: run with `RUST_BACKTRACE") || l.starts_with("[cairn:");
+    let said = stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !boilerplate(l)).last();
+    if let Some(said) = said {
+        let said: String = said.chars().take(300).collect();
+        reason.push_str(&format!("; the guest wrote: {said}"));
+    }
+    reason
 }
 
 fn logs_json(logs: &[LogLine]) -> String {

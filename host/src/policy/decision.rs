@@ -86,13 +86,13 @@ impl Outcome {
     /// What a failed decision means for its hook: a claim is denied, a
     /// HANDOFF is refused, an escalation does nothing (and the bundled
     /// policy then decides, so a signal never comes to nothing).
-    pub fn fail_closed(hook: Hook, error: &str) -> Self {
+    /// The decision of a policy that failed; `reason` says which and why.
+    pub fn fail_closed(hook: Hook, reason: &str) -> Self {
         match hook {
-            Hook::Claim => Outcome::Verdict(Verdict::Deny(format!("policy failed: {error}"))),
-            Hook::Handoff => Outcome::Violations(vec![Violation {
-                field: "policy".into(),
-                message: format!("policy failed: {error}"),
-            }]),
+            Hook::Claim => Outcome::Verdict(Verdict::Deny(reason.to_string())),
+            Hook::Handoff => {
+                Outcome::Violations(vec![Violation { field: "policy".into(), message: reason.to_string() }])
+            }
             Hook::Escalation | Hook::Agent => Outcome::Actions(Vec::new()),
         }
     }

@@ -612,16 +612,20 @@ pub struct LogLine {
 }
 
 /// Turns a failed call into a sentence for the decision log.
+/// Why a run failed: one line a person can read, then (for traps) the
+/// wasm backtrace, which the decision record keeps.
 fn explain(err: wasmtime::Error, limits: &Limits, memory_refused: bool) -> String {
     if memory_refused {
-        return format!("exceeded its memory limit of {} bytes ({:#})", limits.memory_bytes, err);
+        return format!("exceeded its memory limit of {} bytes\n{err:#}", limits.memory_bytes);
     }
     match err.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => format!("timed out after {} ms", limits.timeout_ms),
         Some(Trap::OutOfFuel) => format!("ran out of fuel ({} units)", limits.fuel),
         Some(Trap::StackOverflow) => "overflowed its stack (unbounded recursion?)".to_string(),
-        Some(Trap::UnreachableCodeReached) => format!("trapped: {err:#} (a panic in the guest?)"),
-        Some(trap) => format!("trapped: {trap}: {err:#}"),
+        Some(Trap::UnreachableCodeReached) => {
+            format!("trapped: wasm `unreachable` executed (a panic or uncaught exception in the guest?)\n{err:#}")
+        }
+        Some(trap) => format!("trapped: {trap}\n{err:#}"),
         None => format!("failed: {err:#}"),
     }
 }
