@@ -327,7 +327,7 @@ fn failure_reason(record: &DecisionRow, error: &str, stderr: &str) -> String {
     let mut reason = format!("policy {} failed (decision {}): {first}", record.policy, record.decision_id);
     // Boilerplate after the message: Rust's backtrace hint, the host's own note.
     let boilerplate = |l: &str| l.starts_with("note: run with `RUST_BACKTRACE") || l.starts_with("[cairn:");
-    let said = stderr.lines().map(str::trim).filter(|l| !l.is_empty() && !boilerplate(l)).next_back();
+    let said = stderr.lines().map(str::trim).rfind(|l| !l.is_empty() && !boilerplate(l));
     if let Some(said) = said {
         let said: String = said.chars().take(300).collect();
         reason.push_str(&format!("; the guest wrote: {said}"));
