@@ -92,6 +92,15 @@ async fn upload_evaluate_and_log(backend: Backend) {
         .json();
     assert_eq!(after["decisions"].as_array().unwrap().len(), 1);
     server.as_agent(&bot).get("/policies/reader/decisions").await.expect(403);
+    // Paging with next_after: the last listed, or `after` itself at the end.
+    let page = ad.get("/policies/reader/decisions?limit=1").await.expect(200).json();
+    assert_eq!(page["next_after"], entries[0]["decision_id"], "{page}");
+    let next = ad.get(&format!("/policies/reader/decisions?after={}", page["next_after"].as_str().unwrap())).await;
+    let next = next.expect(200).json();
+    assert_eq!(next["next_after"], entries[1]["decision_id"], "{next}");
+    let end = ad.get(&format!("/policies/reader/decisions?after={}", next["next_after"].as_str().unwrap())).await;
+    let end = end.expect(200).json();
+    assert_eq!((end["decisions"].as_array().map(Vec::len), &end["next_after"]), (Some(0), &next["next_after"]));
 
     // Settings: a config-driven policy.
     ad.upload_policy("gate", "claim", guests::wasm("config-driven")).await.expect(201);
@@ -146,7 +155,12 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
     assert_eq!(wrong["error"]["details"][0]["path"], "world/handoff-policy");
     let junk =
         ad.send(ad.req(Method::PUT, "/policies/p?hook=claim").body(b"\0asm\x01\0\0\0".to_vec())).await.expect(422);
-    assert!(junk.json()["error"]["message"].as_str().unwrap().starts_with("not a loadable wasm component"));
+    let said = junk.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(said.starts_with("not a loadable wasm component: this is a core WebAssembly module"), "{said}");
+    assert!(said.contains("cargo build --target wasm32-wasip2"), "{said}");
+    let text = ad.send(ad.req(Method::PUT, "/policies/p?hook=claim").body(b"#!/bin/sh".to_vec())).await.expect(422);
+    let said = text.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(said.contains("this is not WebAssembly") && said.contains("this one starts 23 21 2f 62"), "{said}");
     ad.send(ad.req(Method::PUT, "/policies/p?hook=claim").body(Vec::new())).await.expect(400);
     ad.send(ad.req(Method::PUT, "/policies/p?hook=judge").body(vec![1u8])).await.expect(400);
     ad.send(ad.req(Method::PUT, "/policies/bad%20name?hook=claim").body(guests::wasm("approve-all"))).await.expect(400);
@@ -227,6 +241,10 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     server.wait_healthy().await;
     let shown = ad.get("/policies/loop").await.expect(200).json();
     assert_eq!((shown["stats"]["decisions"].as_u64(), shown["stats"]["failures"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(shown["stats"]["last_error"]["message"], "timed out after 20 ms", "{shown}");
+    let boom = ad.get("/policies/boom").await.expect(200).json();
+    let said = boom["stats"]["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(said.starts_with("trapped: wasm `unreachable` executed") && !said.contains('\n'), "{boom}");
     let metrics = server.anonymous().get("/metrics").await.expect(200).text;
     assert!(metrics.contains(r#"cairn_policy_decisions_total{policy="loop",outcome="failed"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"cairn_policy_decisions_total{policy="escape",outcome="ok"} 1"#), "{metrics}");

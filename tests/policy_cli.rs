@@ -227,9 +227,13 @@ async fn add_list_and_eval_against_a_running_host() {
 
     let list = cairn(&["policy", "list"], url, key);
     let (stdout, _) = text(&list);
-    assert!(stdout.lines().next().unwrap().starts_with("NAME"), "{stdout}");
-    let row: Vec<&str> = stdout.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(row, ["gate", "claim", "1", "true", "1", "0"]);
+    let (head, line) = (stdout.lines().next().unwrap(), stdout.lines().nth(1).unwrap());
+    assert!(head.starts_with("NAME"), "{stdout}");
+    let row: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(row, ["gate", "claim", "1", "true", "team:t", "1", "0", "-"]);
+    // Columns line up under their headings.
+    assert_eq!(head.find("SCOPE"), line.find("team:t"), "{stdout}");
+    assert_eq!(head.find("LAST ERROR"), line.rfind('-'), "{stdout}");
 
     // Errors carry the API's message; a wrong key is refused.
     let bad = cairn(&["policy", "add", "p", wasm.to_str().unwrap(), "--hook", "handoff"], url, key);
@@ -241,6 +245,28 @@ async fn add_list_and_eval_against_a_running_host() {
     let bad_scope =
         cairn(&["policy", "add", "p", wasm.to_str().unwrap(), "--hook", "claim", "--scope", "room:1"], url, key);
     assert!(text(&bad_scope).1.contains("--scope takes global, stash:NAME or team:NAME"));
+    // A 422's details are printed, each with its JSON pointer.
+    let fork = dir.join("fork.wasm");
+    let export = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["policy", "export", "claim-approval", "--out"])
+        .arg(&fork)
+        .output()
+        .unwrap();
+    assert!(export.status.success());
+    let bad_config = dir.join("bad.json");
+    std::fs::write(&bad_config, r#"{"max_open_claims": "one"}"#).unwrap();
+    let fork_arg = fork.to_str().unwrap();
+    let refused = cairn(
+        &["policy", "add", "fork", fork_arg, "--hook", "claim", "--config", bad_config.to_str().unwrap()],
+        url,
+        key,
+    );
+    let (_, stderr) = text(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("422") && stderr.contains("\n  at /config/max_open_claims: "), "{stderr}");
+    // An unreachable host says how to point at the right one.
+    let away = cairn(&["policy", "list"], "http://127.0.0.1:9", key);
+    assert!(text(&away).1.contains("pass --url or set CAIRN_URL"), "{}", text(&away).1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -325,6 +325,17 @@ pub struct DecisionParams {
 pub struct DecisionList {
     #[schema(value_type = Vec<Object>)]
     pub decisions: Vec<Value>,
+    /// The `decision_id` of the last decision listed, or `after` when none
+    /// was: pass it back as `after` to read on.
+    pub next_after: Option<String>,
+}
+
+impl DecisionList {
+    /// A page of records, read after `after`.
+    pub fn page(rows: Vec<DecisionRow>, after: Option<String>) -> Self {
+        let next_after = rows.last().map(|d| d.decision_id.clone()).or(after);
+        Self { decisions: rows.into_iter().map(decision_json).collect(), next_after }
+    }
 }
 
 /// The decision log of one policy, oldest first.
@@ -338,7 +349,7 @@ async fn decisions(
 ) -> Result<Json<DecisionList>> {
     let (limit, _) = crate::pagination::page(p.limit, None)?;
     let rows = store::decisions(&app.db, &name, p.after.as_deref(), limit).await?;
-    Ok(Json(DecisionList { decisions: rows.into_iter().map(decision_json).collect() }))
+    Ok(Json(DecisionList::page(rows, p.after)))
 }
 
 /// One decision-log record as the API shows it.

@@ -150,21 +150,7 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
         }
         Command::List { server } => {
             let list = server.call("GET", "/policies", "application/json", Vec::new()).await?;
-            println!(
-                "{:<24} {:<11} {:>7} {:>8} {:>10} {:>9}",
-                "NAME", "HOOK", "VERSION", "ENABLED", "DECISIONS", "FAILURES"
-            );
-            for p in list["policies"].as_array().into_iter().flatten() {
-                println!(
-                    "{:<24} {:<11} {:>7} {:>8} {:>10} {:>9}",
-                    p["name"].as_str().unwrap_or_default(),
-                    p["hook"].as_str().unwrap_or_default(),
-                    p["version"],
-                    p["settings"]["enabled"],
-                    p["stats"]["decisions"],
-                    p["stats"]["failures"]
-                );
-            }
+            print!("{}", list_table(list["policies"].as_array().map(Vec::as_slice).unwrap_or_default()));
             Ok(true)
         }
         Command::Eval { name, input, server } => {
@@ -188,6 +174,40 @@ fn parse_scope(s: &str) -> anyhow::Result<Value> {
     })
 }
 
+/// `cairn policy list`: one row per policy, columns as wide as their
+/// widest cell, the last error at the end of the row.
+fn list_table(policies: &[Value]) -> String {
+    let scope = |s: &Value| match (s["team"].as_str(), s["stash"].as_str()) {
+        (Some(t), _) => format!("team:{t}"),
+        (_, Some(c)) => format!("stash:{c}"),
+        _ => "global".to_string(),
+    };
+    let header = ["NAME", "HOOK", "VERSION", "ENABLED", "SCOPE", "DECISIONS", "FAILURES", "LAST ERROR"];
+    let mut rows = vec![header.map(str::to_string).to_vec()];
+    for p in policies {
+        let error = p["load_error"].as_str().or(p["stats"]["last_error"]["message"].as_str()).unwrap_or("-");
+        rows.push(vec![
+            p["name"].as_str().unwrap_or_default().to_string(),
+            p["hook"].as_str().unwrap_or_default().to_string(),
+            p["version"].to_string(),
+            p["settings"]["enabled"].to_string(),
+            scope(&p["settings"]["scope"]),
+            p["stats"]["decisions"].to_string(),
+            p["stats"]["failures"].to_string(),
+            error.to_string(),
+        ]);
+    }
+    let widths: Vec<usize> =
+        (0..header.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 impl Server {
     /// One request; a non-2xx answer becomes an error carrying the API's message.
     async fn call(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
@@ -198,8 +218,9 @@ impl Server {
             .trim_end_matches('/')
             .to_string();
         let key = self.key.as_deref().context("an admin key is needed: pass --key or set CAIRN_ADMIN_KEY")?;
-        let tcp =
-            tokio::net::TcpStream::connect(&authority).await.with_context(|| format!("cannot reach {}", self.url))?;
+        let tcp = tokio::net::TcpStream::connect(&authority).await.with_context(|| {
+            format!("cannot reach {} (is `cairn serve` running there? pass --url or set CAIRN_URL)", self.url)
+        })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
         tokio::spawn(conn);
         let req = hyper::Request::builder()
@@ -215,7 +236,18 @@ impl Server {
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() {
             let message = value["error"]["message"].as_str().unwrap_or("no message");
-            bail!("{method} {path}: {status}: {message}");
+            // Each detail on its own line: where (a JSON pointer) and what.
+            let details: String = value["error"]["details"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| {
+                    let at = d["path"].as_str().unwrap_or("");
+                    let what = d["message"].as_str().map_or_else(|| d.to_string(), str::to_string);
+                    if at.is_empty() { format!("\n  {what}") } else { format!("\n  at {at}: {what}") }
+                })
+                .collect();
+            bail!("{method} {path}: {status}: {message}{details}");
         }
         Ok(value)
     }

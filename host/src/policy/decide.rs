@@ -292,6 +292,9 @@ impl Decider {
         });
         let failed = evaluation.result.is_err();
         active.stats.observe(evaluation.duration, failed);
+        if let Err(e) = &evaluation.result {
+            active.stats.failed_with(e);
+        }
         (self.observe)(&active.name, failed, evaluation.duration);
         record.duration_us = evaluation.duration.as_micros() as i64;
         record.fuel_used = evaluation.fuel_used.map(|f| f as i64);

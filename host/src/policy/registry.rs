@@ -118,6 +118,8 @@ pub struct Stats {
     /// Decisions in progress now.
     running: AtomicU64,
     buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
+    /// The first line of the latest failure, and when (ms).
+    last_error: std::sync::Mutex<Option<(String, i64)>>,
 }
 
 /// Counts a decision as running until dropped.
@@ -145,7 +147,16 @@ impl Stats {
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Remembers the first line of a failure's error.
+    pub fn failed_with(&self, error: &str) {
+        let line: String = error.lines().next().unwrap_or(error).chars().take(500).collect();
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some((line, crate::clock::now_ms()));
+        }
+    }
+
     pub fn to_json(&self) -> Value {
+        let last_error = self.last_error.lock().ok().and_then(|l| l.clone());
         let mut histogram = serde_json::Map::new();
         for (i, bucket) in self.buckets.iter().enumerate() {
             let key = LATENCY_BUCKETS_US.get(i).map_or_else(|| "inf".to_string(), |b| b.to_string());
@@ -156,6 +167,7 @@ impl Stats {
             "failures": self.failures.load(Ordering::Relaxed),
             "running": self.running.load(Ordering::Relaxed),
             "latency": histogram,
+            "last_error": last_error.map(|(message, at)| json!({"message": message, "at": crate::clock::rfc3339(at)})),
         })
     }
 }

@@ -120,6 +120,9 @@ impl Runtime {
     /// that it fits the hook's world with only `grants` linked.
     pub fn load(&self, hook: Hook, wasm: &[u8], grants: &BTreeSet<Capability>) -> Result<Loaded, LoadError> {
         let sha256 = super::cache::sha256(wasm);
+        if let Some(what) = not_a_component(wasm) {
+            return Err(LoadError::NotAComponent(what));
+        }
         let (component, cached) = match &self.cache {
             Some(cache) => cache.load_or_compile(&sha256, wasm),
             None => Component::new(&self.engine, wasm).map(|c| (c, false)),
@@ -612,6 +615,29 @@ pub struct LogLine {
 }
 
 /// Turns a failed call into a sentence for the decision log.
+const BUILD_A_COMPONENT: &str = "build a component: `cargo build --target wasm32-wasip2` (Rust), \
+     `componentize-py ... componentize` (Python) or `jco componentize` (JS); `cairn policy new` \
+     writes a project whose README has the command";
+
+/// What the bytes are, when they are plainly not a component; `None` lets
+/// the compiler judge the rest.
+fn not_a_component(wasm: &[u8]) -> Option<String> {
+    let Some(rest) = wasm.strip_prefix(b"\0asm") else {
+        let start: String = wasm.iter().take(4).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+        return Some(format!(
+            "this is not WebAssembly (a wasm file starts 00 61 73 6d, \"\\0asm\"; this one starts {start}); \
+             {BUILD_A_COMPONENT}"
+        ));
+    };
+    match rest.get(..4) {
+        Some([1, 0, 0, 0]) => Some(format!(
+            "this is a core WebAssembly module, not a component (a module is what `wasm32-unknown-unknown` \
+             or `wasm32-wasip1` builds); {BUILD_A_COMPONENT}"
+        )),
+        _ => None,
+    }
+}
+
 /// Why a run failed: one line a person can read, then (for traps) the
 /// wasm backtrace, which the decision record keeps.
 fn explain(err: wasmtime::Error, limits: &Limits, memory_refused: bool) -> String {

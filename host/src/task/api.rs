@@ -133,5 +133,5 @@ async fn decisions(
     lead_only(&caller, &row, "read the team's decision log")?;
     let (limit, _) = crate::pagination::page(p.limit, None)?;
     let rows = crate::policy::store::decisions_in(&app.db, &format!("team:{team}"), p.after.as_deref(), limit).await?;
-    Ok(Json(DecisionList { decisions: rows.into_iter().map(decision_json).collect() }))
+    Ok(Json(DecisionList::page(rows, p.after)))
 }

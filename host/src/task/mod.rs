@@ -44,7 +44,7 @@ use utoipa_axum::routes;
 use crate::agent::Caller;
 use crate::db::Db;
 use crate::error::{Error, Json, Path, Query, Result, Violation};
-use crate::policy::api::{DecisionList, DecisionParams, decision_json};
+use crate::policy::api::{DecisionList, DecisionParams};
 use crate::{clock, name};
 use rules::TeamRules;
 use store::TeamRow;
