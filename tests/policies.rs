@@ -153,6 +153,39 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
     assert_eq!(wrong["error"]["code"], "policy_rejected");
     assert!(wrong["error"]["message"].as_str().unwrap().contains("does not fit world `handoff-policy`"), "{wrong}");
     assert_eq!(wrong["error"]["details"][0]["path"], "world/handoff-policy");
+    // Settings sent with the bytes are checked with them: refused together,
+    // nothing is stored, and a failed upload makes no version.
+    let with = |settings: &str| {
+        ad.req(Method::PUT, "/policies/gate?hook=claim")
+            .header("Content-Type", "application/wasm")
+            .header("Cairn-Settings", settings)
+            .body(guests::wasm("config-driven"))
+    };
+    let typo = ad.send(with(r#"{"scope": {"teams": "squad"}}"#)).await.expect(400);
+    assert_eq!(typo.code(), "invalid_settings", "{}", typo.text);
+    assert_eq!(ad.send(with(r#"{"limits": {"timeout_ms": 0}}"#)).await.expect(422).code(), "validation_failed");
+    ad.get("/policies/gate").await.expect(404);
+    let made = ad.send(with(r#"{"scope": {"team": "squad"}, "config": {"allow": ["a"]}, "order": 4}"#)).await;
+    let made = made.expect(201).json();
+    assert_eq!(made["settings"]["scope"], json!({"team": "squad"}));
+    assert_eq!(
+        (made["settings"]["config"]["allow"][0].as_str(), made["settings"]["order"].as_i64()),
+        (Some("a"), Some(4))
+    );
+    let again = ad
+        .send(
+            ad.req(Method::PUT, "/policies/gate?hook=claim")
+                .header("Cairn-Settings", r#"{"limits": {"timeout_ms": 0}}"#)
+                .body(guests::wasm("deny-all")),
+        )
+        .await
+        .expect(422);
+    assert_eq!(again.code(), "validation_failed");
+    let kept = ad.get("/policies/gate").await.expect(200).json();
+    assert_eq!(
+        (kept["version"].as_i64(), &kept["sha256"], kept["settings"]["order"].as_i64()),
+        (Some(1), &made["sha256"], Some(4))
+    );
     let junk =
         ad.send(ad.req(Method::PUT, "/policies/p?hook=claim").body(b"\0asm\x01\0\0\0".to_vec())).await.expect(422);
     let said = junk.json()["error"]["message"].as_str().unwrap().to_string();

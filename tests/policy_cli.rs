@@ -215,6 +215,7 @@ async fn add_list_and_eval_against_a_running_host() {
     let (stdout, stderr) = text(&add);
     assert!(add.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with("gate version 1 (claim-policy world, sha256 "), "{stdout}");
+    assert!(stdout.contains("\nscope team:t, config {\"allow\":[\"research-bot\"]}\n"), "{stdout}");
     let shown = server.as_agent(&server.admin()).get("/policies/gate").await.expect(200).json();
     assert_eq!(shown["settings"]["config"], serde_json::json!({"allow": ["research-bot"]}));
     assert_eq!(shown["settings"]["scope"], serde_json::json!({"team": "t"}));
@@ -264,6 +265,15 @@ async fn add_list_and_eval_against_a_running_host() {
     let (_, stderr) = text(&refused);
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("422") && stderr.contains("\n  at /config/max_open_claims: "), "{stderr}");
+    // Refused together: the bytes were not stored either.
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    ad.get("/policies/fork").await.expect(404);
+    // Files are checked before anything is sent.
+    let missing =
+        cairn(&["policy", "add", "lost", fork_arg, "--hook", "claim", "--config", "/nonexistent.json"], url, key);
+    assert!(text(&missing).1.contains("cannot read /nonexistent.json"), "{}", text(&missing).1);
+    ad.get("/policies/lost").await.expect(404);
     // An unreachable host says how to point at the right one.
     let away = cairn(&["policy", "list"], "http://127.0.0.1:9", key);
     assert!(text(&away).1.contains("pass --url or set CAIRN_URL"), "{}", text(&away).1);
@@ -313,4 +323,20 @@ async fn policies_declared_in_cairn_toml_are_installed_at_start() {
     assert!(err.contains("cannot read") && err.contains("missing.wasm"), "{err}");
     let err = refused("[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\ntimeout = 5\n");
     assert!(err.contains("bad settings for policy \"gate\"") && err.contains("unknown field `timeout`"), "{err}");
+    // An entry whose settings the host refuses leaves nothing behind: not
+    // the new policy, nor a new version of the old one.
+    std::fs::copy(guests::path("approve-all"), dir.join("other.wasm")).unwrap();
+    for name in ["fresh", "gate"] {
+        let entry = format!(
+            "[[policy]]\nname = \"{name}\"\nfile = \"other.wasm\"\nhook = \"claim\"\nlimits = {{ timeout_ms = 0 }}\n"
+        );
+        let err = refused(&entry);
+        assert!(err.contains(&format!("policy \"{name}\"")) && err.contains("timeout_ms"), "{err}");
+    }
+    std::fs::write(&toml, "").unwrap();
+    let server = support::Server::start_on(&db, &["--config", toml.to_str().unwrap()]);
+    let ad = server.as_agent(&admin);
+    ad.get("/policies/fresh").await.expect(404);
+    let gate = ad.get("/policies/gate").await.expect(200).json();
+    assert_eq!((gate["version"].as_i64(), gate["settings"]["order"].as_i64()), (Some(1), Some(3)));
 }

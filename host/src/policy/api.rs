@@ -17,7 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::registry::{Active, Scope, Settings, hook_str};
+use super::registry::{Active, SETTINGS_HEADER, Scope, Settings, hook_str};
 use super::store::{self, DecisionRow};
 use super::{Hook, Input};
 use crate::agent::Caller;
@@ -172,7 +172,9 @@ async fn visible(app: &AppState, caller: &Caller, policy: &Active) -> Result<boo
 
 /// Uploads a component (`application/wasm`): a new policy, or the next
 /// version of one, which serves the next decision.
-#[utoipa::path(put, path = "/policies/{name}", tag = "policies", params(("name" = String, Path), HookParam),
+#[utoipa::path(put, path = "/policies/{name}", tag = "policies",
+    params(("name" = String, Path), HookParam,
+        ("Cairn-Settings" = Option<String>, Header, description = "the policy's settings as JSON (the body of PUT /policies/{name}/settings), stored with the bytes or not at all; without it a new policy gets the defaults and a new version keeps its settings")),
     request_body(content = Vec<u8>, content_type = "application/wasm"),
     responses((status = 201, body = PolicyView), (status = 200, body = PolicyView, description = "a new version"),
         (status = 403), (status = 422, description = "does not fit the hook's world, or imports what is not offered")))]
@@ -181,6 +183,7 @@ async fn upload(
     _admin: Admin,
     Path(name): Path<String>,
     Query(p): Query<HookParam>,
+    headers: axum::http::HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, Json<PolicyView>)> {
     if body.is_empty() {
@@ -188,7 +191,17 @@ async fn upload(
             "the body is empty: send the component's bytes (Content-Type: application/wasm)",
         ));
     }
-    let (active, created) = app.policies.install(&app.db, &name, p.hook, body.to_vec()).await?;
+    let settings = match headers.get(SETTINGS_HEADER) {
+        None => None,
+        Some(v) => Some(serde_json::from_slice::<Settings>(v.as_bytes()).map_err(|e| {
+            Error::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_settings",
+                format!("the {SETTINGS_HEADER} header is not a settings object ({e}); it takes the body of PUT /policies/{{name}}/settings"),
+            )
+        })?),
+    };
+    let (active, created) = app.policies.install(&app.db, &name, p.hook, body.to_vec(), settings).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(PolicyView::from(active.as_ref()))))
 }

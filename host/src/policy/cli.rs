@@ -116,29 +116,38 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Add { name, file, hook, config, scope, server } => {
+            // Everything local is checked before anything is sent.
             let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let mut policy =
-                server.call("PUT", &format!("/policies/{name}?hook={}", hook.name()), "application/wasm", wasm).await?;
-            if config.is_some() || scope.is_some() {
-                let mut settings = policy["settings"].clone();
-                if let Some(path) = config {
+            let config = match config {
+                Some(path) => {
                     let text =
                         std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                    settings["config"] =
+                    let value: Value =
                         serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+                    Some(value)
                 }
-                if let Some(scope) = scope {
-                    settings["scope"] = parse_scope(&scope)?;
+                None => None,
+            };
+            let scope = scope.as_deref().map(parse_scope).transpose()?;
+            // Changes apply to the settings in force (a new policy: the defaults).
+            let path = format!("/policies/{name}?hook={}", hook.name());
+            let headers = match (&config, &scope) {
+                (None, None) => Vec::new(),
+                _ => {
+                    let mut settings = match server.call("GET", &format!("/policies/{name}"), "", Vec::new()).await {
+                        Ok(current) => current["settings"].clone(),
+                        Err(_) => json!({}),
+                    };
+                    if let Some(c) = config {
+                        settings["config"] = c;
+                    }
+                    if let Some(s) = scope {
+                        settings["scope"] = s;
+                    }
+                    vec![(super::registry::SETTINGS_HEADER, ascii_json(&settings))]
                 }
-                policy = server
-                    .call(
-                        "PUT",
-                        &format!("/policies/{name}/settings"),
-                        "application/json",
-                        settings.to_string().into_bytes(),
-                    )
-                    .await?;
-            }
+            };
+            let policy = server.call_with("PUT", &path, "application/wasm", &headers, wasm).await?;
             println!(
                 "{} version {} ({} world, sha256 {})",
                 policy["name"].as_str().unwrap_or_default(),
@@ -146,6 +155,7 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
                 policy["world"].as_str().unwrap_or_default(),
                 policy["sha256"].as_str().unwrap_or_default()
             );
+            println!("scope {}, config {}", scope_label(&policy["settings"]["scope"]), policy["settings"]["config"]);
             Ok(true)
         }
         Command::List { server } => {
@@ -174,14 +184,35 @@ fn parse_scope(s: &str) -> anyhow::Result<Value> {
     })
 }
 
-/// `cairn policy list`: one row per policy, columns as wide as their
-/// widest cell, the last error at the end of the row.
-fn list_table(policies: &[Value]) -> String {
-    let scope = |s: &Value| match (s["team"].as_str(), s["stash"].as_str()) {
+/// A scope as `--scope` spells it.
+fn scope_label(s: &Value) -> String {
+    match (s["team"].as_str(), s["stash"].as_str()) {
         (Some(t), _) => format!("team:{t}"),
         (_, Some(c)) => format!("stash:{c}"),
         _ => "global".to_string(),
-    };
+    }
+}
+
+/// JSON with every non-ASCII character escaped, to travel in a header.
+fn ascii_json(v: &Value) -> String {
+    let mut out = String::new();
+    for c in v.to_string().chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
+}
+
+/// `cairn policy list`: one row per policy, columns as wide as their
+/// widest cell, the last error at the end of the row.
+fn list_table(policies: &[Value]) -> String {
+    let scope = scope_label;
     let header = ["NAME", "HOOK", "VERSION", "ENABLED", "SCOPE", "DECISIONS", "FAILURES", "LAST ERROR"];
     let mut rows = vec![header.map(str::to_string).to_vec()];
     for p in policies {
@@ -211,6 +242,18 @@ fn list_table(policies: &[Value]) -> String {
 impl Server {
     /// One request; a non-2xx answer becomes an error carrying the API's message.
     async fn call(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        self.call_with(method, path, content_type, &[], body).await
+    }
+
+    /// [`Self::call`] with extra headers.
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Value> {
         let authority = self
             .url
             .strip_prefix("http://")
@@ -223,13 +266,16 @@ impl Server {
         })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await?;
         tokio::spawn(conn);
-        let req = hyper::Request::builder()
+        let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
             .header("host", &authority)
             .header("x-api-key", key)
-            .header("content-type", content_type)
-            .body(Full::new(Bytes::from(body)))?;
+            .header("content-type", content_type);
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
+        let req = req.body(Full::new(Bytes::from(body)))?;
         let res = sender.send_request(req).await?;
         let status = res.status();
         let bytes = res.into_body().collect().await?.to_bytes();

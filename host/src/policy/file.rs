@@ -60,20 +60,12 @@ pub async fn install(path: &Path, registry: &Arc<Registry>, db: &Db) -> anyhow::
         let wasm = std::fs::read(&wasm_path).with_context(|| {
             format!("{}: cannot read {} for policy {:?}", path.display(), wasm_path.display(), entry.name)
         })?;
-        let sha = super::cache::sha256(&wasm);
-        let current = registry.get(&entry.name);
-        if current.as_ref().is_none_or(|a| a.sha256 != sha || a.hook != entry.hook) {
-            registry
-                .install(db, &entry.name, entry.hook, wasm)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}: policy {:?}: {}", path.display(), entry.name, e.message()))?;
-        }
-        if registry.get(&entry.name).is_none_or(|a| a.settings != settings) {
-            registry
-                .configure(db, &entry.name, settings)
-                .await
-                .map_err(|e| anyhow::anyhow!("{}: policy {:?}: {}", path.display(), entry.name, e.message()))?;
-        }
+        // Bytes and settings together, or nothing: a refused entry leaves
+        // no row behind (same bytes and settings change nothing).
+        registry
+            .install(db, &entry.name, entry.hook, wasm, Some(settings))
+            .await
+            .map_err(|e| anyhow::anyhow!("{}: policy {:?}: {}", path.display(), entry.name, e.message()))?;
         tracing::info!(policy = %entry.name, file = %wasm_path.display(), "policy from config file");
     }
     Ok(file.policy.len())

@@ -33,6 +33,11 @@ pub enum Scope {
     Team(String),
 }
 
+/// The header that carries settings with an upload, as JSON (the body of
+/// `PUT /policies/{name}/settings`): checked with the bytes and stored
+/// with them, or neither is.
+pub const SETTINGS_HEADER: &str = "cairn-settings";
+
 /// A policy's settings (`PUT /policies/{name}/settings`). Fields left out
 /// take their defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -319,6 +324,7 @@ impl Registry {
         name: &str,
         hook: Hook,
         wasm: Vec<u8>,
+        with: Option<Settings>,
     ) -> Result<(Arc<Active>, bool)> {
         name::check("policy", name)?;
         if super::bundled::by_name(name).is_some() {
@@ -328,16 +334,25 @@ impl Registry {
             ));
         }
         let existing = store::get(db, name).await?;
+        let sha256 = super::cache::sha256(&wasm);
         // The same bytes again change nothing, and make no new version.
         if let Some(e) = &existing
             && e.hook == hook_str(hook)
-            && e.sha256 == super::cache::sha256(&wasm)
+            && e.sha256 == sha256
             && let Some(active) = self.get(name).filter(|a| a.version == e.version)
         {
-            return Ok((active, false));
+            return match with {
+                Some(settings) if settings != active.settings => Ok((self.configure(db, name, settings).await?, false)),
+                _ => Ok((active, false)),
+            };
         }
-        let settings = existing.as_ref().map(settings_of).unwrap_or_default();
+        // Settings sent with the bytes replace the current ones; both are
+        // checked before either is stored, and stored in one row.
+        let settings = with.unwrap_or_else(|| existing.as_ref().map(settings_of).unwrap_or_default());
         settings.validate(hook)?;
+        if let Some(bundled) = super::bundled::by_sha256(&sha256) {
+            bundled.check_config(&settings.config)?;
+        }
         let grants = settings.grants_for(hook);
         let runtime = self.runtime.clone();
         let (loaded, wasm) = tokio::task::spawn_blocking(move || (runtime.load(hook, &wasm, &grants), wasm))
