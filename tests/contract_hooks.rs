@@ -81,7 +81,7 @@ async fn an_open_claim_is_approved_and_applied(backend: Backend) {
     let d = &decisions[0];
     assert_eq!(
         (d["scope"].as_str(), d["hook"].as_str(), d["agent"].as_str(), d["dry_run"].as_bool()),
-        (Some("contract:site"), Some("claim"), Some("research-bot"), Some(false)),
+        (Some("stash:site"), Some("claim"), Some("research-bot"), Some(false)),
         "{d}"
     );
     assert_eq!(d["result"]["verdict"], "approve", "{d}");
@@ -221,7 +221,7 @@ async fn approval_subtasks_escalate_and_copies_check_their_config(backend: Backe
     let r = claim(&server, &bot, &disc, "implement", json!({})).await.expect(201).json();
     assert_eq!(r["decision"]["verdict"], "escalate", "{r}");
     let log = ad.get("/policies/site-claims/decisions").await.expect(200).json();
-    assert_eq!(log["decisions"][0]["scope"], "contract:site");
+    assert_eq!(log["decisions"][0]["scope"], "stash:site");
 }
 
 async fn deliver(call: &Call<'_>, stream: &str, deliverable: &str) -> Value {

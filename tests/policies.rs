@@ -279,8 +279,10 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     let said = boom["stats"]["last_error"]["message"].as_str().unwrap_or_default();
     assert!(said.starts_with("trapped: wasm `unreachable` executed") && !said.contains('\n'), "{boom}");
     let metrics = server.anonymous().get("/metrics").await.expect(200).text;
-    assert!(metrics.contains(r#"cairn_policy_decisions_total{policy="loop",outcome="failed"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"cairn_policy_decisions_total{policy="escape",outcome="ok"} 1"#), "{metrics}");
+    let series = r#"cairn_policy_decisions_total{policy="loop",hook="claim",outcome="failed",verdict="deny"} 1"#;
+    assert!(metrics.contains(series), "{metrics}");
+    let series = r#"cairn_policy_decisions_total{policy="escape",hook="claim",outcome="ok",verdict="deny"} 1"#;
+    assert!(metrics.contains(series), "{metrics}");
     assert!(metrics.contains(r#"cairn_policy_decision_duration_seconds_count{policy="bomb"} 1"#), "{metrics}");
     let log = ad.get("/policies/loop/decisions").await.expect(200).json();
     assert_eq!(log["decisions"][0]["error"], "timed out after 20 ms");
@@ -290,6 +292,12 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     assert_eq!(log["decisions"][0]["stderr"], "to stderr\n");
     let log = ad.get("/policies/boom/decisions").await.expect(200).json();
     assert!(log["decisions"][0]["stderr"].as_str().unwrap().contains("policy bug while deciding for a"), "{log}");
+    // A deleted policy's series leave /metrics; its decision log stays.
+    ad.delete("/policies/loop").await.expect(204);
+    let metrics = server.anonymous().get("/metrics").await.expect(200).text;
+    assert!(!metrics.contains(r#"policy="loop""#), "{metrics}");
+    assert!(metrics.contains(r#"policy="bomb""#), "{metrics}");
+    ad.get("/policies/loop/decisions").await.expect(200);
 }
 
 /// A guest that writes too much keeps its decision: 100 log lines of at

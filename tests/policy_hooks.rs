@@ -81,6 +81,11 @@ async fn failing_claim_policies_deny_real_claims(backend: Backend) {
         ad.install_guest(&p, "claim", claim_guest(how), json!({"scope": {"team": t}, "limits": limits})).await;
         let r = m.patch(&format!("/teams/{t}/tasks/1"), json!({"owner": "mate"})).await.expect(409);
         assert_eq!(r.code(), "claim_denied");
+        // The refusal names the decision; the team's log has it.
+        let decided = r.json()["error"]["decision_id"].as_str().unwrap_or_default().to_string();
+        let logged = l.get(&format!("/teams/{t}/decisions?limit=1000")).await.expect(200).json();
+        let found = logged["decisions"].as_array().unwrap().iter().any(|d| d["decision_id"] == decided.as_str());
+        assert!(found, "{how}: {decided} in {logged}");
         assert!(r.json()["error"]["message"].as_str().unwrap().contains(" failed (decision dec_"), "{how}: {}", r.text);
         let task = m.get(&format!("/teams/{t}/tasks/1")).await.expect(200).json();
         assert_eq!((task["owner"].clone(), task["status"].as_str()), (Value::Null, Some("pending")), "{how}");
@@ -103,7 +108,7 @@ async fn failing_claim_policies_deny_real_claims(backend: Backend) {
     let doc = c.get("/stash/site?persistent=true").await.expect(200).json();
     assert_eq!(doc["subtasks"][0]["status"], "open", "{doc}");
     let log = ad.get("/policies/contract-trap/decisions").await.expect(200).json();
-    assert_eq!(log["decisions"][0]["scope"], "contract:site");
+    assert_eq!(log["decisions"][0]["scope"], "stash:site");
     assert!(log["decisions"][0]["error"].is_string(), "{log}");
 }
 

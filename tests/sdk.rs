@@ -154,7 +154,7 @@ async fn python_and_js_policies_decide_contract_claims() {
         assert_eq!(decisions.len(), 3, "{lang}: {log}");
         let line = decisions[0]["logs"][0]["message"].as_str().unwrap_or_default();
         assert_eq!(line, "design-bot wants design (15 USDC) and holds 0", "{lang}: {log}");
-        assert_eq!(decisions[0]["scope"], format!("contract:{contract}"));
+        assert_eq!(decisions[0]["scope"], format!("stash:{contract}"));
     }
     // The same lines, in the server's tracing output, named by policy.
     let traced = server.stderr.as_ref().unwrap().lock().unwrap().clone();

@@ -111,6 +111,10 @@ async fn full_team_run(backend: Backend) {
     assert_eq!(task["status"], "in_progress");
     assert_eq!(task["metadata"]["handoff_rejection"]["revision"], 1);
     assert_eq!(task["metadata"]["handoff_rejection"]["corrections"].as_array().unwrap().len(), 2);
+    // The refusal names the decision, as the task's record of it does.
+    let decided = r.json()["error"]["decision_id"].clone();
+    assert!(decided.as_str().is_some_and(|d| d.starts_with("dec_")), "{}", r.text);
+    assert_eq!(task["metadata"]["handoff_rejection"]["decision_id"], decided);
     // A teammate may not complete someone else's task.
     let r = t.patch("/teams/pact/tasks/1", json!({"status": "completed"})).await.expect(403);
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("coder's"), "{}", r.text);

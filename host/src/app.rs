@@ -46,7 +46,9 @@ impl App {
         );
         let observe = {
             let metrics = metrics.clone();
-            Arc::new(move |policy: &str, failed: bool, took| metrics.observe_policy(policy, failed, took))
+            Arc::new(move |o: &policy::decide::Observed<'_>| {
+                metrics.observe_policy(o.policy, o.hook, o.verdict, o.failed, o.duration)
+            })
         };
         let decider = Arc::new(Decider::new(policies.clone(), Arc::new(Storage { db: db.clone() }), observe));
         let schemas: Arc<schema::Validators> = Arc::default();

@@ -25,6 +25,8 @@ pub struct Error {
     message: String,
     details: Vec<Value>,
     retry_after: Option<u64>,
+    /// The policy decision behind a refusal, to look up in the decision log.
+    decision_id: Option<String>,
 }
 
 /// One entry of `details` for schema and input validation failures.
@@ -37,7 +39,7 @@ pub struct Violation {
 
 impl Error {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: Vec::new(), retry_after: None }
+        Self { status, code, message: message.into(), details: Vec::new(), retry_after: None, decision_id: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -91,6 +93,12 @@ impl Error {
         self
     }
 
+    /// Names the policy decision that refused, as `decision_id` in the body.
+    pub fn with_decision(mut self, decision_id: Option<String>) -> Self {
+        self.decision_id = decision_id;
+        self
+    }
+
     pub fn status(&self) -> StatusCode {
         self.status
     }
@@ -105,7 +113,11 @@ impl Error {
 
     /// The JSON error body: `{"error": {"code", "message", "details"}}`.
     pub fn body(&self) -> Value {
-        json!({"error": {"code": self.code, "message": self.message, "details": self.details}})
+        let mut error = json!({"code": self.code, "message": self.message, "details": self.details});
+        if let Some(id) = &self.decision_id {
+            error["decision_id"] = json!(id);
+        }
+        json!({ "error": error })
     }
 }
 

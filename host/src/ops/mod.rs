@@ -44,7 +44,9 @@ struct RouteLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
     policy: String,
+    hook: &'static str,
     outcome: &'static str,
+    verdict: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -77,6 +79,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     policy_decisions: Family<PolicyLabels, Counter>,
     policy_latency: Family<PolicyNameLabel, Histogram>,
+    /// Each policy's decision series, so a deleted policy's can be removed.
+    policy_series: Mutex<std::collections::HashMap<String, std::collections::HashSet<PolicyLabels>>>,
 }
 
 impl Default for Metrics {
@@ -104,7 +108,7 @@ impl Default for Metrics {
         registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
         registry.register(
             "policy_decisions",
-            "Policy decisions by policy and outcome (ok, failed)",
+            "Policy decisions by policy, hook, outcome (ok, failed) and verdict (approve, deny, escalate, accept, reject, act)",
             policy_decisions.clone(),
         );
         registry.register(
@@ -112,7 +116,16 @@ impl Default for Metrics {
             "Policy decision latency by policy",
             policy_latency.clone(),
         );
-        Self { registry: Mutex::new(registry), connections, cut, requests, latency, policy_decisions, policy_latency }
+        Self {
+            registry: Mutex::new(registry),
+            connections,
+            cut,
+            requests,
+            latency,
+            policy_decisions,
+            policy_latency,
+            policy_series: Mutex::default(),
+        }
     }
 }
 
@@ -131,13 +144,34 @@ impl Metrics {
         self.cut.get_or_create(&CutLabel { reason }).inc();
     }
 
-    /// One policy decision; `failed` when it failed closed.
-    pub fn observe_policy(&self, policy: &str, failed: bool, duration: std::time::Duration) {
+    /// One policy decision; `failed` when it failed closed, and `verdict`
+    /// what was decided (the fail-closed decision, then).
+    pub fn observe_policy(
+        &self,
+        policy: &str,
+        hook: &'static str,
+        verdict: &'static str,
+        failed: bool,
+        duration: std::time::Duration,
+    ) {
         let outcome = if failed { "failed" } else { "ok" };
-        self.policy_decisions.get_or_create(&PolicyLabels { policy: policy.to_string(), outcome }).inc();
+        let labels = PolicyLabels { policy: policy.to_string(), hook, outcome, verdict };
+        self.policy_decisions.get_or_create(&labels).inc();
+        if let Ok(mut series) = self.policy_series.lock() {
+            series.entry(policy.to_string()).or_default().insert(labels);
+        }
         self.policy_latency
             .get_or_create(&PolicyNameLabel { policy: policy.to_string() })
             .observe(duration.as_secs_f64());
+    }
+
+    /// A deleted policy's series go, so `/metrics` does not list it forever.
+    pub fn forget_policy(&self, policy: &str) {
+        let labels = self.policy_series.lock().ok().and_then(|mut s| s.remove(policy)).unwrap_or_default();
+        for l in labels {
+            self.policy_decisions.remove(&l);
+        }
+        self.policy_latency.remove(&PolicyNameLabel { policy: policy.to_string() });
     }
 
     /// A counter kept elsewhere, read at each scrape: `read` gives the value

@@ -235,6 +235,7 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(name): Path<Stri
     responses((status = 204), (status = 403), (status = 404)))]
 async fn remove(State(app): State<AppState>, _admin: Admin, Path(name): Path<String>) -> Result<StatusCode> {
     if app.policies.remove(&app.db, &name).await? {
+        app.metrics.forget_policy(&name);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Error::not_found(format!("policy {name:?}")))

@@ -28,8 +28,19 @@ use super::{Evaluation, Hook};
 use crate::clock;
 use crate::error::Result;
 
-/// Called once per policy decision: (policy, failed, duration).
-pub type Observer = dyn Fn(&str, bool, Duration) + Send + Sync;
+/// One policy decision, as the host's metrics count it.
+pub struct Observed<'a> {
+    pub policy: &'a str,
+    pub hook: &'static str,
+    /// What was decided (the fail-closed decision, if it failed): see
+    /// [`Outcome::label`].
+    pub verdict: &'static str,
+    pub failed: bool,
+    pub duration: Duration,
+}
+
+/// Called once per policy decision.
+pub type Observer = dyn Fn(&Observed<'_>) + Send + Sync;
 
 /// What to decide, for whom, and where.
 #[derive(Debug, Clone)]
@@ -95,12 +106,12 @@ pub fn new_decision_id() -> String {
     format!("dec_{}", hex::encode(b))
 }
 
-/// `team:NAME` or `contract:NAME`, as stored with each decision.
+/// `team:NAME` or `stash:NAME` (the scope as settings and `--scope` say it), as stored with each decision.
 pub fn scope_label(scope: &Scope) -> Option<String> {
     match scope {
         Scope::Global => None,
         Scope::Team(t) => Some(format!("team:{t}")),
-        Scope::Stash(s) => Some(format!("contract:{s}")),
+        Scope::Stash(s) => Some(format!("stash:{s}")),
     }
 }
 
@@ -295,7 +306,6 @@ impl Decider {
         if let Err(e) = &evaluation.result {
             active.stats.failed_with(e);
         }
-        (self.observe)(&active.name, failed, evaluation.duration);
         record.duration_us = evaluation.duration.as_micros() as i64;
         record.fuel_used = evaluation.fuel_used.map(|f| f as i64);
         record.logs = logs_json(&evaluation.logs);
@@ -303,6 +313,13 @@ impl Decider {
         record.stdout = evaluation.stdout.clone();
         record.stderr = evaluation.stderr.clone();
         let outcome = settle(hook, &evaluation, &mut record);
+        (self.observe)(&Observed {
+            policy: &active.name,
+            hook: hook_str(hook),
+            verdict: outcome.label(),
+            failed,
+            duration: evaluation.duration,
+        });
         Ok((evaluation, outcome, record))
     }
 }

@@ -97,6 +97,18 @@ impl Outcome {
         }
     }
 
+    /// A word for what was decided, for metrics: `approve`, `deny`,
+    /// `escalate` (claims), `accept`, `reject` (handoffs), `act`
+    /// (escalations).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Verdict(v) => v.name(),
+            Outcome::Violations(v) if v.is_empty() => "accept",
+            Outcome::Violations(_) => "reject",
+            Outcome::Actions(_) => "act",
+        }
+    }
+
     /// The JSON form of the decision log, case files and dry runs.
     pub fn to_json(&self) -> Value {
         match self {

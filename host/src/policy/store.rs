@@ -94,7 +94,7 @@ pub struct DecisionRow {
     pub stdout: String,
     pub stderr: String,
     pub at: i64,
-    /// `team:NAME` or `contract:NAME`; None for dry runs.
+    /// `team:NAME` or `stash:NAME`; None for dry runs.
     pub scope: Option<String>,
 }
 

@@ -358,10 +358,11 @@ fn blocked(id: i64, open: &[i64]) -> Error {
 /// decision records (and, for an escalation, the lead's message).
 enum Updated {
     Done(Box<TaskView>),
-    Denied(String),
+    /// Each with the decision that refused.
+    Denied(String, Option<String>),
     /// With the lead who was asked.
-    Escalated(String, String),
-    Rejected(String, Vec<Violation>),
+    Escalated(String, String, Option<String>),
+    Rejected(String, Vec<Violation>, Option<String>),
 }
 
 /// The whole update against the team as its writer holds it: the rules,
@@ -441,13 +442,17 @@ fn plan_update(
                     caller.name, current.subject
                 );
                 let message = MessageRow::from_host(s.next_message_id(), "lead", summary, message, now);
+                let decided = decision.decision_id();
                 let writes = vec![
                     Write::Message { message, recipients: vec![s.team.lead.clone()] },
                     Write::Decisions(decision.records),
                 ];
-                return Ok((writes, Updated::Escalated(reason, s.team.lead.clone())));
+                return Ok((writes, Updated::Escalated(reason, s.team.lead.clone(), decided)));
             }
-            Verdict::Deny(reason) => return Ok((vec![Write::Decisions(decision.records)], Updated::Denied(reason))),
+            Verdict::Deny(reason) => {
+                let decided = decision.decision_id();
+                return Ok((vec![Write::Decisions(decision.records)], Updated::Denied(reason, decided)));
+            }
         }
     }
     if plan.complete {
@@ -510,5 +515,6 @@ fn reject_handoff(current: &TaskRow, decision: &Decision, now: i64) -> (Vec<Writ
     next.version += 1;
     next.updated_at = now;
     let message = format!("cannot complete task #{}: {reason}", current.id);
-    (vec![Write::PutTask(next), Write::Decisions(decision.records.clone())], Updated::Rejected(message, details))
+    let refused = Updated::Rejected(message, details, decision.decision_id());
+    (vec![Write::PutTask(next), Write::Decisions(decision.records.clone())], refused)
 }

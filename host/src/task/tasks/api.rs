@@ -129,11 +129,16 @@ async fn update(
     crate::task::message::announce(&app, &team, &committed).await;
     match updated {
         Updated::Done(view) => Ok(Json(*view)),
-        Updated::Denied(reason) => Err(Error::conflict("claim_denied", format!("claim refused: {reason}"))),
-        Updated::Escalated(reason, lead) => Err(Error::conflict(
+        Updated::Denied(reason, id) => {
+            Err(Error::conflict("claim_denied", format!("claim refused: {reason}")).with_decision(id))
+        }
+        Updated::Escalated(reason, lead, id) => Err(Error::conflict(
             "claim_escalated",
             format!("the claim needs a human decision ({reason}); the lead ({lead}) has been asked"),
-        )),
-        Updated::Rejected(message, details) => Err(Error::validation(message, details).with_code("handoff_rejected")),
+        )
+        .with_decision(id)),
+        Updated::Rejected(message, details, id) => {
+            Err(Error::validation(message, details).with_code("handoff_rejected").with_decision(id))
+        }
     }
 }
