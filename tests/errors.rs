@@ -179,31 +179,15 @@ async fn writes_that_keep_losing_get_contention(backend: Backend) {
             vec!["DROP TRIGGER lose ON stashes", "DROP FUNCTION lose()"],
         ),
     };
-    run_sql(&server.database_url, &lose).await;
+    support::run_sql(&server.database_url, &lose).await;
     let r = a.patch_text("/stash/contended/append", " after").await.expect(409);
     assert_eq!(r.code(), "contention", "{}", r.text);
     assert!(r.json()["error"]["message"].as_str().unwrap_or_default().contains("retry"), "{}", r.text);
     assert_eq!(a.put_text("/stash/contended", "replaced").await.expect(409).code(), "contention");
     assert_eq!(a.get("/stash/contended").await.expect(200).text, "before");
-    run_sql(&server.database_url, &win).await;
+    support::run_sql(&server.database_url, &win).await;
     a.patch_text("/stash/contended/append", " after").await.expect(200);
     assert_eq!(a.get("/stash/contended").await.expect(200).text, "before after");
-}
-
-/// Runs `statements` on a connection of the test's own to the server's database.
-async fn run_sql(url: &str, statements: &[&str]) {
-    use sqlx::Connection;
-    if url.starts_with("postgres") {
-        let mut c = sqlx::PgConnection::connect(url).await.expect("connect to the test database");
-        for s in statements {
-            sqlx::query(s).execute(&mut c).await.expect(s);
-        }
-    } else {
-        let mut c = sqlx::SqliteConnection::connect(url).await.expect("open the test database");
-        for s in statements {
-            sqlx::query(s).execute(&mut c).await.expect(s);
-        }
-    }
 }
 
 /// 503 `unavailable` with `Retry-After: 1` when every database connection

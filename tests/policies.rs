@@ -11,7 +11,8 @@ on_both_backends!(
     refusals_name_what_is_wrong,
     failures_fail_closed_and_are_counted,
     hot_swap_under_concurrent_decisions,
-    guest_output_is_capped_not_refused
+    guest_output_is_capped_not_refused,
+    decision_log_is_swept_by_age_and_count
 );
 
 fn claim_input(claimant: &str, contract: &str) -> Value {
@@ -298,6 +299,49 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     assert!(!metrics.contains(r#"policy="loop""#), "{metrics}");
     assert!(metrics.contains(r#"policy="bomb""#), "{metrics}");
     ad.get("/policies/loop/decisions").await.expect(200);
+}
+
+/// The sweeper keeps each policy's newest `--decision-log-max` records and
+/// none older than `--decision-log-days`.
+async fn decision_log_is_swept_by_age_and_count(backend: Backend) {
+    let args = ["--sweep-interval", "1", "--decision-log-max", "3"];
+    let Some(server) = Server::start_with(backend, &args).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    ad.upload_policy("kept", "claim", guests::wasm("approve-all")).await.expect(201);
+    ad.upload_policy("aged", "claim", guests::wasm("deny-all")).await.expect(201);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let r = ad.post("/policies/kept/evaluate", json!({"input": claim_input("a", "c")})).await.expect(200).json();
+        ids.push(r["decision_id"].as_str().unwrap().to_string());
+    }
+    ad.post("/policies/aged/evaluate", json!({"input": claim_input("a", "c")})).await.expect(200);
+    // Make the one record of `aged` 31 days old, behind the host's back.
+    let month_ago = ms_ago(31 * 86_400);
+    let sql = format!("UPDATE policy_decisions SET at = {month_ago} WHERE policy = 'aged'");
+    support::run_sql(&server.database_url, &[sql.as_str()]).await;
+    let listed = |name: &'static str| {
+        let ad = &ad;
+        async move {
+            let log = ad.get(&format!("/policies/{name}/decisions")).await.expect(200).json();
+            log["decisions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["decision_id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    support::wait_for("the sweeper to cut both logs", std::time::Duration::from_secs(60), || async {
+        listed("kept").await.len() == 3 && listed("aged").await.is_empty()
+    })
+    .await;
+    assert_eq!(listed("kept").await, ids[2..], "the newest three are kept");
+}
+
+fn ms_ago(secs: i64) -> i64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    now.as_millis() as i64 - secs * 1000
 }
 
 /// A guest that writes too much keeps its decision: 100 log lines of at

@@ -144,6 +144,21 @@ pub async fn fresh_database(backend: Backend) -> Option<TestDb> {
     }
 }
 
+/// Runs `statements` on a connection of the test's own to the server's database.
+pub async fn run_sql(url: &str, statements: &[&str]) {
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("connect to the test database");
+        for s in statements {
+            sqlx::query(s).execute(&mut c).await.expect(s);
+        }
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.expect("open the test database");
+        for s in statements {
+            sqlx::query(s).execute(&mut c).await.expect(s);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Memory {
     pub now: u64,

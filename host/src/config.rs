@@ -103,6 +103,17 @@ pub struct Config {
     #[arg(long = "sweep-interval", env = "CAIRN_SWEEP_INTERVAL", default_value_t = 30)]
     pub sweep_interval_secs: u64,
 
+    /// Days a policy decision record is kept; the sweeper deletes older ones.
+    #[arg(long = "decision-log-days", env = "CAIRN_DECISION_LOG_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    pub decision_log_days: u64,
+
+    /// Decision records kept per policy; the sweeper deletes the oldest
+    /// beyond this.
+    #[arg(long = "decision-log-max", env = "CAIRN_DECISION_LOG_MAX", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub decision_log_max: u64,
+
     /// Seconds a client has to send a request's headers, and the longest a
     /// kept-alive connection may sit idle before the next request.
     #[arg(long = "header-read-timeout", env = "CAIRN_HEADER_READ_TIMEOUT", default_value_t = 10,
@@ -149,6 +160,8 @@ impl Config {
             policy_fuel: false,
             policy_cache: None,
             sweep_interval_secs: 30,
+            decision_log_days: 30,
+            decision_log_max: 100_000,
             mcp_allowed_hosts: Vec::new(),
             policy_prepared: 2,
             policy_prepared_total: 16,

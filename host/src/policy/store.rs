@@ -75,6 +75,44 @@ pub async fn delete(db: &Db, name: &str) -> Result<bool> {
     Ok(n == 1)
 }
 
+/// Deletes decision records older than `before` (ms), and each policy's
+/// oldest records beyond its newest `keep`; how many went.
+pub async fn sweep_decisions(db: &Db, before: i64, keep: i64) -> Result<u64> {
+    Ok(with_db!(db, write, |pool| async {
+        let mut gone =
+            sqlx::query("DELETE FROM policy_decisions WHERE at < $1").bind(before).execute(pool).await?.rows_affected();
+        let over: Vec<(String,)> =
+            sqlx::query_as("SELECT policy FROM policy_decisions GROUP BY policy HAVING COUNT(*) > $1")
+                .bind(keep)
+                .fetch_all(pool)
+                .await?;
+        for (policy,) in over {
+            // The oldest record kept; everything before it goes.
+            let cut: Option<(i64, String)> = sqlx::query_as(
+                "SELECT at, decision_id FROM policy_decisions WHERE policy = $1 \
+                 ORDER BY at DESC, decision_id DESC LIMIT 1 OFFSET $2",
+            )
+            .bind(&policy)
+            .bind(keep - 1)
+            .fetch_optional(pool)
+            .await?;
+            if let Some((at, id)) = cut {
+                gone += sqlx::query(
+                    "DELETE FROM policy_decisions WHERE policy = $1 AND (at < $2 OR (at = $2 AND decision_id < $3))",
+                )
+                .bind(&policy)
+                .bind(at)
+                .bind(&id)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            }
+        }
+        Ok::<_, sqlx::Error>(gone)
+    }
+    .await)?)
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DecisionRow {
     pub decision_id: String,

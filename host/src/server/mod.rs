@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::{App, AppState, Config, agent, db, policy, router, schema, signal, stash, stream};
+use crate::{App, AppState, Config, agent, clock, db, policy, router, schema, signal, stash, stream};
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = db::Db::connect(&config.database_url).await?;
@@ -127,6 +127,13 @@ async fn sweep(app: AppState, mut stopping: watch::Receiver<bool>) {
             Ok((0, 0)) => {}
             Ok((streams, entries)) => tracing::info!(streams, entries, "swept expired streams and entries"),
             Err(e) => tracing::warn!("stream sweep failed: {e}"),
+        }
+        let before = clock::now_ms().saturating_sub(clock::secs_to_ms(app.config.decision_log_days as i64 * 86_400));
+        let keep = i64::try_from(app.config.decision_log_max).unwrap_or(i64::MAX);
+        match policy::store::sweep_decisions(&app.db, before, keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(decisions = n, "swept old policy decision records"),
+            Err(e) => tracing::warn!("decision log sweep failed: {e}"),
         }
     }
 }
