@@ -154,6 +154,28 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
     assert_eq!(wrong["error"]["code"], "policy_rejected");
     assert!(wrong["error"]["message"].as_str().unwrap().contains("does not fit world `handoff-policy`"), "{wrong}");
     assert_eq!(wrong["error"]["details"][0]["path"], "world/handoff-policy");
+    // A component larger than any other body is taken (padded here with a
+    // custom section to 30 MiB), and one over 128 MiB is refused from its
+    // declared length.
+    let mut padded = guests::wasm("approve-all");
+    let (name, payload) = (b"padding", vec![0u8; 30 << 20]);
+    let mut section = leb128(name.len());
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    padded.push(0);
+    padded.extend(leb128(section.len()));
+    padded.extend(section);
+    ad.upload_policy("padded", "claim", padded).await.expect(201);
+    let head = format!(
+        "PUT /policies/huge?hook=claim HTTP/1.1\r\nHost: x\r\nX-API-KEY: {}\r\nContent-Type: application/wasm\r\nContent-Length: {}\r\n\r\n",
+        support::ADMIN_KEY,
+        129u64 << 20
+    );
+    let (status, body) = support::raw::closed_with(
+        "a declared 129 MiB component",
+        support::raw::exchange(&server, head.into_bytes(), std::time::Duration::from_secs(30)).await,
+    );
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("payload_too_large")), "{body}");
     // Settings sent with the bytes are checked with them: refused together,
     // nothing is stored, and a failed upload makes no version.
     let with = |settings: &str| {
@@ -506,4 +528,18 @@ async fn hosts_sharing_postgres_follow_each_others_policies() {
     .expect("end the hosts' LISTEN connections");
     assert!(killed.len() >= 2 && killed.iter().all(|k| k.0), "both hosts were listening: {killed:?}");
     served_by_two(&a2, &input, Some("deny")).await;
+}
+
+/// Unsigned LEB128, as wasm encodes sizes.
+fn leb128(mut n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
 }

@@ -154,7 +154,15 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(error::JsonLimit(app.config.max_json_bytes)))
-        .layer(axum::middleware::from_fn(move |req, next| refuse_declared_oversize(body_limit, req, next)))
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next| {
+            // Policy uploads take components (a Python one is tens of MiB).
+            let limit = if req.uri().path().starts_with("/policies/") {
+                body_limit.max(policy::api::MAX_COMPONENT_BYTES)
+            } else {
+                body_limit
+            };
+            refuse_declared_oversize(limit, req, next)
+        }))
         .with_state(app.clone());
     // The tools call `api` itself, so their inner calls are not counted
     // twice in the request metrics.

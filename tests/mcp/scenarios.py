@@ -67,7 +67,9 @@ class Agent:
         assert r.is_error, f"{tool}({args}) should have failed with {want}: {r.structured_content}"
         err = r.structured_content
         assert err["status"] == want, f"{tool}: want {want}, got {err}"
-        assert set(err["error"]) == {"code", "message", "details"}, err
+        # A refusal a policy decided also names its decision.
+        keys = set(err["error"])
+        assert {"code", "message", "details"} <= keys <= {"code", "message", "details", "decision_id"}, err
         # The text content carries the same, for clients that show only text.
         assert json.loads(r.content[0].text) == err
         return err["error"]
@@ -110,7 +112,7 @@ async def team(url, keys, mode):
 
         # A claim on a blocked task is refused by the claim policy.
         err = await coder.refused("task_update", 409, team=team, id=build["id"], owner="coder")
-        assert err["code"] == "claim_denied", err
+        assert err["code"] == "claim_denied" and err["decision_id"].startswith("dec_"), err
 
         # The teachback: the lead waits on its inbox, the coder sends.
         await coder.call("task_update", team=team, id=teach["id"], status="in_progress")
