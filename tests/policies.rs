@@ -166,15 +166,9 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
     padded.extend(leb128(section.len()));
     padded.extend(section);
     ad.upload_policy("padded", "claim", padded).await.expect(201);
-    let head = format!(
-        "PUT /policies/huge?hook=claim HTTP/1.1\r\nHost: x\r\nX-API-KEY: {}\r\nContent-Type: application/wasm\r\nContent-Length: {}\r\n\r\n",
-        support::ADMIN_KEY,
-        129u64 << 20
-    );
-    let (status, body) = support::raw::closed_with(
-        "a declared 129 MiB component",
-        support::raw::exchange(&server, head.into_bytes(), std::time::Duration::from_secs(30)).await,
-    );
+    let huge = "PUT /policies/huge?hook=claim";
+    let (status, body) =
+        support::raw::declared_only(&server, huge, support::ADMIN_KEY, "application/wasm", 129 << 20).await;
     assert_eq!((status, body["error"]["code"].as_str()), (413, Some("payload_too_large")), "{body}");
     // Settings sent with the bytes are checked with them: refused together,
     // nothing is stored, and a failed upload makes no version.
@@ -339,7 +333,7 @@ async fn decision_log_is_swept_by_age_and_count(backend: Backend) {
     }
     ad.post("/policies/aged/evaluate", json!({"input": claim_input("a", "c")})).await.expect(200);
     // Make the one record of `aged` 31 days old, behind the host's back.
-    let month_ago = ms_ago(31 * 86_400);
+    let month_ago = cairn_host::clock::now_ms() - 31 * 86_400 * 1000;
     let sql = format!("UPDATE policy_decisions SET at = {month_ago} WHERE policy = 'aged'");
     support::run_sql(&server.database_url, &[sql.as_str()]).await;
     let listed = |name: &'static str| {
@@ -359,11 +353,6 @@ async fn decision_log_is_swept_by_age_and_count(backend: Backend) {
     })
     .await;
     assert_eq!(listed("kept").await, ids[2..], "the newest three are kept");
-}
-
-fn ms_ago(secs: i64) -> i64 {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
-    now.as_millis() as i64 - secs * 1000
 }
 
 /// A guest that writes too much keeps its decision: 100 log lines of at

@@ -179,12 +179,7 @@ async fn refuse_declared_oversize(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
+    match error::declared_length(req.headers()) {
         Some(n) if n > limit as u64 => {
             let refusal = error::Error::too_large(format!(
                 "the request body is {n} bytes; this server accepts at most {limit} bytes in one request"

@@ -185,11 +185,18 @@ impl Config {
                 let path = path.split('?').next().unwrap_or(path);
                 std::path::PathBuf::from(format!("{path}.policy-cache"))
             }
-            _ => std::env::temp_dir().join("cairn-policy-cache"),
+            _ => shared_policy_cache_dir(),
         }
     }
 
     pub fn max_stash_bytes(&self, persistent: bool) -> usize {
         if persistent { self.max_persistent_bytes } else { self.max_ephemeral_bytes }
     }
+}
+
+/// Where compiled policies are cached when nothing says otherwise and no
+/// SQLite file sits beside it: one directory for every host and for
+/// `cairn policy test`.
+pub fn shared_policy_cache_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join("cairn-policy-cache")
 }

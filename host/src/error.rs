@@ -248,6 +248,11 @@ fn source_text(err: &dyn std::error::Error) -> String {
 /// `axum::Json`, but rejections become [`Error`].
 pub struct Json<T>(pub T);
 
+/// The body length a request declares (`Content-Length`), if it declares one.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
 /// The largest JSON request body (`--max-json-bytes`), put in each
 /// request's extensions by the router; [`Json`] bodies past it are 413.
 #[derive(Clone, Copy, Debug)]
@@ -259,11 +264,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self> {
         let limit = req.extensions().get::<JsonLimit>().copied();
         // A declared length over the limit is refused before anything is read.
-        if let Some(JsonLimit(n)) = limit {
-            let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-            if declared.is_some_and(|d| d > n as u64) {
-                return Err(Self::too_large_json(n));
-            }
+        if let Some(JsonLimit(n)) = limit
+            && declared_length(req.headers()).is_some_and(|d| d > n as u64)
+        {
+            return Err(json_too_large(n));
         }
         let req = match limit {
             Some(JsonLimit(n)) => req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, n))),
@@ -272,8 +276,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                let n = limit.map_or(0, |l| l.0);
-                Err(Self::too_large_json(n))
+                Err(json_too_large(limit.map_or(0, |l| l.0)))
             }
             Err(rejection) => Err(rejection.into()),
         }
@@ -288,11 +291,9 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &S) -> Result<Self> {
-        let headers = req.headers();
-        let length = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-        let none = match length {
+        let none = match declared_length(req.headers()) {
             Some(n) => n == 0,
-            None => !headers.contains_key(header::TRANSFER_ENCODING),
+            None => !req.headers().contains_key(header::TRANSFER_ENCODING),
         };
         if none {
             return Ok(Self(T::default()));
@@ -301,13 +302,11 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJ
     }
 }
 
-impl<T> Json<T> {
-    fn too_large_json(limit: usize) -> Error {
-        Error::too_large(format!(
-            "this JSON body is over {limit} bytes, the most this server takes in one (--max-json-bytes); \
-             send less, or keep large documents in a stash"
-        ))
-    }
+fn json_too_large(limit: usize) -> Error {
+    Error::too_large(format!(
+        "this JSON body is over {limit} bytes, the most this server takes in one (--max-json-bytes); \
+         send less, or keep large documents in a stash"
+    ))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {

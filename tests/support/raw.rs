@@ -66,3 +66,19 @@ pub fn closed_with(what: &str, ended: Ended) -> (u16, Value) {
         Ended::Open(answer) => panic!("{what}: still open, having sent {:?}", String::from_utf8_lossy(&answer)),
     }
 }
+
+/// Sends only the head of `method path` with `key`, declaring a body of
+/// `length` bytes that never comes, and gives the status and JSON body the
+/// server answered with before closing.
+pub async fn declared_only(
+    server: &Server,
+    method_path: &str,
+    key: &str,
+    content_type: &str,
+    length: u64,
+) -> (u16, Value) {
+    let head = format!(
+        "{method_path} HTTP/1.1\r\nHost: x\r\nX-API-KEY: {key}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+    );
+    closed_with(method_path, exchange(server, head.into_bytes(), Duration::from_secs(30)).await)
+}

@@ -104,7 +104,7 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
         // On a blocking thread, as the server runs decisions: WASI's
         // blocking writes (a guest's print) wait on the runtime from there.
         Command::Test { file, hook, cases, fuel, policy_cache } => {
-            let cache = policy_cache.unwrap_or_else(|| std::env::temp_dir().join("cairn-policy-cache"));
+            let cache = policy_cache.unwrap_or_else(crate::config::shared_policy_cache_dir);
             tokio::task::spawn_blocking(move || test(&file, hook, &cases, fuel, cache))
                 .await
                 .map_err(|e| anyhow::anyhow!("the test run stopped: {e}"))?
@@ -184,13 +184,12 @@ fn parse_scope(s: &str) -> anyhow::Result<Value> {
     })
 }
 
-/// A scope as `--scope` spells it.
+/// A scope as `--scope` spells it (and decision records do).
 fn scope_label(s: &Value) -> String {
-    match (s["team"].as_str(), s["stash"].as_str()) {
-        (Some(t), _) => format!("team:{t}"),
-        (_, Some(c)) => format!("stash:{c}"),
-        _ => "global".to_string(),
-    }
+    serde_json::from_value::<super::registry::Scope>(s.clone())
+        .ok()
+        .and_then(|scope| super::decide::scope_label(&scope))
+        .unwrap_or_else(|| "global".to_string())
 }
 
 /// JSON with every non-ASCII character escaped, to travel in a header.
@@ -212,7 +211,6 @@ fn ascii_json(v: &Value) -> String {
 /// `cairn policy list`: one row per policy, columns as wide as their
 /// widest cell, the last error at the end of the row.
 fn list_table(policies: &[Value]) -> String {
-    let scope = scope_label;
     let header = ["NAME", "HOOK", "VERSION", "ENABLED", "SCOPE", "DECISIONS", "FAILURES", "LAST ERROR"];
     let mut rows = vec![header.map(str::to_string).to_vec()];
     for p in policies {
@@ -222,7 +220,7 @@ fn list_table(policies: &[Value]) -> String {
             p["hook"].as_str().unwrap_or_default().to_string(),
             p["version"].to_string(),
             p["settings"]["enabled"].to_string(),
-            scope(&p["settings"]["scope"]),
+            scope_label(&p["settings"]["scope"]),
             p["stats"]["decisions"].to_string(),
             p["stats"]["failures"].to_string(),
             error.to_string(),

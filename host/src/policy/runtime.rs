@@ -614,7 +614,7 @@ pub struct LogLine {
     pub message: String,
 }
 
-/// Turns a failed call into a sentence for the decision log.
+/// How to make a component, for refusals of what is not one.
 const BUILD_A_COMPONENT: &str = "build a component: `cargo build --target wasm32-wasip2` (Rust), \
      `componentize-py ... componentize` (Python) or `jco componentize` (JS); `cairn policy new` \
      writes a project whose README has the command";
