@@ -207,7 +207,8 @@ async fn approval_subtasks_escalate_and_copies_check_their_config(backend: Backe
     ad.upload_policy("site-claims", "claim", bytes).await.expect(201);
     let bad = ad
         .send(
-            ad.req(Method::PUT, "/policies/site-claims/settings").json(&json!({"config": {"max_open_claims": "one"}})),
+            ad.req(Method::PUT, "/policies/site-claims/settings")
+                .json(&json!({"scope": {"stash": "site"}, "config": {"max_open_claims": "one"}})),
         )
         .await
         .expect(422);

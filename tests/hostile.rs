@@ -212,7 +212,9 @@ async fn policies_show_an_agent_only_what_it_may_know(backend: Backend) {
     let outsider = server.register("outsider").await;
     server.as_agent(&lead).post("/teams", json!({"name": "secret"})).await.expect(201);
     ad.install_guest("team-gate", "claim", "approve-all", json!({"scope": {"team": "secret"}})).await;
-    ad.upload_policy("everywhere", "claim", guests::wasm("approve-all")).await.expect(201);
+    ad.install_guest("everywhere", "claim", "approve-all", json!({"scope": "global"})).await;
+    // Bound nowhere yet: only admins see it.
+    ad.upload_policy("unbound", "claim", guests::wasm("approve-all")).await.expect(201);
 
     let names = |list: serde_json::Value| -> Vec<String> {
         list["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect()
@@ -228,7 +230,13 @@ async fn policies_show_an_agent_only_what_it_may_know(backend: Backend) {
     for_lead.sort();
     assert_eq!(for_lead, ["everywhere", "team-gate"]);
     l.get("/policies/team-gate").await.expect(200);
-    assert_eq!(names(ad.get("/policies").await.expect(200).json()).len(), 2);
+    let lead_sees = l.get("/policies").await.expect(200).json();
+    let secret: Vec<&serde_json::Value> =
+        lead_sees["deciding"].as_array().unwrap().iter().filter(|d| d["scope"] == "team:secret").collect();
+    assert_eq!(secret.len(), 1, "{lead_sees}");
+    assert_eq!(secret[0]["policies"], json!(["everywhere", "team-gate"]));
+    o.get("/policies/unbound").await.expect(404);
+    assert_eq!(names(ad.get("/policies").await.expect(200).json()).len(), 3);
 }
 
 /// A small request whose result would be huge (a replace-all, or one

@@ -108,7 +108,7 @@ async fn upload_evaluate_and_log(backend: Backend) {
     let configured = ad
         .send(
             ad.req(Method::PUT, "/policies/gate/settings")
-                .json(&json!({"config": {"allow": ["research-bot"]}, "order": 2})),
+                .json(&json!({"scope": "global", "config": {"allow": ["research-bot"]}, "order": 2})),
         )
         .await
         .expect(200)
@@ -121,9 +121,14 @@ async fn upload_evaluate_and_log(backend: Backend) {
     let no =
         ad.post("/policies/gate/evaluate", json!({"input": claim_input("other-bot", "c")})).await.expect(200).json();
     assert_eq!(no["result"]["verdict"], "deny");
+    // An agent sees what binds it: gate, not reader, which is bound nowhere
+    // (its settings were never given, so no scope is assumed).
+    assert_eq!(created["settings"]["scope"], Value::Null);
     let listed = server.as_agent(&bot).get("/policies").await.expect(200).json();
     let names: Vec<&str> = listed["policies"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["gate", "reader"]);
+    assert_eq!(names, ["gate"]);
+    let claims = listed["deciding"].as_array().unwrap().iter().find(|d| d["hook"] == "claim").unwrap();
+    assert_eq!(claims, &json!({"hook": "claim", "scope": "global", "bundled": "claim-approval", "policies": ["gate"]}));
 
     // Policies outlive a restart.
     let again = server.restart(&[]);
@@ -181,8 +186,16 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
     let typo = ad.send(with(r#"{"scope": {"teams": "squad"}}"#)).await.expect(400);
     assert_eq!(typo.code(), "invalid_settings", "{}", typo.text);
     assert_eq!(ad.send(with(r#"{"limits": {"timeout_ms": 0}}"#)).await.expect(422).code(), "validation_failed");
+    // No scope is assumed, and a scope must name a team or contract that exists.
+    let unscoped = ad.send(with(r#"{"config": {"allow": ["a"]}}"#)).await.expect(422).json();
+    assert_eq!(unscoped["error"]["details"][0]["path"], "/scope", "{unscoped}");
+    let squad = r#"{"scope": {"team": "squad"}, "config": {"allow": ["a"]}, "order": 4}"#;
+    assert_eq!(ad.send(with(squad)).await.expect(422).code(), "unknown_scope");
+    let contract = r#"{"scope": {"stash": "nowhere"}}"#;
+    assert_eq!(ad.send(with(contract)).await.expect(422).code(), "unknown_scope");
     ad.get("/policies/gate").await.expect(404);
-    let made = ad.send(with(r#"{"scope": {"team": "squad"}, "config": {"allow": ["a"]}, "order": 4}"#)).await;
+    ad.post("/teams", json!({"name": "squad"})).await.expect(201);
+    let made = ad.send(with(squad)).await;
     let made = made.expect(201).json();
     assert_eq!(made["settings"]["scope"], json!({"team": "squad"}));
     assert_eq!(
@@ -220,18 +233,22 @@ async fn refusals_name_what_is_wrong(backend: Backend) {
     // before anything changes.
     ad.upload_policy("reader", "claim", guests::wasm("stash-reader")).await.expect(201);
     let refused = ad
-        .send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"grants": ["log"]})))
+        .send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"scope": "global", "grants": ["log"]})))
         .await
         .expect(422)
         .json();
     assert!(refused["error"]["message"].as_str().unwrap().contains("cairn:coord/stash-read@0.2.0"), "{refused}");
     assert_eq!(ad.get("/policies/reader").await.expect(200).json()["settings"]["grants"], Value::Null);
-    ad.send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"grants": ["stash-write"]})))
-        .await
-        .expect(422);
-    ad.send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"limits": {"timeout_ms": 0}})))
-        .await
-        .expect(422);
+    ad.send(
+        ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"scope": "global", "grants": ["stash-write"]})),
+    )
+    .await
+    .expect(422);
+    ad.send(
+        ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"scope": "global", "limits": {"timeout_ms": 0}})),
+    )
+    .await
+    .expect(422);
     ad.send(ad.req(Method::PUT, "/policies/reader/settings").json(&json!({"limit": {}}))).await.expect(400);
     ad.send(ad.req(Method::PUT, "/policies/nobody/settings").json(&json!({}))).await.expect(404);
 }
@@ -243,13 +260,15 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     for (name, guest) in [("loop", "infinite-loop"), ("bomb", "memory-bomb"), ("boom", "panic"), ("escape", "escape")] {
         ad.upload_policy(name, "claim", guests::wasm(guest)).await.expect(201);
     }
-    ad.send(ad.req(Method::PUT, "/policies/loop/settings").json(&json!({"limits": {"timeout_ms": 20}})))
-        .await
-        .expect(200);
+    ad.send(
+        ad.req(Method::PUT, "/policies/loop/settings").json(&json!({"scope": "global", "limits": {"timeout_ms": 20}})),
+    )
+    .await
+    .expect(200);
     // The bomb gets time to reach its (smaller) cap, so memory, not the clock, stops it.
     ad.send(
         ad.req(Method::PUT, "/policies/bomb/settings")
-            .json(&json!({"limits": {"timeout_ms": 10000, "memory_bytes": 16777216}})),
+            .json(&json!({"scope": "global", "limits": {"timeout_ms": 10000, "memory_bytes": 16777216}})),
     )
     .await
     .expect(200);
@@ -274,7 +293,7 @@ async fn failures_fail_closed_and_are_counted(backend: Backend) {
     ad.upload_policy("huge", "claim", guests::wasm("huge-result")).await.expect(201);
     ad.send(
         ad.req(Method::PUT, "/policies/huge/settings")
-            .json(&json!({"limits": {"timeout_ms": 20000, "memory_bytes": 536870912}})),
+            .json(&json!({"scope": "global", "limits": {"timeout_ms": 20000, "memory_bytes": 536870912}})),
     )
     .await
     .expect(200);
@@ -363,7 +382,8 @@ async fn guest_output_is_capped_not_refused(backend: Backend) {
     let admin = server.admin();
     let ad = server.as_agent(&admin);
     let config = json!({"lines": 150, "line_bytes": 5000, "stdout_bytes": 20000, "stderr_bytes": 21000});
-    ad.install_guest("chatty", "claim", "chatty", json!({"config": config, "limits": {"timeout_ms": 20000}})).await;
+    let settings = json!({"scope": "global", "config": config, "limits": {"timeout_ms": 20000}});
+    ad.install_guest("chatty", "claim", "chatty", settings).await;
     let r = ad.post("/policies/chatty/evaluate", json!({"input": claim_input("a", "c")})).await.expect(200).json();
     assert_eq!((r["error"].clone(), r["result"]["verdict"].as_str()), (Value::Null, Some("approve")), "{}", r["error"]);
     let logs = r["logs"].as_array().unwrap();
@@ -399,7 +419,7 @@ async fn engine_flags_on_the_binary() {
     };
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    let limits = json!({"limits": {"fuel": 2_000_000, "timeout_ms": 30000}});
+    let limits = json!({"scope": "global", "limits": {"fuel": 2_000_000, "timeout_ms": 30000}});
     ad.install_guest("spin", "claim", "infinite-loop", limits.clone()).await;
     ad.install_guest("ok", "claim", "approve-all", limits).await;
     let input = json!({"input": claim_input("a", "c")});
@@ -428,7 +448,7 @@ async fn hot_swap_under_concurrent_decisions(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    let slow = json!({"config": {"ms": 3000}, "limits": {"timeout_ms": 30000}});
+    let slow = json!({"scope": "global", "config": {"ms": 3000}, "limits": {"timeout_ms": 30000}});
     ad.install_guest("swap", "claim", "slow", slow).await;
     let input = json!({"input": claim_input("a", "c")});
     let in_flight: Vec<_> = (0..2)

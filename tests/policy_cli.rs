@@ -195,6 +195,16 @@ async fn add_list_and_eval_against_a_running_host() {
     std::fs::write(&input, r#"{"claimant": "research-bot", "target": {"task": {"team": "t", "id": 1}}}"#).unwrap();
     let wasm = guests::path("config-driven");
     let (url, key) = (server.url.as_str(), support::ADMIN_KEY);
+    // A new policy needs a scope, and the scope must exist.
+    let wasm_arg = wasm.to_str().unwrap();
+    let unscoped = cairn(&["policy", "add", "gate", wasm_arg, "--hook", "claim"], url, key);
+    assert!(text(&unscoped).1.contains("is a new policy: say where it decides with --scope"), "{}", text(&unscoped).1);
+    let nowhere = cairn(&["policy", "add", "gate", wasm_arg, "--hook", "claim", "--scope", "team:t"], url, key);
+    assert!(text(&nowhere).1.contains("the team \"t\", which does not exist"), "{}", text(&nowhere).1);
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    ad.get("/policies/gate").await.expect(404);
+    ad.post("/teams", serde_json::json!({"name": "t"})).await.expect(201);
 
     let add = cairn(
         &[
@@ -215,7 +225,10 @@ async fn add_list_and_eval_against_a_running_host() {
     let (stdout, stderr) = text(&add);
     assert!(add.status.success(), "{stdout}{stderr}");
     assert!(stdout.starts_with("gate version 1 (claim-policy world, sha256 "), "{stdout}");
-    assert!(stdout.contains("\nscope team:t, config {\"allow\":[\"research-bot\"]}\n"), "{stdout}");
+    assert!(
+        stdout.contains("\nscope team:t, config {\"allow\":[\"research-bot\"]}; decides beside the bundled policy\n"),
+        "{stdout}"
+    );
     let shown = server.as_agent(&server.admin()).get("/policies/gate").await.expect(200).json();
     assert_eq!(shown["settings"]["config"], serde_json::json!({"allow": ["research-bot"]}));
     assert_eq!(shown["settings"]["scope"], serde_json::json!({"team": "t"}));
@@ -235,9 +248,17 @@ async fn add_list_and_eval_against_a_running_host() {
     // Columns line up under their headings.
     assert_eq!(head.find("SCOPE"), line.find("team:t"), "{stdout}");
     assert_eq!(head.find("LAST ERROR"), line.rfind('-'), "{stdout}");
+    // Then who decides where: the bundled baseline beside the bound policy.
+    let deciding: Vec<Vec<&str>> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("HOOK"))
+        .map(|l| l.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect())
+        .collect();
+    assert!(deciding.contains(&vec!["claim", "team:t", "claim-approval (bundled), gate"]), "{stdout}");
+    assert!(deciding.contains(&vec!["claim", "global", "claim-approval (bundled)"]), "{stdout}");
 
     // Errors carry the API's message; a wrong key is refused.
-    let bad = cairn(&["policy", "add", "p", wasm.to_str().unwrap(), "--hook", "handoff"], url, key);
+    let bad = cairn(&["policy", "add", "p", wasm_arg, "--hook", "handoff", "--scope", "global"], url, key);
     let (_, stderr) = text(&bad);
     assert_eq!(bad.status.code(), Some(1));
     assert!(stderr.contains("422") && stderr.contains("does not fit world `handoff-policy`"), "{stderr}");
@@ -258,7 +279,18 @@ async fn add_list_and_eval_against_a_running_host() {
     std::fs::write(&bad_config, r#"{"max_open_claims": "one"}"#).unwrap();
     let fork_arg = fork.to_str().unwrap();
     let refused = cairn(
-        &["policy", "add", "fork", fork_arg, "--hook", "claim", "--config", bad_config.to_str().unwrap()],
+        &[
+            "policy",
+            "add",
+            "fork",
+            fork_arg,
+            "--hook",
+            "claim",
+            "--scope",
+            "global",
+            "--config",
+            bad_config.to_str().unwrap(),
+        ],
         url,
         key,
     );
@@ -266,12 +298,59 @@ async fn add_list_and_eval_against_a_running_host() {
     assert_eq!(refused.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("422") && stderr.contains("\n  at /config/max_open_claims: "), "{stderr}");
     // Refused together: the bytes were not stored either.
-    let admin = server.admin();
-    let ad = server.as_agent(&admin);
     ad.get("/policies/fork").await.expect(404);
+    // A config schema of the author's own is checked the same way, and the
+    // other settings travel with it.
+    let schema = dir.join("config.schema.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "properties": {"allow": {"type": "array"}}, "additionalProperties": false}"#,
+    )
+    .unwrap();
+    let typo = dir.join("typo.json");
+    std::fs::write(&typo, r#"{"alow": ["a"]}"#).unwrap();
+    let with_schema = |config: &Path| {
+        let args = [
+            "policy",
+            "add",
+            "own",
+            wasm_arg,
+            "--hook",
+            "claim",
+            "--scope",
+            "global",
+            "--config",
+            config.to_str().unwrap(),
+            "--config-schema",
+            schema.to_str().unwrap(),
+            "--replaces-bundled",
+            "true",
+            "--mask",
+            "/request",
+        ];
+        cairn(&args, url, key)
+    };
+    let refused = with_schema(&typo);
+    let (_, stderr) = text(&refused);
+    assert!(stderr.contains("422") && stderr.contains("at /config: "), "{stderr}");
+    ad.get("/policies/own").await.expect(404);
+    let took = with_schema(&config);
+    let (stdout, stderr) = text(&took);
+    assert!(took.status.success() && stdout.contains("decides instead of the bundled policy"), "{stdout}{stderr}");
+    let own = ad.get("/policies/own").await.expect(200).json();
+    assert_eq!(own["settings"]["mask"], serde_json::json!(["/request"]));
+    assert_eq!(own["settings"]["config_schema"]["additionalProperties"], false);
+    // The stored schema keeps guarding later changes.
+    let changed = ad.send(ad.req(reqwest::Method::PUT, "/policies/own/settings").json(&serde_json::json!({
+        "scope": "global", "config": {"alow": []}, "config_schema": own["settings"]["config_schema"]
+    })));
+    assert_eq!(changed.await.expect(422).code(), "invalid_config");
     // Files are checked before anything is sent.
-    let missing =
-        cairn(&["policy", "add", "lost", fork_arg, "--hook", "claim", "--config", "/nonexistent.json"], url, key);
+    let missing = cairn(
+        &["policy", "add", "lost", fork_arg, "--hook", "claim", "--scope", "global", "--config", "/nonexistent.json"],
+        url,
+        key,
+    );
     assert!(text(&missing).1.contains("cannot read /nonexistent.json"), "{}", text(&missing).1);
     ad.get("/policies/lost").await.expect(404);
     // An unreachable host says how to point at the right one.
@@ -288,7 +367,7 @@ async fn policies_declared_in_cairn_toml_are_installed_at_start() {
     let toml = dir.join("cairn.toml");
     std::fs::write(
         &toml,
-        "[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\nconfig = { allow = [\"a\"] }\nscope = { stash = \"c\" }\nlimits = { timeout_ms = 50 }\norder = 3\n",
+        "[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\nconfig = { allow = [\"a\"] }\nscope = \"global\"\nlimits = { timeout_ms = 50 }\norder = 3\n",
     )
     .unwrap();
     let server = support::Server::start_on(&db, &["--config", toml.to_str().unwrap()]);
@@ -297,7 +376,7 @@ async fn policies_declared_in_cairn_toml_are_installed_at_start() {
     let shown = ad.get("/policies/gate").await.expect(200).json();
     assert_eq!(shown["version"], 1);
     assert_eq!(shown["settings"]["config"], serde_json::json!({"allow": ["a"]}));
-    assert_eq!(shown["settings"]["scope"], serde_json::json!({"stash": "c"}));
+    assert_eq!(shown["settings"]["scope"], serde_json::json!("global"));
     assert_eq!(
         (shown["settings"]["limits"]["timeout_ms"].as_u64(), shown["settings"]["order"].as_i64()),
         (Some(50), Some(3))
@@ -323,6 +402,12 @@ async fn policies_declared_in_cairn_toml_are_installed_at_start() {
     assert!(err.contains("cannot read") && err.contains("missing.wasm"), "{err}");
     let err = refused("[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\ntimeout = 5\n");
     assert!(err.contains("bad settings for policy \"gate\"") && err.contains("unknown field `timeout`"), "{err}");
+    // No scope is assumed, and the one given must exist.
+    let err = refused("[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\n");
+    assert!(err.contains("settings must name a scope"), "{err}");
+    let err =
+        refused("[[policy]]\nname = \"gate\"\nfile = \"gate.wasm\"\nhook = \"claim\"\nscope = { team = \"nobody\" }\n");
+    assert!(err.contains("the team \"nobody\", which does not exist"), "{err}");
     // An entry whose settings the host refuses leaves nothing behind: not
     // the new policy, nor a new version of the old one.
     std::fs::copy(guests::path("approve-all"), dir.join("other.wasm")).unwrap();

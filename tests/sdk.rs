@@ -111,6 +111,9 @@ async fn python_and_js_policies_decide_contract_claims() {
         let bytes = std::fs::read(wasm).expect("read the built example");
         let created = ad.upload_policy(&policy, "claim", bytes).await.expect(201).json();
         assert_eq!(created["world"], "claim-policy");
+        // Bound to the contract, which must exist first.
+        let c = server.as_agent(&creator);
+        c.put_text(&format!("/stash/{contract}?persistent=true&schema=agent-contract"), CONTRACT).await.expect(201);
         ad.set_policy(
             &policy,
             json!({
@@ -118,9 +121,6 @@ async fn python_and_js_policies_decide_contract_claims() {
             }),
         )
         .await;
-
-        let c = server.as_agent(&creator);
-        c.put_text(&format!("/stash/{contract}?persistent=true&schema=agent-contract"), CONTRACT).await.expect(201);
         let stream = c.post("/stream", json!({"name": format!("{contract}-discussion")})).await.expect(201).json();
         let stream = stream["stream_id"].as_str().unwrap().to_string();
         let claim = |subtask: &str| {

@@ -16,6 +16,7 @@ on_both_backends!(
     outsiders_get_404,
     bad_input_gets_clear_errors,
     a_team_policy_decides_and_is_logged,
+    bundled_rules_stay_beside_a_bound_policy,
     a_policy_reads_tasks_and_escalates_to_the_lead,
     a_0_1_policy_still_reads_tasks_and_decides,
     inbox_is_live_over_sse,
@@ -503,6 +504,67 @@ async fn a_team_policy_decides_and_is_logged(backend: Backend) {
     assert_eq!(own["decisions"][0]["decision_id"], d["decision_id"]);
 }
 
+/// A policy bound to a team that approves every team task leaves the
+/// protocol's rules in force: the bundled claim-approval still decides
+/// beside it, until a binding says it replaces it. Masks keep secrets out
+/// of every record of a decision, the bundled policy's included.
+async fn bundled_rules_stay_beside_a_bound_policy(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let lead = server.register("lead").await;
+    let (a, b) = (server.register("a").await, server.register("b").await);
+    team(&server, &lead, "pact", &[&a, &b]).await;
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    ad.install_guest("lenient", "claim", "approve-all", json!({"scope": {"team": "pact"}})).await;
+    let l = server.as_agent(&lead);
+    l.post("/teams/pact/tasks", json!({"subject": "first"})).await.expect(201);
+    l.post("/teams/pact/tasks", json!({"subject": "second", "blocked_by": [1]})).await.expect(201);
+    let (ma, mb) = (server.as_agent(&a), server.as_agent(&b));
+    ma.patch("/teams/pact/tasks/1", json!({"owner": "a", "status": "in_progress"})).await.expect(200);
+
+    // Taking over a's task, and claiming a blocked one, are still refused,
+    // and the refusal names the bundled policy's record.
+    let taken = mb.patch("/teams/pact/tasks/1", json!({"owner": "b"})).await.expect(409).json();
+    assert_eq!(taken["error"]["code"], "claim_denied", "{taken}");
+    mb.patch("/teams/pact/tasks/2", json!({"owner": "b"})).await.expect(409);
+    let log = l.get("/teams/pact/decisions").await.expect(200).json();
+    let records = log["decisions"].as_array().unwrap();
+    let named: Vec<&Value> = records.iter().filter(|d| d["decision_id"] == taken["error"]["decision_id"]).collect();
+    assert_eq!((named.len(), named[0]["policy"].as_str()), (1, Some("claim-approval")), "{log}");
+    // Each claim was decided by both, the bound policy first.
+    let policies: Vec<&str> = records.iter().skip(2).map(|d| d["policy"].as_str().unwrap()).collect();
+    assert_eq!(policies, ["lenient", "claim-approval", "lenient", "claim-approval"], "{log}");
+    let deciding = |list: Value| -> Value {
+        list["deciding"].as_array().unwrap().iter().find(|d| d["scope"] == "team:pact").cloned().unwrap()
+    };
+    let shown = deciding(ad.get("/policies").await.expect(200).json());
+    assert_eq!((&shown["bundled"], &shown["policies"]), (&json!("claim-approval"), &json!(["lenient"])));
+
+    // Replaced: the bound policy alone decides in this team.
+    ad.set_policy("lenient", json!({"scope": {"team": "pact"}, "replaces_bundled": true})).await;
+    assert_eq!(deciding(ad.get("/policies").await.expect(200).json())["bundled"], Value::Null);
+    mb.patch("/teams/pact/tasks/1", json!({"owner": "b"})).await.expect(200);
+
+    // A HANDOFF's secrets are masked in the log of the bound policy and of
+    // the bundled one.
+    let mask = json!({"scope": {"team": "pact"}, "mask": ["/metadata/handoff", "/handoff"]});
+    ad.install_guest("careful", "handoff", "handoff-basic", mask).await;
+    let mut handoff = support::handoff();
+    handoff["integration"] = json!(["token sk_live_secret"]);
+    let done = json!({"status": "completed", "metadata": {"handoff": handoff}});
+    mb.patch("/teams/pact/tasks/1", done).await.expect(200);
+    let log = l.get("/teams/pact/decisions").await.expect(200);
+    assert!(!log.text.contains("sk_live_secret"), "{}", log.text);
+    let checks: Vec<Value> =
+        log.json()["decisions"].as_array().unwrap().iter().filter(|d| d["hook"] == "handoff").cloned().collect();
+    let by: Vec<&str> = checks.iter().map(|d| d["policy"].as_str().unwrap()).collect();
+    assert_eq!(by, ["careful", "handoff-validation"]);
+    for d in &checks {
+        assert_eq!(d["input"]["metadata"]["handoff"], "[masked]", "{d}");
+        assert_eq!(d["result"], json!({"violations": []}), "{d}");
+    }
+}
+
 async fn a_policy_reads_tasks_and_escalates_to_the_lead(backend: Backend) {
     reads_tasks_and_escalates(backend, "task-reader").await;
 }
@@ -521,9 +583,9 @@ async fn reads_tasks_and_escalates(backend: Backend, guest: &str) {
     let admin = server.admin();
     let ad = server.as_agent(&admin);
     ad.upload_policy("task-gate", "claim", guests::wasm(guest)).await.expect(201);
-    ad.send(ad.req(Method::PUT, "/policies/task-gate/settings").json(&json!({"scope": {"team": "reviewed"}})))
-        .await
-        .expect(200);
+    // It replaces the bundled rules, so what is decided here is its own.
+    let settings = json!({"scope": {"team": "reviewed"}, "replaces_bundled": true});
+    ad.send(ad.req(Method::PUT, "/policies/task-gate/settings").json(&settings)).await.expect(200);
     let (l, m) = (server.as_agent(&lead), server.as_agent(&mate));
     l.post("/teams/reviewed/tasks", json!({"subject": "design"})).await.expect(201);
     l.post("/teams/reviewed/tasks", json!({"subject": "build", "blocked_by": [1]})).await.expect(201);

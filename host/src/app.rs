@@ -13,8 +13,9 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::Result;
+use crate::policy::Decider;
+use crate::policy::registry::{Registry, Scope, Scopes};
 use crate::policy::view::{Answer, Read, Reader, Source};
-use crate::policy::{Decider, registry::Registry};
 use crate::state::{App, AppState};
 use crate::{Config, agent, contract, db, discover, error, mcp, ops, policy, schema, stash, stream, task};
 
@@ -30,7 +31,8 @@ impl App {
                 idle: std::time::Duration::from_secs(config.policy_prepared_idle_secs),
             },
         })?;
-        let policies = Arc::new(Registry::new(runtime));
+        let storage = Arc::new(Storage { db: db.clone() });
+        let policies = Arc::new(Registry::new(runtime, storage.clone()));
         let metrics = Arc::new(ops::Metrics::default());
         let runtime = Arc::downgrade(policies.runtime());
         metrics.counters_read_at_scrape(
@@ -50,7 +52,7 @@ impl App {
                 metrics.observe_policy(o.policy, o.hook, o.verdict, o.failed, o.duration)
             })
         };
-        let decider = Arc::new(Decider::new(policies.clone(), Arc::new(Storage { db: db.clone() }), observe));
+        let decider = Arc::new(Decider::new(policies.clone(), storage, observe));
         let schemas: Arc<schema::Validators> = Arc::default();
         let stash_cache = Arc::new(stash::Cache::new(db.postgres().is_none()));
         let bus: Arc<stream::events::Bus> = Arc::default();
@@ -107,6 +109,18 @@ impl Source for Storage {
                 });
             }
             Ok(answers)
+        })
+    }
+}
+
+impl Scopes for Storage {
+    fn exists<'a>(&'a self, scope: &'a Scope) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(async move {
+            match scope {
+                Scope::Global => Ok(true),
+                Scope::Team(team) => task::exists(&self.db, team).await,
+                Scope::Stash(contract) => stash::persistent_exists(&self.db, contract).await,
+            }
         })
     }
 }

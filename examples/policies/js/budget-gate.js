@@ -1,6 +1,8 @@
 // Claim policy: deny an agent that already holds `max_open_claims`
 // subtasks of the contract; escalate a subtask whose `budget_usdc` is over
-// `max_budget_usdc`. Team tasks are left to other policies.
+// `max_budget_usdc`. Team tasks are approved here: the bundled
+// claim-approval keeps deciding beside this policy (blocked tasks, tasks
+// another member holds) unless its settings say `replaces_bundled`.
 import { get } from 'cairn:coord/stash-read@0.2.0';
 import { log } from 'cairn:coord/log@0.2.0';
 

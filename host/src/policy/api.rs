@@ -88,6 +88,57 @@ impl From<&Active> for PolicyView {
 #[derive(Serialize, ToSchema)]
 pub struct PolicyList {
     policies: Vec<PolicyView>,
+    /// Which policies decide, per hook and scope, in the order they run:
+    /// the bundled baseline first unless a bound policy replaces it. Every
+    /// hook has a `global` entry; a team or contract has one where a
+    /// policy is bound to it.
+    deciding: Vec<Deciding>,
+}
+
+#[derive(Debug, Serialize, ToSchema, PartialEq)]
+pub struct Deciding {
+    hook: Hook,
+    /// `global`, `team:NAME` or `stash:NAME`.
+    scope: String,
+    /// The hook's bundled policy, when it decides here.
+    bundled: Option<&'static str>,
+    /// The bound policies that decide here, in order.
+    policies: Vec<String>,
+}
+
+/// Who decides where, among `policies` (those the caller may see).
+fn deciding(policies: &[Arc<Active>]) -> Vec<Deciding> {
+    let mut scopes: Vec<(Hook, Scope)> =
+        [Hook::Claim, Hook::Handoff, Hook::Escalation, Hook::Agent].into_iter().map(|h| (h, Scope::Global)).collect();
+    for a in policies {
+        if let Some(scope) = &a.settings.scope
+            && a.settings.enabled
+            && !scopes.contains(&(a.hook, scope.clone()))
+        {
+            scopes.push((a.hook, scope.clone()));
+        }
+    }
+    let mut out: Vec<Deciding> = scopes
+        .into_iter()
+        .map(|(hook, scope)| {
+            let mut here: Vec<&Arc<Active>> =
+                policies.iter().filter(|a| a.hook == hook && a.settings.applies_in(&scope)).collect();
+            here.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
+            let replaced = here.iter().any(|a| a.settings.replaces_bundled);
+            Deciding {
+                hook,
+                scope: super::decide::scope_label(&scope).unwrap_or_else(|| "global".into()),
+                bundled: super::bundled::for_hook(hook).filter(|_| !replaced).map(|b| b.name),
+                policies: here.iter().map(|a| a.name.clone()).collect(),
+            }
+        })
+        // The agent hook has no baseline: list it only where agents run.
+        .filter(|d| d.bundled.is_some() || !d.policies.is_empty())
+        .collect();
+    out.sort_by(|a, b| {
+        (hook_str(a.hook), a.scope != "global", &a.scope).cmp(&(hook_str(b.hook), b.scope != "global", &b.scope))
+    });
+    out
 }
 
 /// The caller, if an admin; 403 otherwise.
@@ -164,9 +215,11 @@ async fn visible(app: &AppState, caller: &Caller, policy: &Active) -> Result<boo
         return Ok(true);
     }
     match &policy.settings.scope {
-        Scope::Global => Ok(true),
-        Scope::Team(team) => crate::task::knows_team(&app.db, caller, team).await,
-        Scope::Stash(contract) => crate::stash::visible(&app.db, caller, contract).await,
+        // Bound nowhere yet: an admin's unfinished work.
+        None => Ok(false),
+        Some(Scope::Global) => Ok(true),
+        Some(Scope::Team(team)) => crate::task::knows_team(&app.db, caller, team).await,
+        Some(Scope::Stash(contract)) => crate::stash::visible(&app.db, caller, contract).await,
     }
 }
 
@@ -210,13 +263,15 @@ async fn upload(
 /// statistics.
 #[utoipa::path(get, path = "/policies", tag = "policies", responses((status = 200, body = PolicyList)))]
 async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<PolicyList>> {
-    let mut policies = Vec::new();
+    let mut seen = Vec::new();
     for active in app.policies.list() {
         if visible(&app, &caller, &active).await? {
-            policies.push(PolicyView::from(active.as_ref()));
+            seen.push(active);
         }
     }
-    Ok(Json(PolicyList { policies }))
+    let deciding = deciding(&seen);
+    let policies = seen.iter().map(|a| PolicyView::from(a.as_ref())).collect();
+    Ok(Json(PolicyList { policies, deciding }))
 }
 
 /// One policy.

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use super::Hook;
-use crate::error::{Error, Result, Violation};
+use crate::error::{Error, Result};
 
 pub struct Bundled {
     pub name: &'static str,
@@ -62,23 +62,11 @@ impl Bundled {
     pub fn check_config(&self, config: &Value) -> Result<()> {
         let schema: Value = serde_json::from_str(self.schema)
             .map_err(|e| Error::internal(format!("the bundled schema of {} is broken: {e}", self.name)))?;
-        let validator = jsonschema::validator_for(&schema)
-            .map_err(|e| Error::internal(format!("the bundled schema of {} is broken: {e}", self.name)))?;
-        let details: Vec<Violation> = validator
-            .iter_errors(config)
-            .map(|e| Violation { path: format!("/config{}", e.instance_path()), message: e.to_string() })
-            .collect();
-        if details.is_empty() {
-            return Ok(());
-        }
-        Err(Error::validation(
-            format!(
-                "this config does not fit {}'s config schema (cairn policy export {} --schema)",
-                self.name, self.name
-            ),
-            details,
+        super::config_schema::check(
+            &schema,
+            config,
+            &format!("{}'s config schema (cairn policy export {} --schema)", self.name, self.name),
         )
-        .with_code("invalid_config"))
     }
 }
 

@@ -14,8 +14,9 @@ use super::Hook;
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Upload a component as a policy (or its next version), and set its
-    /// config and scope if given.
+    /// Upload a component as a policy (or its next version) with its
+    /// settings, in one request: stored together, or not at all. A new
+    /// policy needs `--scope`; a new version keeps the settings not given.
     Add {
         name: String,
         /// The component (.wasm).
@@ -25,9 +26,21 @@ pub enum Command {
         /// A JSON file with the policy's config.
         #[arg(long)]
         config: Option<PathBuf>,
-        /// `global`, `stash:NAME` or `team:NAME`.
+        /// A JSON Schema file the config must fit (`cairn policy new`
+        /// writes config.schema.json), checked by the host on every change.
+        #[arg(long)]
+        config_schema: Option<PathBuf>,
+        /// `global`, `stash:NAME` or `team:NAME`; required for a new policy.
         #[arg(long)]
         scope: Option<String>,
+        /// Decide instead of the hook's bundled policy in this scope (by
+        /// default both decide, and any deny wins).
+        #[arg(long)]
+        replaces_bundled: Option<bool>,
+        /// A JSON pointer into the input to mask in the decision log
+        /// (repeat for more); replaces the list in force.
+        #[arg(long)]
+        mask: Vec<String>,
         #[command(flatten)]
         server: Server,
     },
@@ -115,37 +128,37 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
             print!("{}", super::scaffold::next_steps(&dir, &name, lang, hook));
             Ok(true)
         }
-        Command::Add { name, file, hook, config, scope, server } => {
+        Command::Add { name, file, hook, config, config_schema, scope, replaces_bundled, mask, server } => {
             // Everything local is checked before anything is sent.
             let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let config = match config {
-                Some(path) => {
-                    let text =
-                        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-                    let value: Value =
-                        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-                    Some(value)
-                }
-                None => None,
-            };
+            let config = config.as_deref().map(read_json).transpose()?;
+            let config_schema = config_schema.as_deref().map(read_json).transpose()?;
             let scope = scope.as_deref().map(parse_scope).transpose()?;
+            let current = server.current(&name).await?;
+            if current.is_none() && scope.is_none() {
+                bail!(
+                    "{name} is a new policy: say where it decides with --scope global, --scope team:NAME or --scope stash:NAME"
+                );
+            }
             // Changes apply to the settings in force (a new policy: the defaults).
             let path = format!("/policies/{name}?hook={}", hook.name());
-            let headers = match (&config, &scope) {
-                (None, None) => Vec::new(),
-                _ => {
-                    let mut settings = match server.call("GET", &format!("/policies/{name}"), "", Vec::new()).await {
-                        Ok(current) => current["settings"].clone(),
-                        Err(_) => json!({}),
-                    };
-                    if let Some(c) = config {
-                        settings["config"] = c;
+            let changes = [
+                ("config", config),
+                ("config_schema", config_schema),
+                ("scope", scope),
+                ("replaces_bundled", replaces_bundled.map(Value::Bool)),
+                ("mask", (!mask.is_empty()).then(|| json!(mask))),
+            ];
+            let headers = if changes.iter().all(|(_, v)| v.is_none()) {
+                Vec::new()
+            } else {
+                let mut settings = current.map_or_else(|| json!({}), |c| c["settings"].clone());
+                for (key, value) in changes {
+                    if let Some(v) = value {
+                        settings[key] = v;
                     }
-                    if let Some(s) = scope {
-                        settings["scope"] = s;
-                    }
-                    vec![(super::registry::SETTINGS_HEADER, ascii_json(&settings))]
                 }
+                vec![(super::registry::SETTINGS_HEADER, ascii_json(&settings))]
             };
             let policy = server.call_with("PUT", &path, "application/wasm", &headers, wasm).await?;
             println!(
@@ -155,12 +168,19 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
                 policy["world"].as_str().unwrap_or_default(),
                 policy["sha256"].as_str().unwrap_or_default()
             );
-            println!("scope {}, config {}", scope_label(&policy["settings"]["scope"]), policy["settings"]["config"]);
+            let settings = &policy["settings"];
+            let beside = if settings["replaces_bundled"] == true { "instead of" } else { "beside" };
+            println!(
+                "scope {}, config {}; decides {beside} the bundled policy",
+                scope_label(&settings["scope"]),
+                settings["config"]
+            );
             Ok(true)
         }
         Command::List { server } => {
             let list = server.call("GET", "/policies", "application/json", Vec::new()).await?;
             print!("{}", list_table(list["policies"].as_array().map(Vec::as_slice).unwrap_or_default()));
+            print!("\n{}", deciding_table(list["deciding"].as_array().map(Vec::as_slice).unwrap_or_default()));
             Ok(true)
         }
         Command::Eval { name, input, server } => {
@@ -175,6 +195,11 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
     }
 }
 
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
+}
+
 fn parse_scope(s: &str) -> anyhow::Result<Value> {
     Ok(match s.split_once(':') {
         None if s == "global" => json!("global"),
@@ -184,12 +209,13 @@ fn parse_scope(s: &str) -> anyhow::Result<Value> {
     })
 }
 
-/// A scope as `--scope` spells it (and decision records do).
+/// A scope as `--scope` spells it (and decision records do); `none` for a
+/// policy bound nowhere yet.
 fn scope_label(s: &Value) -> String {
-    serde_json::from_value::<super::registry::Scope>(s.clone())
-        .ok()
-        .and_then(|scope| super::decide::scope_label(&scope))
-        .unwrap_or_else(|| "global".to_string())
+    match serde_json::from_value::<Option<super::registry::Scope>>(s.clone()) {
+        Ok(Some(scope)) => super::decide::scope_label(&scope).unwrap_or_else(|| "global".to_string()),
+        _ => "none".to_string(),
+    }
 }
 
 /// JSON with every non-ASCII character escaped, to travel in a header.
@@ -208,8 +234,8 @@ fn ascii_json(v: &Value) -> String {
     out
 }
 
-/// `cairn policy list`: one row per policy, columns as wide as their
-/// widest cell, the last error at the end of the row.
+/// `cairn policy list`: one row per policy, the last error at the end of
+/// the row.
 fn list_table(policies: &[Value]) -> String {
     let header = ["NAME", "HOOK", "VERSION", "ENABLED", "SCOPE", "DECISIONS", "FAILURES", "LAST ERROR"];
     let mut rows = vec![header.map(str::to_string).to_vec()];
@@ -226,8 +252,29 @@ fn list_table(policies: &[Value]) -> String {
             error.to_string(),
         ]);
     }
+    aligned(rows)
+}
+
+/// Who decides in each scope, the bundled baseline first.
+fn deciding_table(deciding: &[Value]) -> String {
+    let mut rows = vec![["HOOK", "SCOPE", "DECIDED BY"].map(str::to_string).to_vec()];
+    for d in deciding {
+        let mut by: Vec<String> = d["bundled"].as_str().map(|b| format!("{b} (bundled)")).into_iter().collect();
+        by.extend(d["policies"].as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_string));
+        rows.push(vec![
+            d["hook"].as_str().unwrap_or_default().to_string(),
+            d["scope"].as_str().unwrap_or_default().to_string(),
+            by.join(", "),
+        ]);
+    }
+    aligned(rows)
+}
+
+/// Rows as text, each column as wide as its widest cell.
+fn aligned(rows: Vec<Vec<String>>) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> =
-        (0..header.len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+        (0..columns).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
@@ -243,6 +290,16 @@ impl Server {
         self.call_with(method, path, content_type, &[], body).await
     }
 
+    /// The policy `name` as the host shows it, or `None` if there is none.
+    async fn current(&self, name: &str) -> anyhow::Result<Option<Value>> {
+        let (status, value) = self.send("GET", &format!("/policies/{name}"), "", &[], Vec::new()).await?;
+        match status.as_u16() {
+            404 => Ok(None),
+            _ if status.is_success() => Ok(Some(value)),
+            _ => Err(Self::refusal("GET", &format!("/policies/{name}"), status, &value)),
+        }
+    }
+
     /// [`Self::call`] with extra headers.
     async fn call_with(
         &self,
@@ -252,6 +309,22 @@ impl Server {
         headers: &[(&str, String)],
         body: Vec<u8>,
     ) -> anyhow::Result<Value> {
+        let (status, value) = self.send(method, path, content_type, headers, body).await?;
+        if !status.is_success() {
+            return Err(Self::refusal(method, path, status, &value));
+        }
+        Ok(value)
+    }
+
+    /// One request, and the answer's status and JSON body.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<(hyper::StatusCode, Value)> {
         let authority = self
             .url
             .strip_prefix("http://")
@@ -277,23 +350,24 @@ impl Server {
         let res = sender.send_request(req).await?;
         let status = res.status();
         let bytes = res.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let message = value["error"]["message"].as_str().unwrap_or("no message");
-            // Each detail on its own line: where (a JSON pointer) and what.
-            let details: String = value["error"]["details"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|d| {
-                    let at = d["path"].as_str().unwrap_or("");
-                    let what = d["message"].as_str().map_or_else(|| d.to_string(), str::to_string);
-                    if at.is_empty() { format!("\n  {what}") } else { format!("\n  at {at}: {what}") }
-                })
-                .collect();
-            bail!("{method} {path}: {status}: {message}{details}");
-        }
-        Ok(value)
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// The API's error body as an error: the message, then each detail.
+    fn refusal(method: &str, path: &str, status: hyper::StatusCode, value: &Value) -> anyhow::Error {
+        let message = value["error"]["message"].as_str().unwrap_or("no message");
+        // Each detail on its own line: where (a JSON pointer) and what.
+        let details: String = value["error"]["details"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|d| {
+                let at = d["path"].as_str().unwrap_or("");
+                let what = d["message"].as_str().map_or_else(|| d.to_string(), str::to_string);
+                if at.is_empty() { format!("\n  {what}") } else { format!("\n  at {at}: {what}") }
+            })
+            .collect();
+        anyhow::anyhow!("{method} {path}: {status}: {message}{details}")
     }
 }
 

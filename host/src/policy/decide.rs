@@ -1,8 +1,9 @@
 //! The decider: the one way a decision is made, for real or as a dry run.
 //!
-//! Every enabled policy bound to the hook in the scope decides; with none
-//! bound, the bundled policy for the hook does (see [`super::bundled`]), in
-//! the same sandbox. Their answers combine into one typed [`Decision`], and
+//! Every enabled policy bound to the hook in the scope decides, beside the
+//! hook's bundled policy (see [`super::bundled`]), which stays in force as
+//! the baseline unless a bound policy's settings say `replaces_bundled`.
+//! All run in the same sandbox. Their answers combine into one typed [`Decision`], and
 //! each becomes a decision-log row that the caller commits in the same
 //! transaction as the decision's effect, so no effect lands without its
 //! record.
@@ -51,7 +52,7 @@ pub struct Request {
     /// Whom the policies' reads are made as.
     pub reader: Reader,
     pub input: Input,
-    /// The bundled default's config where no policy is bound.
+    /// The config of the bundled baseline.
     pub default_config: Value,
 }
 
@@ -60,6 +61,9 @@ pub struct Request {
 pub struct Decision {
     pub outcome: Outcome,
     pub records: Vec<DecisionRow>,
+    /// The record of the policy whose answer carried the decision (the
+    /// deny, the refusal), where one did.
+    decided_by: Option<String>,
 }
 
 impl Decision {
@@ -85,9 +89,10 @@ impl Decision {
         }
     }
 
-    /// The id of the last record, which callers show beside the effect.
+    /// The record to look up beside the effect: the one whose answer
+    /// carried the decision, else the last.
     pub fn decision_id(&self) -> Option<String> {
-        self.records.last().map(|r| r.decision_id.clone())
+        self.decided_by.clone().or_else(|| self.records.last().map(|r| r.decision_id.clone()))
     }
 }
 
@@ -99,10 +104,14 @@ pub struct DryRun {
     pub record: DecisionRow,
 }
 
-/// `dec_` and 96 random bits.
+/// `dec_`, a 32-bit count of this process's decisions and 64 random bits:
+/// unique, and in the order they were made among records of the same
+/// millisecond (the records of one decision, listed by `at` then id).
 pub fn new_decision_id() -> String {
+    static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let mut b = [0u8; 12];
-    rand::rng().fill_bytes(&mut b);
+    b[..4].copy_from_slice(&MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed).to_be_bytes());
+    rand::rng().fill_bytes(&mut b[4..]);
     format!("dec_{}", hex::encode(b))
 }
 
@@ -146,19 +155,33 @@ impl Decider {
                 (a, config)
             })
             .collect();
-        let bound = !policies.is_empty();
-        if !bound {
+        // The bundled policy is the baseline: it decides beside the bound
+        // ones unless one of them replaces it in this scope.
+        let replaced = policies.iter().any(|(a, _)| a.settings.replaces_bundled);
+        if !replaced && super::bundled::for_hook(hook).is_some() {
             policies.push((self.registry.default_blocking(hook)?, req.default_config.clone()));
         }
+        // What any of them masks is masked in every record of the decision.
+        let mask: Vec<String> = policies.iter().flat_map(|(a, _)| a.settings.mask.iter().cloned()).collect();
         let mut outcomes = Vec::with_capacity(policies.len());
         let mut records = Vec::with_capacity(policies.len());
         let mut failures = 0;
         for (active, config) in &policies {
-            let (outcome, record, failed) = self.run(req, active, config, view)?;
+            let (outcome, record, failed) = self.run(req, active, config, view, &mask)?;
             failures += usize::from(failed);
             outcomes.push(outcome);
             records.push(record);
         }
+        // The record that decided: the first deny (else escalation) of a
+        // claim, the first HANDOFF refusal; else the last.
+        let deciding = |pick: &dyn Fn(&Outcome) -> bool| outcomes.iter().position(pick);
+        let decided_by = match hook {
+            Hook::Claim => deciding(&|o| matches!(o, Outcome::Verdict(Verdict::Deny(_))))
+                .or_else(|| deciding(&|o| matches!(o, Outcome::Verdict(Verdict::Escalate(_))))),
+            Hook::Handoff => deciding(&|o| matches!(o, Outcome::Violations(v) if !v.is_empty())),
+            Hook::Escalation | Hook::Agent => None,
+        };
+        let decided_by = decided_by.map(|i| records[i].decision_id.clone());
         let outcome = match hook {
             Hook::Claim => Outcome::Verdict(Verdict::combine(outcomes.into_iter().filter_map(|o| match o {
                 Outcome::Verdict(v) => Some(v),
@@ -173,25 +196,28 @@ impl Decider {
                     })
                     .collect(),
             ),
-            // A signal must never come to nothing: when every bound policy
-            // failed, the bundled one decides.
-            Hook::Escalation if bound && failures == outcomes.len() => {
+            // A signal must never come to nothing: when every policy that
+            // replaced the bundled one failed, the bundled one decides.
+            Hook::Escalation if replaced && failures == outcomes.len() => {
                 let default = self.registry.default_blocking(hook)?;
-                let (outcome, record, _) = self.run(req, &default, &req.default_config, view)?;
+                let (outcome, record, _) = self.run(req, &default, &req.default_config, view, &mask)?;
                 records.push(record);
                 outcome
             }
-            Hook::Escalation | Hook::Agent => Outcome::Actions(
-                outcomes
-                    .into_iter()
-                    .flat_map(|o| match o {
-                        Outcome::Actions(a) => a,
-                        _ => Vec::new(),
-                    })
-                    .collect(),
-            ),
+            // The same action asked for twice (the baseline's HALT and a
+            // bound policy's) is carried out once.
+            Hook::Escalation | Hook::Agent => Outcome::Actions(outcomes.into_iter().fold(Vec::new(), |mut all, o| {
+                if let Outcome::Actions(actions) = o {
+                    for a in actions {
+                        if !all.contains(&a) {
+                            all.push(a);
+                        }
+                    }
+                }
+                all
+            })),
         };
-        Ok(Decision { outcome, records })
+        Ok(Decision { outcome, records, decided_by })
     }
 
     /// One policy's decision on a config of the caller's choosing, without
@@ -206,7 +232,7 @@ impl Decider {
         let req =
             Request { scope: Scope::Global, agent: reader.name.clone(), reader, input, default_config: Value::Null };
         let view: Arc<dyn View> = Arc::new(super::view::Empty);
-        let (evaluation, outcome, mut record) = self.evaluate(&req, active, config, &view)?;
+        let (evaluation, outcome, mut record) = self.evaluate(&req, active, config, &view, &active.settings.mask)?;
         record.dry_run = true;
         record.scope = None;
         Ok(DryRun { outcome, evaluation, record })
@@ -220,8 +246,9 @@ impl Decider {
         active: &Arc<Active>,
         config: &Value,
         view: &Arc<dyn View>,
+        mask: &[String],
     ) -> Result<(Outcome, DecisionRow, bool)> {
-        let (evaluation, outcome, record) = self.evaluate(req, active, config, view)?;
+        let (evaluation, outcome, record) = self.evaluate(req, active, config, view, mask)?;
         if let Err(e) = &evaluation.result {
             let hook = hook_str(req.input.hook());
             tracing::warn!(policy = %active.name, hook, "policy failed, failing closed: {e}");
@@ -231,13 +258,15 @@ impl Decider {
 
     /// Runs `active` until it reads nothing it has not been given; returns
     /// the run, the decision it stands for (the fail-closed one when the run
-    /// failed) and its record, with result and error filled in.
+    /// failed) and its record, with result and error filled in, and the
+    /// input's values at `mask` masked.
     fn evaluate(
         &self,
         req: &Request,
         active: &Arc<Active>,
         config: &Value,
         view: &Arc<dyn View>,
+        mask: &[String],
     ) -> Result<(Evaluation, Outcome, DecisionRow)> {
         let hook = req.input.hook();
         let mut record = DecisionRow {
@@ -247,7 +276,7 @@ impl Decider {
             hook: hook_str(hook).into(),
             dry_run: false,
             agent: req.agent.clone(),
-            input: req.input.to_json().to_string(),
+            input: masked(req.input.to_json(), mask).to_string(),
             result: None,
             error: None,
             duration_us: 0,
@@ -355,6 +384,33 @@ fn failure_reason(record: &DecisionRow, error: &str, stderr: &str) -> String {
     reason
 }
 
+/// `input` with the value at each pointer of `mask` (where there is one)
+/// replaced, as the decision log keeps it.
+fn masked(mut input: Value, mask: &[String]) -> Value {
+    for pointer in mask {
+        if let Some(v) = input.pointer_mut(pointer) {
+            *v = Value::String(super::registry::MASKED.into());
+        }
+    }
+    input
+}
+
 fn logs_json(logs: &[LogLine]) -> String {
     serde_json::to_string(logs).unwrap_or_else(|_| "[]".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn masks_replace_what_they_point_at_and_skip_what_is_absent() {
+        let input = json!({"task": {"metadata": {"handoff": {"produced": ["x"]}}, "subject": "s"}, "list": [1, 2]});
+        let mask = ["/task/metadata/handoff".to_string(), "/list/1".to_string(), "/nowhere".to_string()];
+        let out = super::masked(input, &mask);
+        assert_eq!(
+            out,
+            json!({"task": {"metadata": {"handoff": "[masked]"}, "subject": "s"}, "list": [1, "[masked]"]})
+        );
+    }
 }

@@ -53,6 +53,7 @@ pub mod bundled;
 pub mod cache;
 pub mod cases;
 pub mod cli;
+pub mod config_schema;
 pub mod decide;
 pub mod decision;
 pub mod file;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -45,12 +46,22 @@ pub const SETTINGS_HEADER: &str = "cairn-settings";
 pub struct Settings {
     #[serde(default = "enabled")]
     pub enabled: bool,
+    /// Where it decides: `"global"`, `{"team": NAME}` or `{"stash": NAME}`
+    /// (a contract). Required whenever settings are given; a policy
+    /// uploaded without settings has none, and decides nothing until its
+    /// settings name one.
     #[serde(default)]
-    pub scope: Scope,
+    pub scope: Option<Scope>,
     /// Handed to the policy as JSON text with every decision.
     #[serde(default = "empty_config")]
     #[schema(value_type = Object)]
     pub config: Value,
+    /// A JSON Schema that `config` must fit, checked whenever settings are
+    /// stored (an uploaded copy of a bundled policy also fits the bundled
+    /// schema).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub config_schema: Option<Value>,
     /// The `cairn:coord` interfaces linked for it; its hook's defaults when absent.
     #[serde(default)]
     pub grants: Option<BTreeSet<Capability>>,
@@ -63,7 +74,22 @@ pub struct Settings {
     /// instances, faster, but the policy's globals survive between decisions.
     #[serde(default)]
     pub isolation: super::Isolation,
+    /// False (the default): the hook's bundled policy keeps deciding beside
+    /// this one in its scope, and any deny wins. True: in this scope, this
+    /// policy decides instead of the bundled one.
+    #[serde(default)]
+    pub replaces_bundled: bool,
+    /// JSON pointers into the decision's input (`/task/metadata/handoff`)
+    /// whose values the decision log stores as `"[masked]"`. The policy
+    /// still sees them.
+    #[serde(default)]
+    pub mask: Vec<String>,
 }
+
+/// What the decision log stores in place of a masked value.
+pub const MASKED: &str = "[masked]";
+const MAX_MASKS: usize = 32;
+const MAX_POINTER_BYTES: usize = 512;
 
 fn enabled() -> bool {
     true
@@ -77,12 +103,15 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             enabled: true,
-            scope: Scope::Global,
+            scope: None,
             config: empty_config(),
+            config_schema: None,
             grants: None,
             limits: Limits::default(),
             order: 0,
             isolation: super::Isolation::Fresh,
+            replaces_bundled: false,
+            mask: Vec::new(),
         }
     }
 }
@@ -92,13 +121,46 @@ impl Settings {
         self.grants.clone().unwrap_or_else(|| hook.default_grants())
     }
 
+    /// Whether this policy decides in `scope` (a global one decides everywhere).
+    pub fn applies_in(&self, scope: &Scope) -> bool {
+        self.enabled && matches!(&self.scope, Some(s) if *s == Scope::Global || s == scope)
+    }
+
+    /// Checks settings given by an operator, whose scope must be explicit.
     fn validate(&self, hook: Hook) -> Result<()> {
         self.limits.validate()?;
-        if let Scope::Stash(n) | Scope::Team(n) = &self.scope {
-            name::check("scope", n)?;
+        match &self.scope {
+            None => {
+                return Err(Error::validation(
+                    "settings must name a scope: \"global\", {\"team\": NAME} or {\"stash\": NAME}",
+                    vec![Violation { path: "/scope".into(), message: "required; no scope is assumed".into() }],
+                ));
+            }
+            Some(Scope::Stash(n) | Scope::Team(n)) => name::check("scope", n)?,
+            Some(Scope::Global) => {}
         }
         if !self.config.is_object() {
             return Err(Error::validation("config must be a JSON object", vec![]));
+        }
+        if let Some(schema) = &self.config_schema {
+            super::config_schema::check(schema, &self.config, "the policy's config_schema")?;
+        }
+        if self.mask.len() > MAX_MASKS {
+            return Err(Error::validation(
+                format!("mask lists {} pointers; at most {MAX_MASKS} are taken", self.mask.len()),
+                vec![Violation { path: "/mask".into(), message: "too many pointers".into() }],
+            ));
+        }
+        for (i, pointer) in self.mask.iter().enumerate() {
+            if !pointer.starts_with('/') || pointer.len() > MAX_POINTER_BYTES {
+                return Err(Error::validation(
+                    format!(
+                        "mask entry {pointer:?} is not a JSON pointer into the input: it starts with / \
+                         (as in /task/metadata/handoff) and is at most {MAX_POINTER_BYTES} bytes"
+                    ),
+                    vec![Violation { path: format!("/mask/{i}"), message: "not a JSON pointer".into() }],
+                ));
+            }
         }
         for cap in self.grants.iter().flatten() {
             if !hook.offers(*cap) {
@@ -193,16 +255,47 @@ pub struct Active {
     pub updated_at: i64,
 }
 
+/// Whether the team or contract a scope names exists; the resources answer.
+pub trait Scopes: Send + Sync {
+    fn exists<'a>(&'a self, scope: &'a Scope) -> BoxFuture<'a, Result<bool>>;
+}
+
 pub struct Registry {
     runtime: Arc<Runtime>,
+    scopes: Arc<dyn Scopes>,
     active: RwLock<HashMap<String, Arc<Active>>>,
     /// The bundled defaults, compiled on first use.
     defaults: RwLock<HashMap<Hook, Arc<Active>>>,
 }
 
 impl Registry {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        Self { runtime, active: RwLock::default(), defaults: RwLock::default() }
+    pub fn new(runtime: Arc<Runtime>, scopes: Arc<dyn Scopes>) -> Self {
+        Self { runtime, scopes, active: RwLock::default(), defaults: RwLock::default() }
+    }
+
+    /// Checks settings an operator gives, as stored with a component
+    /// whose SHA-256 is `sha256`: their own rules, the config against its
+    /// schemas, and that the scope names a team or contract that exists.
+    async fn check(&self, settings: &Settings, hook: Hook, sha256: &str) -> Result<()> {
+        settings.validate(hook)?;
+        if let Some(bundled) = super::bundled::by_sha256(sha256) {
+            bundled.check_config(&settings.config)?;
+        }
+        if let Some(scope) = &settings.scope
+            && !self.scopes.exists(scope).await?
+        {
+            let (what, n) = match scope {
+                Scope::Team(n) => ("team", n),
+                Scope::Stash(n) => ("contract", n),
+                Scope::Global => return Ok(()),
+            };
+            return Err(Error::validation(
+                format!("the scope names the {what} {n:?}, which does not exist; create it first, or fix the name"),
+                vec![Violation { path: "/scope".into(), message: format!("no {what} {n:?}") }],
+            )
+            .with_code("unknown_scope"));
+        }
+        Ok(())
     }
 
     /// The bundled policy that decides on `hook` where no user policy is
@@ -259,8 +352,7 @@ impl Registry {
             .map(|m| m.values().cloned().collect::<Vec<_>>())
             .unwrap_or_default()
             .into_iter()
-            .filter(|a| a.hook == hook && a.settings.enabled)
-            .filter(|a| a.settings.scope == Scope::Global || a.settings.scope == *scope)
+            .filter(|a| a.hook == hook && a.settings.applies_in(scope))
             .collect();
         found.sort_by(|a, b| (a.settings.order, &a.name).cmp(&(b.settings.order, &b.name)));
         found
@@ -347,12 +439,22 @@ impl Registry {
             };
         }
         // Settings sent with the bytes replace the current ones; both are
-        // checked before either is stored, and stored in one row.
-        let settings = with.unwrap_or_else(|| existing.as_ref().map(settings_of).unwrap_or_default());
-        settings.validate(hook)?;
-        if let Some(bundled) = super::bundled::by_sha256(&sha256) {
-            bundled.check_config(&settings.config)?;
-        }
+        // checked before either is stored, and stored in one row. Without
+        // any, a new version keeps its settings, and a new policy has no
+        // scope: it decides nothing until its settings name one.
+        let settings = match with {
+            Some(settings) => {
+                self.check(&settings, hook, &sha256).await?;
+                settings
+            }
+            None => {
+                let kept = existing.as_ref().map(settings_of).unwrap_or_default();
+                if let Some(bundled) = super::bundled::by_sha256(&sha256) {
+                    bundled.check_config(&kept.config)?;
+                }
+                kept
+            }
+        };
         let grants = settings.grants_for(hook);
         let runtime = self.runtime.clone();
         let (loaded, wasm) = tokio::task::spawn_blocking(move || (runtime.load(hook, &wasm, &grants), wasm))
@@ -374,6 +476,9 @@ impl Registry {
             limits: to_json(&settings.limits),
             ord: settings.order,
             isolation: to_json(&settings.isolation),
+            replaces_bundled: settings.replaces_bundled,
+            mask: to_json(&settings.mask),
+            config_schema: settings.config_schema.as_ref().map(Value::to_string),
             created_at: existing.as_ref().map_or(now, |e| e.created_at),
             updated_at: now,
         };
@@ -389,11 +494,7 @@ impl Registry {
             return Err(Error::not_found(format!("policy {name:?}")));
         };
         let hook = parse_hook(&row.hook);
-        settings.validate(hook)?;
-        // An uploaded copy of a bundled policy: its config has a schema.
-        if let Some(bundled) = super::bundled::by_sha256(&row.sha256) {
-            bundled.check_config(&settings.config)?;
-        }
+        self.check(&settings, hook, &row.sha256).await?;
         let runtime = self.runtime.clone();
         let grants = settings.grants_for(hook);
         let (loaded, r) = tokio::task::spawn_blocking(move || (runtime.load(hook, &row.wasm, &grants), row))
@@ -408,6 +509,9 @@ impl Registry {
         row.limits = to_json(&settings.limits);
         row.ord = settings.order;
         row.isolation = to_json(&settings.isolation);
+        row.replaces_bundled = settings.replaces_bundled;
+        row.mask = to_json(&settings.mask);
+        row.config_schema = settings.config_schema.as_ref().map(Value::to_string);
         row.updated_at = clock::now_ms();
         self.commit(db, row, loaded).await
     }
@@ -541,6 +645,9 @@ fn settings_of(row: &PolicyRow) -> Settings {
         limits: serde_json::from_str(&row.limits).unwrap_or_default(),
         order: row.ord,
         isolation: serde_json::from_str(&row.isolation).unwrap_or_default(),
+        replaces_bundled: row.replaces_bundled,
+        mask: serde_json::from_str(&row.mask).unwrap_or_default(),
+        config_schema: row.config_schema.as_deref().and_then(|s| serde_json::from_str(s).ok()),
     }
 }
 
@@ -552,15 +659,21 @@ mod tests {
     fn settings_take_defaults_and_refuse_what_the_world_lacks() {
         let s: Settings = serde_json::from_value(json!({"config": {"max": 2}, "scope": {"team": "pact"}})).unwrap();
         assert!(s.enabled);
-        assert_eq!(s.scope, Scope::Team("pact".into()));
+        assert_eq!(s.scope, Some(Scope::Team("pact".into())));
         assert_eq!(s.limits, Limits::default());
         s.validate(Hook::Claim).unwrap();
-        let writes: Settings = serde_json::from_value(json!({"grants": ["stash-write"]})).unwrap();
+        let writes: Settings = serde_json::from_value(json!({"grants": ["stash-write"], "scope": "global"})).unwrap();
         assert!(writes.validate(Hook::Claim).is_err());
         writes.validate(Hook::Agent).unwrap();
         assert!(serde_json::from_value::<Settings>(json!({"scope": "everywhere"})).is_err());
         let global: Settings = serde_json::from_value(json!({"scope": "global"})).unwrap();
-        assert_eq!(global.scope, Scope::Global);
+        assert_eq!(global.scope, Some(Scope::Global));
+        // No scope is assumed.
+        let unscoped: Settings = serde_json::from_value(json!({"config": {}})).unwrap();
+        let e = unscoped.validate(Hook::Claim).unwrap_err();
+        assert_eq!(e.body()["error"]["details"][0]["path"], "/scope");
+        let masked: Settings = serde_json::from_value(json!({"scope": "global", "mask": ["task/x"]})).unwrap();
+        assert!(masked.validate(Hook::Claim).is_err());
     }
 
     #[test]

@@ -48,6 +48,8 @@ struct Template {
     js: &'static str,
     cases: &'static str,
     config: &'static str,
+    /// The config's JSON Schema, uploaded with the policy.
+    config_schema: &'static str,
 }
 
 macro_rules! template {
@@ -60,6 +62,7 @@ macro_rules! template {
             js: include_str!(concat!("../../../examples/policies/js/", $name, ".js")),
             cases: include_str!(concat!("../../../examples/policies/cases/", $cases, ".json")),
             config: $config,
+            config_schema: include_str!(concat!("../../../examples/policies/config/", $name, ".schema.json")),
         }
     };
 }
@@ -150,6 +153,7 @@ fn files(name: &str, lang: Lang, hook: Hook) -> anyhow::Result<Vec<(PathBuf, Str
         (PathBuf::from("wit/deps/coord@0.2.0/coord.wit"), COORD.to_string()),
         (PathBuf::from("cases.json"), t.cases.to_string()),
         (PathBuf::from("config.json"), t.config.to_string()),
+        (PathBuf::from("config.schema.json"), t.config_schema.to_string()),
         (PathBuf::from("README.md"), readme(name, lang, hook, &t)),
     ];
     match lang {
@@ -210,9 +214,16 @@ fn readme(name: &str, lang: Lang, hook: Hook, t: &Template) -> String {
          # build\n{build}\n\
          # test offline against the cases\n\
          cairn policy test {wasm} --hook {hook} --cases cases.json\n\
-         # upload to a host (admin key in CAIRN_ADMIN_KEY, host in CAIRN_URL), with its config\n\
-         cairn policy add {name} {wasm} --hook {hook} --config config.json\n\
+         # upload to a host (admin key in CAIRN_ADMIN_KEY, host in CAIRN_URL), with its\n\
+         # config and the schema the host checks it against, bound everywhere\n\
+         cairn policy add {name} {wasm} --hook {hook} --config config.json \\\n    \
+         --config-schema config.schema.json --scope global\n\
          ```\n\n\
+         `--scope team:NAME` or `--scope stash:CONTRACT` binds it to one team or \
+         contract instead. The hook's bundled policy keeps deciding beside it, \
+         and any deny wins; add `--replaces-bundled true` to decide instead of it \
+         in that scope. `config.schema.json` is checked by the host whenever the \
+         config changes: keep it in step with the keys `{source}` reads.\n\n\
          Log lines written through the `log` import show up in each decision's \
          record (`GET /policies/{name}/decisions`) and in the host's tracing \
          output (target `cairn::policy::guest`). The authors' guide is \
@@ -270,9 +281,14 @@ mod tests {
             for hook in ALL_HOOKS {
                 let files = files("my-gate", lang, hook).unwrap();
                 let names: Vec<String> = files.iter().map(|(p, _)| p.display().to_string()).collect();
-                for want in
-                    ["wit/worlds.wit", "wit/deps/coord@0.2.0/coord.wit", "cases.json", "config.json", "README.md"]
-                {
+                for want in [
+                    "wit/worlds.wit",
+                    "wit/deps/coord@0.2.0/coord.wit",
+                    "cases.json",
+                    "config.json",
+                    "config.schema.json",
+                    "README.md",
+                ] {
                     assert!(names.iter().any(|n| n == want), "{lang:?}/{hook:?} lacks {want}: {names:?}");
                 }
                 let readme = &files.iter().find(|(p, _)| p == Path::new("README.md")).unwrap().1;
@@ -289,6 +305,20 @@ mod tests {
                     Lang::Js => {}
                 }
             }
+        }
+    }
+
+    #[test]
+    fn each_config_fits_its_schema_and_a_misspelt_key_does_not() {
+        for hook in ALL_HOOKS {
+            let t = template(hook).unwrap();
+            let schema: serde_json::Value = serde_json::from_str(t.config_schema).unwrap();
+            let config: serde_json::Value = serde_json::from_str(t.config).unwrap();
+            super::super::config_schema::check(&schema, &config, t.name).unwrap();
+            let mut typo = config.clone();
+            typo["max_open_claim"] = 3.into();
+            let e = super::super::config_schema::check(&schema, &typo, t.name).unwrap_err();
+            assert_eq!(e.code(), "invalid_config", "{}", t.name);
         }
     }
 

@@ -185,6 +185,12 @@ fn contention(name: &str) -> Error {
     Error::conflict("contention", format!("stash {name:?} is being written by others right now; retry"))
 }
 
+/// Whether any agent has a live persistent stash of this name (a contract
+/// a policy may be scoped to).
+pub async fn persistent_exists(db: &crate::db::Db, name: &str) -> Result<bool> {
+    store::persistent_exists(db, name).await
+}
+
 /// Whether the caller can see a stash of this name in either store (for
 /// streams that link to one).
 pub async fn visible(db: &crate::db::Db, caller: &Caller, name: &str) -> Result<bool> {

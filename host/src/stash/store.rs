@@ -64,6 +64,19 @@ pub async fn lookup(db: &Db, caller: &str, name: &str, persistent: bool) -> Resu
         .await)?)
 }
 
+/// Whether any agent has a live persistent stash named `name`.
+pub async fn persistent_exists(db: &Db, name: &str) -> Result<bool> {
+    const SQL: &str = "SELECT name FROM stashes WHERE persistent = $1 AND name = $2 \
+                       AND (expires_at IS NULL OR expires_at > $3) LIMIT 1";
+    let found: Option<(String,)> = with_db!(db, read, |pool| sqlx::query_as(SQL)
+        .bind(true)
+        .bind(name)
+        .bind(clock::now_ms())
+        .fetch_optional(pool)
+        .await)?;
+    Ok(found.is_some())
+}
+
 /// The owner of the stash [`lookup`] would find, without reading its body.
 pub async fn owner(db: &Db, caller: &str, name: &str, persistent: bool) -> Result<Option<String>> {
     let found: Option<(String,)> = with_db!(db, read, |pool| sqlx::query_as(

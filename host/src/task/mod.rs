@@ -92,6 +92,11 @@ pub(crate) async fn team_for(db: &Db, caller: &Caller, team: &str) -> Result<Tea
 }
 
 /// Whether `caller` may know that `team` exists: a member, or an admin.
+/// Whether a team of this name exists (a scope a policy may be bound to).
+pub async fn exists(db: &Db, team: &str) -> Result<bool> {
+    Ok(name::is_valid(team) && store::team(db, team).await?.is_some())
+}
+
 pub async fn knows_team(db: &Db, caller: &Caller, team: &str) -> Result<bool> {
     if !name::is_valid(team) {
         return Ok(false);
