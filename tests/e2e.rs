@@ -14,6 +14,7 @@ mod errors;
 mod hostile;
 mod lifecycle;
 mod mcp;
+mod openapi;
 mod policies;
 mod policy_cli;
 mod policy_hooks;

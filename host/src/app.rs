@@ -157,8 +157,8 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
         .merge(policy::api::routes().layer(axum::middleware::from_fn_with_state(app.clone(), policy::api::admin_gate)))
         .merge(task::routes())
         .split_for_parts();
+    let openapi = Arc::new(crate::openapi::finish(serde_json::to_value(&openapi)?));
     let mcp_openapi = openapi.clone();
-    let openapi = Arc::new(openapi);
     // Stash bodies are the largest thing the API takes; each handler then
     // applies its own, smaller limit with a precise 413.
     let body_limit = app.config.max_persistent_bytes.max(app.config.max_json_bytes) + 64 * 1024;

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 /// Top to bottom. A module may use modules of lower layers, and modules of
 /// its own layer as long as no circle forms.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("composition root", &["app", "server"]),
+    ("composition root", &["app", "openapi", "server"]),
     (
         "HTTP",
         &[

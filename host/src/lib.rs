@@ -58,6 +58,7 @@ pub mod discover;
 pub mod error;
 pub mod mcp;
 pub mod name;
+pub mod openapi;
 pub mod ops;
 pub mod pagination;
 pub mod policy;

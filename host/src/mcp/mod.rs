@@ -61,9 +61,8 @@ task needs a HANDOFF in metadata.handoff. Follow your inbox with wait_for_messag
 code, message and details.";
 
 /// The `/mcp` route, over the API router its tools call.
-pub fn routes(app: AppState, api: Router, openapi: &utoipa::openapi::OpenApi) -> anyhow::Result<Router> {
-    let openapi = serde_json::to_value(openapi)?;
-    let server = Cairn(Arc::new(Inner::new(app.clone(), api, &openapi)?));
+pub fn routes(app: AppState, api: Router, openapi: &serde_json::Value) -> anyhow::Result<Router> {
+    let server = Cairn(Arc::new(Inner::new(app.clone(), api, openapi)?));
     let limit = app.config.max_persistent_bytes.max(app.config.max_json_bytes) * 2 + 64 * 1024;
     let config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
