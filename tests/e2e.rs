@@ -19,6 +19,7 @@ mod policies;
 mod policy_cli;
 mod policy_hooks;
 mod policy_runtime;
+mod readme;
 mod sdk;
 mod stash;
 mod stream;
