@@ -138,13 +138,64 @@ fn guests_that_print_and_panic_are_reported() {
     assert_eq!(cached, 1, "the compiled component is in {}", cache.display());
     std::fs::write(
         &path,
-        format!(r#"{{"cases": [{{"name": "panics", "input": {input}, "expect": {{"error_contains": "a panic or uncaught exception"}}}}]}}"#),
+        format!(
+            r#"{{"cases": [
+            {{"name": "panics", "input": {input}, "expect": {{"error_contains": "a panic or uncaught exception"}}}},
+            {{"name": "says why", "input": {input}, "expect": {{"error_contains": "the guest wrote: "}}}}
+        ]}}"#
+        ),
     )
     .unwrap();
     let out = policy_test("panic", "claim", &path, &["--policy-cache", cache_arg]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
-    assert!(stdout.contains("PASS  panics"), "{stdout}");
+    assert!(stdout.contains("PASS  panics") && stdout.contains("PASS  says why"), "{stdout}");
+}
+
+/// The same in Python and JS: a guest that prints keeps its decision, and
+/// an uncaught exception fails the decision with the exception's message,
+/// which a case can expect; nothing aborts the tester.
+#[test]
+fn python_and_js_guests_that_print_and_raise_are_reported() {
+    let Some(built) = support::sdk::misbehaving() else { return };
+    let scratch = support::scratch();
+    let path = scratch.path().join("cases.json");
+    let input = r#"{"claimant": "a", "target": {"task": {"team": "t", "id": 1}}}"#;
+    std::fs::write(
+        &path,
+        format!(
+            r#"{{"cases": [
+            {{"name": "prints", "config": {{"do": "print"}}, "input": {input}, "expect": {{"verdict": "approve"}}}},
+            {{"name": "raises", "config": {{"do": "raise"}}, "input": {input},
+              "expect": {{"error_contains": "misbehaving on purpose"}}}},
+            {{"name": "unexpected", "config": {{"do": "raise"}}, "input": {input}, "expect": {{"verdict": "approve"}}}}
+        ]}}"#
+        ),
+    )
+    .unwrap();
+    let cache = scratch.path().join("compiled");
+    for wasm in built {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .args(["policy", "test"])
+            .arg(wasm)
+            .args(["--hook", "claim", "--cases"])
+            .arg(&path)
+            .arg("--policy-cache")
+            .arg(&cache)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&out);
+        let which = wasm.display();
+        // Exit 1 for the one case that did not expect the exception, not a crash.
+        assert_eq!(out.status.code(), Some(1), "{which}: {stdout}{stderr}");
+        assert!(stdout.contains("PASS  prints"), "{which}: {stdout}");
+        assert!(stdout.contains("PASS  raises"), "{which}: {stdout}");
+        assert!(
+            stdout.contains("FAIL  unexpected  the decision failed: ") && stdout.contains("misbehaving on purpose"),
+            "{which}: {stdout}"
+        );
+        assert!(stdout.ends_with("2 passed, 1 failed\n"), "{which}: {stdout}");
+    }
 }
 
 #[test]

@@ -101,3 +101,34 @@ pub fn examples() -> Option<&'static Vec<(String, [PathBuf; 3])>> {
             .collect()
     }))
 }
+
+/// `tests/guests-lang/misbehaving.{py,js}`, a claim policy that prints or
+/// raises as its config says, built once: [python, js].
+pub fn misbehaving() -> Option<&'static [PathBuf; 2]> {
+    let tools = toolchains()?;
+    static BUILT: OnceLock<[PathBuf; 2]> = OnceLock::new();
+    Some(BUILT.get_or_init(|| {
+        let src = guests::workspace().join("tests").join("guests-lang");
+        let out = guests::target_dir().join("guests-lang");
+        std::fs::create_dir_all(&out).expect("create target/guests-lang");
+        let wit = guests::workspace().join("wit");
+        let python = out.join("misbehaving-py.wasm");
+        run(Command::new(&tools.componentize_py)
+            .current_dir(&src)
+            .arg("-d")
+            .arg(&wit)
+            .args(["-w", "cairn:policy/claim-policy", "componentize", "misbehaving", "-o"])
+            .arg(&python));
+        let js = out.join("misbehaving-js.wasm");
+        let js_dir = examples_dir().join("js");
+        run(Command::new("node")
+            .current_dir(&js_dir)
+            .args(["--max-old-space-size=4096", "node_modules/@bytecodealliance/componentize-js/src/cli.js"])
+            .arg(src.join("misbehaving.js"))
+            .arg("--wit")
+            .arg(&wit)
+            .args(["-n", "cairn:policy/claim-policy", "-d", "http", "fetch-event", "-o"])
+            .arg(&js));
+        [python, js]
+    }))
+}

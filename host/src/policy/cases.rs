@@ -135,7 +135,18 @@ pub fn decide(
     let input = Input::parse(loaded.hook, input)?;
     let reads = Reads::new(state, Arc::default());
     let e = super::evaluate(runtime, loaded, policy, limits, super::Isolation::Fresh, config, &input, reads);
-    Ok(e.result.map(|o| o.to_json()).unwrap_or_else(|error| serde_json::json!({ "error": error })))
+    Ok(match e.result {
+        Ok(outcome) => outcome.to_json(),
+        // As the server tells the agent: the error and the guest's last
+        // word (its panic message or exception), which cases may expect.
+        Err(error) => {
+            let first = error.lines().next().unwrap_or(&error);
+            match super::decide::last_word(&e.stderr) {
+                Some(said) => serde_json::json!({ "error": format!("{first}; the guest wrote: {said}") }),
+                None => serde_json::json!({ "error": first }),
+            }
+        }
+    })
 }
 
 fn compare(expect: &Expect, actual: &Value) -> Option<String> {

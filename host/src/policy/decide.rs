@@ -374,14 +374,36 @@ fn settle(hook: Hook, evaluation: &Evaluation, record: &mut DecisionRow) -> Outc
 fn failure_reason(record: &DecisionRow, error: &str, stderr: &str) -> String {
     let first = error.lines().next().unwrap_or(error);
     let mut reason = format!("policy {} failed (decision {}): {first}", record.policy, record.decision_id);
-    // Boilerplate after the message: Rust's backtrace hint, the host's own note.
-    let boilerplate = |l: &str| l.starts_with("note: run with `RUST_BACKTRACE") || l.starts_with("[cairn:");
-    let said = stderr.lines().map(str::trim).rfind(|l| !l.is_empty() && !boilerplate(l));
-    if let Some(said) = said {
-        let said: String = said.chars().take(300).collect();
+    if let Some(said) = last_word(stderr) {
         reason.push_str(&format!("; the guest wrote: {said}"));
     }
     reason
+}
+
+/// What the guest last said on stderr, up to 300 characters: a Python
+/// traceback's exception line (componentize-py's runtime panics after it),
+/// a JS exception's message (before its stack), else the last line past
+/// the boilerplate that follows a message (Rust's backtrace hint, the
+/// host's own note), as a Rust panic's message is.
+pub fn last_word(stderr: &str) -> Option<String> {
+    let cut = |l: &str| -> String { l.chars().take(300).collect() };
+    if let Some(at) = stderr.rfind("Traceback (most recent call last):") {
+        // Frames are indented; the first line that is not is the exception.
+        let exception = stderr[at..].lines().skip(1).find(|l| !l.is_empty() && !l.starts_with(char::is_whitespace));
+        if let Some(line) = exception {
+            return Some(cut(line.trim()));
+        }
+    }
+    // componentize-js prints the exception's message, then "Stack:" and
+    // its frames, then the abort that ends the instance.
+    let lines: Vec<&str> = stderr.lines().collect();
+    if let Some(at) = lines.iter().rposition(|l| l.trim_end() == "Stack:")
+        && let Some(message) = lines[..at].iter().rfind(|l| !l.trim().is_empty())
+    {
+        return Some(cut(message.trim()));
+    }
+    let boilerplate = |l: &str| l.starts_with("note: run with `RUST_BACKTRACE") || l.starts_with("[cairn:");
+    lines.iter().map(|l| l.trim()).rfind(|l| !l.is_empty() && !boilerplate(l)).map(cut)
 }
 
 /// `input` with the value at each pointer of `mask` (where there is one)
@@ -402,6 +424,20 @@ fn logs_json(logs: &[LogLine]) -> String {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+
+    #[test]
+    fn the_guests_last_word_is_its_panic_or_exception() {
+        let rust =
+            "thread '<unnamed>' panicked at src/lib.rs:9:5:\npolicy bug\nnote: run with `RUST_BACKTRACE=1` ...\n";
+        assert_eq!(super::last_word(rust).as_deref(), Some("policy bug"));
+        let python = "Traceback (most recent call last):\n  File \"app.py\", line 19, in decide\n    raise ValueError(\"no\")\n\
+                      ValueError: no\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\n\
+                      Python function threw an unexpected exception\n";
+        assert_eq!(super::last_word(python).as_deref(), Some("ValueError: no"));
+        let js = "no\nStack:\n  decide@app.js:12:11\n\nRedirecting call to abort() to mozalloc_abort\n\n";
+        assert_eq!(super::last_word(js).as_deref(), Some("no"));
+        assert_eq!(super::last_word("\n  \n"), None);
+    }
 
     #[test]
     fn masks_replace_what_they_point_at_and_skip_what_is_absent() {
