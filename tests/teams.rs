@@ -17,6 +17,7 @@ on_both_backends!(
     bad_input_gets_clear_errors,
     a_team_policy_decides_and_is_logged,
     bundled_rules_stay_beside_a_bound_policy,
+    the_team_stream_tells_what_happens_to_tasks,
     a_policy_reads_tasks_and_escalates_to_the_lead,
     a_0_1_policy_still_reads_tasks_and_decides,
     inbox_is_live_over_sse,
@@ -563,6 +564,71 @@ async fn bundled_rules_stay_beside_a_bound_policy(backend: Backend) {
         assert_eq!(d["input"]["metadata"]["handoff"], "[masked]", "{d}");
         assert_eq!(d["result"], json!({"violations": []}), "{d}");
     }
+}
+
+/// The team's stream carries a `task` entry, written by the host in the
+/// same commit, for every task created, claimed, updated, completed or
+/// deleted, signal tasks included; no agent may write that label there.
+async fn the_team_stream_tells_what_happens_to_tasks(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let lead = server.register("lead").await;
+    let mate = server.register("mate").await;
+    team(&server, &lead, "feed", &[&mate]).await;
+    let (l, m) = (server.as_agent(&lead), server.as_agent(&mate));
+    let stream = l.get("/teams/feed").await.expect(200).json()["stream_id"].as_str().unwrap().to_string();
+    l.post("/teams/feed/tasks", json!({"subject": "parse"})).await.expect(201);
+    l.post("/teams/feed/tasks", json!({"subject": "lint", "blocked_by": [1]})).await.expect(201);
+    m.patch("/teams/feed/tasks/1", json!({"status": "in_progress", "owner": "mate", "active_form": "Parsing"}))
+        .await
+        .expect(200);
+    m.patch("/teams/feed/tasks/1", json!({"status": "completed", "metadata": {"handoff": support::handoff()}}))
+        .await
+        .expect(200);
+    // The lead assigning a task is no claim.
+    l.patch("/teams/feed/tasks/2", json!({"owner": "mate"})).await.expect(200);
+    l.patch("/teams/feed/tasks/2", json!({"status": "deleted"})).await.expect(200);
+    let raised = m.post("/teams/feed/signals", json!({"level": "ALERT", "category": "QUALITY", "issue": "flaky"}));
+    let signal = raised.await.expect(201).json();
+    l.post(&format!("/teams/feed/signals/{}/acknowledge", signal["signal_id"].as_str().unwrap()), json!({}))
+        .await
+        .expect(200);
+
+    let read = m.get(&format!("/stream/{stream}?label=task")).await.expect(200).json();
+    let entries = read["entries"].as_array().unwrap();
+    let seen: Vec<(&str, i64, &str)> = entries
+        .iter()
+        .map(|e| {
+            assert_eq!(e["agent"], "cairn", "{e}");
+            (
+                e["data"]["event"].as_str().unwrap(),
+                e["data"]["task"]["id"].as_i64().unwrap(),
+                e["data"]["by"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("created", 1, "lead"),
+            ("created", 2, "lead"),
+            ("claimed", 1, "mate"),
+            ("completed", 1, "mate"),
+            ("updated", 2, "lead"),
+            ("deleted", 2, "lead"),
+            ("created", 3, "mate"),
+            ("completed", 3, "lead"),
+        ],
+        "{read}"
+    );
+    assert_eq!(entries[1]["data"]["task"]["blocked_by"], json!([1]));
+    assert_eq!(
+        (&entries[2]["data"]["task"]["owner"], &entries[2]["data"]["task"]["active_form"]),
+        (&json!("mate"), &json!("Parsing"))
+    );
+    assert_eq!(entries[3]["data"]["task"]["status"], "completed");
+    let path = format!("/stream/{stream}");
+    let forged = m.post(&path, json!({"label": "task", "data": {"event": "deleted"}})).await;
+    assert_eq!(forged.expect(403).code(), "reserved_label");
 }
 
 async fn a_policy_reads_tasks_and_escalates_to_the_lead(backend: Backend) {

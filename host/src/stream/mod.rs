@@ -230,7 +230,7 @@ pub struct Hooked {
 
 /// Labels that the host's own streams (a team's) carry for the host's
 /// entries alone, so that no agent can write one that looks like them.
-pub const HOST_LABELS: &[&str] = &["algedonic"];
+pub const HOST_LABELS: &[&str] = &["algedonic", "task"];
 
 /// How long a stream the host keeps for a team lives: as long as the team,
 /// which is not deleted (a century).

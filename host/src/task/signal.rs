@@ -143,7 +143,7 @@ impl signal::Effects for TeamEffects<'_> {
         }
         let metadata = if metadata.is_object() { metadata.clone() } else { json!({}) };
         let id = self.work.next_task_id();
-        self.push(Write::PutTask(TaskRow {
+        let row = TaskRow {
             team: self.work.team.name.clone(),
             id,
             subject: subject.into(),
@@ -156,7 +156,10 @@ impl signal::Effects for TeamEffects<'_> {
             version: 1,
             created_at: self.now,
             updated_at: self.now,
-        }));
+        };
+        let told = super::tasks::event(super::tasks::TaskEvent::Created, &row, &[], self.reporter);
+        self.push(Write::PutTask(row));
+        self.push(told);
         self.created.insert(key.into(), id);
         Ok(id)
     }

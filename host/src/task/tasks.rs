@@ -71,6 +71,37 @@ fn view_in(s: &Snapshot, t: &TaskRow) -> TaskView {
     task_view(t, s.blocked_by(t.id), s.blocks(t.id))
 }
 
+/// What happened to a task, as the team's stream tells followers.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskEvent {
+    Created,
+    /// Taken by the caller: a claim, decided by the claim policies.
+    Claimed,
+    /// Completed, its HANDOFF accepted.
+    Completed,
+    /// Any other change (owner assigned by the lead, status, text, blockers).
+    Updated,
+    Deleted,
+}
+
+/// A `task` entry for the team's stream, written by the host in the same
+/// commit as the change: `{"event", "task": {...}, "by"}`.
+pub(crate) fn event(event: TaskEvent, task: &TaskRow, blocked_by: &[i64], by: &str) -> Write {
+    let data = json!({
+        "event": event,
+        "task": {
+            "id": task.id, "subject": task.subject, "status": task.status, "owner": task.owner,
+            "active_form": task.active_form, "blocked_by": blocked_by,
+        },
+        "by": by,
+    });
+    Write::Append { label: TASK_LABEL.into(), data: data.to_string(), agent: crate::agent::SYSTEM.into() }
+}
+
+/// The label of task events on a team's stream.
+pub const TASK_LABEL: &str = "task";
+
 fn task_not_found(team: &str, id: i64) -> Error {
     Error::not_found(format!("task #{id} in team {team}"))
 }
@@ -388,7 +419,8 @@ fn plan_update(
         return Err(halted(&team, &s.halts));
     }
     if plan.delete {
-        return Ok((vec![Write::DeleteTask(id)], Updated::Done(Box::new(view_in(s, &current)))));
+        let gone = event(TaskEvent::Deleted, &current, &s.blocked_by(id), &caller.name);
+        return Ok((vec![Write::DeleteTask(id), gone], Updated::Done(Box::new(view_in(s, &current)))));
     }
     if let Some(o) = &plan.next.owner
         && !s.members.contains(o)
@@ -485,10 +517,17 @@ fn plan_update(
     next.updated_at = now;
     let mut blocks = s.blocks(id);
     blocks.extend(req.add_blocks.iter().filter(|t| !blocks.contains(t)).copied().collect::<Vec<_>>());
+    let what = match (plan.complete, plan.claim) {
+        (true, _) => TaskEvent::Completed,
+        (false, true) => TaskEvent::Claimed,
+        (false, false) => TaskEvent::Updated,
+    };
+    let told = event(what, &next, &blocked_by, &caller.name);
     let view = task_view(&next, blocked_by, blocks);
     let mut writes: Vec<Write> =
         new_edges.into_iter().map(|(task, blocked_by)| Write::Block { task, blocked_by }).collect();
     writes.push(Write::PutTask(next));
+    writes.push(told);
     writes.push(Write::Decisions(records));
     Ok((writes, Updated::Done(Box::new(view))))
 }

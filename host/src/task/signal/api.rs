@@ -211,7 +211,9 @@ async fn acknowledge_team_signal(
                 done.status = crate::task::store::Status::Completed;
                 done.version += 1;
                 done.updated_at = now;
+                let told = crate::task::tasks::event(crate::task::tasks::TaskEvent::Completed, &done, &[], &by);
                 writes.push(Write::PutTask(done));
+                writes.push(told);
             }
             let lifted = row.halts && s.halts.iter().all(|h| *h == row.signal_id);
             if lifted {

@@ -55,8 +55,10 @@ async fn create(
                 updated_at: now,
             };
             let view = task_view(&row, req.blocked_by.clone(), Vec::new());
+            let told = super::event(super::TaskEvent::Created, &row, &req.blocked_by, &row.created_by);
             let mut writes = vec![Write::PutTask(row)];
             writes.extend(req.blocked_by.iter().map(|&b| Write::Block { task: id, blocked_by: b }));
+            writes.push(told);
             Ok((writes, view))
         })
         .await?;
