@@ -7,6 +7,7 @@
 #[macro_use]
 mod support;
 
+mod agents;
 mod connections;
 mod contract_hooks;
 mod contracts;

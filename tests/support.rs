@@ -280,6 +280,17 @@ impl Server {
         again
     }
 
+    /// Kills the server (SIGKILL: no chance to finish anything) and starts a
+    /// new one on the same database, which is kept.
+    pub fn kill_and_restart(mut self) -> Server {
+        let db = self.db.take();
+        let database_url = self.database_url.clone();
+        self.stop_with("KILL");
+        let mut again = Server::start_on(&database_url, &[]);
+        again.db = db;
+        again
+    }
+
     /// A sample's value in `/metrics`, 0 when the series is absent.
     pub async fn metric(&self, series: &str) -> f64 {
         let text = self.anonymous().get("/metrics").await.expect(200).text;

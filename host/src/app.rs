@@ -65,7 +65,9 @@ impl App {
             config.max_stash_bytes(true),
         );
         let contracts = Arc::new(contract::Hooks::new(db.clone(), writer));
+        let agents = crate::sandboxed::Agents::new(db.clone(), decider.clone(), bus.clone(), contracts.clone());
         Ok(Self {
+            agents,
             policies,
             teams: task::Teams::new(db.clone(), decider.clone()),
             append_hook: contracts.clone(),
@@ -122,6 +124,10 @@ impl Scopes for Storage {
                 Scope::Stash(contract) => stash::persistent_exists(&self.db, contract).await,
             }
         })
+    }
+
+    fn agent_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(agent::exists(&self.db, name))
     }
 }
 

@@ -34,7 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "state",
         ],
     ),
-    ("resources", &["contract", "task", "stash", "stream", "schema", "signal", "agent"]),
+    ("resources", &["contract", "task", "stash", "stream", "schema", "signal", "agent", "sandboxed"]),
     ("policy engine", &["policy"]),
     (
         "core",

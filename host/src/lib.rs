@@ -63,6 +63,7 @@ pub mod ops;
 pub mod pagination;
 pub mod policy;
 pub mod precondition;
+pub mod sandboxed;
 pub mod schema;
 pub mod search;
 pub mod serial;

@@ -29,6 +29,8 @@ pub struct App {
     pub contracts: Arc<contract::Hooks>,
     /// What stream appends call: the contract hooks.
     pub append_hook: Arc<dyn stream::AppendHook>,
+    /// Runs the sandboxed agents.
+    pub agents: Arc<crate::sandboxed::Agents>,
     /// Turns true when the server starts shutting down; live responses end.
     pub shutdown: watch::Receiver<bool>,
 }

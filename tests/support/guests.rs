@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// Every guest crate, by directory name.
-pub const ALL: [&str; 18] = [
+pub const ALL: [&str; 19] = [
     "approve-all",
     "deny-all",
     "config-driven",
@@ -26,6 +26,7 @@ pub const ALL: [&str; 18] = [
     "failing-escalation",
     "slow",
     "chatty",
+    "answer-agent",
 ];
 
 /// The Rust policy examples, built with the guests (one cargo run).

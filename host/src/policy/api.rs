@@ -38,6 +38,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(configure))
         .routes(routes!(evaluate))
         .routes(routes!(decisions))
+        .routes(routes!(dead_letters))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -62,6 +63,10 @@ pub struct PolicyView {
     load_error: Option<String>,
     /// Instances made ahead of fresh decisions, and how often one was ready.
     prepared: Option<crate::policy::PoolStats>,
+    /// An agent's progress on each stream it follows (`GET
+    /// /policies/{name}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<crate::sandboxed::AgentStatus>,
     created_at: String,
     updated_at: String,
 }
@@ -79,6 +84,7 @@ impl From<&Active> for PolicyView {
             stats: a.stats.to_json(),
             load_error: a.loaded.as_ref().err().cloned(),
             prepared: a.loaded.as_ref().ok().map(|l| l.prepared()),
+            agent: None,
             created_at: clock::rfc3339(a.created_at),
             updated_at: clock::rfc3339(a.updated_at),
         }
@@ -282,7 +288,55 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(name): Path<Stri
     if !visible(&app, &caller, &active).await? {
         return Err(Error::not_found(format!("policy {name:?}")));
     }
-    Ok(Json(PolicyView::from(active.as_ref())))
+    let mut view = PolicyView::from(active.as_ref());
+    if active.hook == Hook::Agent {
+        view.agent = Some(crate::sandboxed::status(&app.db, &name).await?);
+    }
+    Ok(Json(view))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterList {
+    dead_letters: Vec<DeadLetterView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeadLetterView {
+    id: String,
+    stream_id: String,
+    /// The entry that failed every attempt.
+    seq: i64,
+    attempts: i64,
+    /// Why the last attempt failed.
+    error: String,
+    at: String,
+}
+
+/// An agent's dead letters: entries that failed every attempt, oldest first.
+#[utoipa::path(get, path = "/policies/{name}/dead-letters", tag = "policies",
+    params(("name" = String, Path), DecisionParams),
+    responses((status = 200, body = DeadLetterList), (status = 403), (status = 404)))]
+async fn dead_letters(
+    State(app): State<AppState>,
+    _admin: Admin,
+    Path(name): Path<String>,
+    Query(p): Query<DecisionParams>,
+) -> Result<Json<DeadLetterList>> {
+    find(&app, &name)?;
+    let (limit, _) = crate::pagination::page(p.limit, None)?;
+    let letters = crate::sandboxed::dead_letters(&app.db, &name, limit).await?;
+    let dead_letters = letters
+        .into_iter()
+        .map(|d| DeadLetterView {
+            id: d.id,
+            stream_id: d.stream_id,
+            seq: d.seq,
+            attempts: d.attempts,
+            error: d.error,
+            at: clock::rfc3339(d.at),
+        })
+        .collect();
+    Ok(Json(DeadLetterList { dead_letters }))
 }
 
 /// Removes a policy; its decision log stays.

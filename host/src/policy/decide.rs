@@ -353,6 +353,115 @@ impl Decider {
     }
 }
 
+/// One call of an agent's `on-entry`: whether it returned `ok`, the writes
+/// to commit if it did, and its record for the decision log.
+pub struct AgentCall {
+    pub result: std::result::Result<(), String>,
+    pub writes: Vec<super::view::Planned>,
+    pub record: DecisionRow,
+}
+
+impl Decider {
+    /// Runs `active` (an agent) on one entry, as `reader`, until it reads
+    /// nothing it has not been given. Blocks: call it off the async workers.
+    pub fn call_agent_blocking(
+        &self,
+        active: &Arc<Active>,
+        reader: &Reader,
+        stream_id: &str,
+        entry: &super::view::StreamEntry,
+    ) -> Result<AgentCall> {
+        let input = serde_json::json!({"stream_id": stream_id, "entry": {
+            "seq": entry.seq, "label": entry.label, "agent": entry.agent, "created_at": entry.created_at,
+            "data": serde_json::from_str::<Value>(&entry.data).unwrap_or(Value::Null),
+        }});
+        let mut record = DecisionRow {
+            decision_id: new_decision_id(),
+            policy: active.name.clone(),
+            version: active.version,
+            hook: hook_str(Hook::Agent).into(),
+            dry_run: false,
+            agent: reader.name.clone(),
+            input: masked(input, &active.settings.mask).to_string(),
+            result: None,
+            error: None,
+            duration_us: 0,
+            fuel_used: None,
+            logs: "[]".into(),
+            logs_dropped: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            at: clock::now_ms(),
+            scope: Some(format!("stream:{stream_id}")),
+        };
+        let loaded = match &active.loaded {
+            Ok(l) => l.clone(),
+            Err(e) => {
+                let error = format!("does not load: {e}");
+                record.error = Some(error.clone());
+                return Ok(AgentCall { result: Err(error), writes: Vec::new(), record });
+            }
+        };
+        let _running = active.stats.start();
+        let config = active.settings.config.to_string();
+        let mut fetched: Arc<HashMap<Read, Answer>> = Arc::default();
+        let mut done = None;
+        for _ in 0..MAX_ROUNDS {
+            let reads = Reads::writable(Arc::new(super::view::Empty), fetched.clone());
+            let out = self.registry.runtime().on_entry(
+                &loaded,
+                &active.name,
+                &active.settings.limits,
+                active.settings.isolation,
+                &config,
+                stream_id,
+                entry,
+                reads,
+            );
+            if out.misses.is_empty() {
+                done = Some(out);
+                break;
+            }
+            let answers = self.handle.block_on(self.source.fetch(reader, &out.misses))?;
+            let map = Arc::make_mut(&mut fetched);
+            for (read, answer) in out.misses.iter().cloned().zip(answers) {
+                map.insert(read, answer);
+            }
+        }
+        let Some(out) = done else {
+            let error = format!("kept reading new things for {MAX_ROUNDS} rounds");
+            record.error = Some(error.clone());
+            return Ok(AgentCall { result: Err(error), writes: Vec::new(), record });
+        };
+        let result = match out.result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(said)) => Err(format!("returned an error: {said}")),
+            Err(e) => Err(e),
+        };
+        active.stats.observe(out.duration, result.is_err());
+        if let Err(e) = &result {
+            active.stats.failed_with(e);
+            record.error = Some(e.clone());
+        }
+        let writes = if result.is_ok() { out.writes } else { Vec::new() };
+        record.result = result.is_ok().then(|| serde_json::json!({"ok": true, "writes": writes.len()}).to_string());
+        record.duration_us = out.duration.as_micros() as i64;
+        record.fuel_used = out.fuel_used.map(|f| f as i64);
+        record.logs = logs_json(&out.logs);
+        record.logs_dropped = i64::try_from(out.logs_dropped).unwrap_or(i64::MAX);
+        record.stdout = out.stdout;
+        record.stderr = out.stderr;
+        (self.observe)(&Observed {
+            policy: &active.name,
+            hook: hook_str(Hook::Agent),
+            verdict: if result.is_ok() { "ok" } else { "failed" },
+            failed: result.is_err(),
+            duration: out.duration,
+        });
+        Ok(AgentCall { result, writes, record })
+    }
+}
+
 /// The decision a run stands for: its own, or the fail-closed one, written
 /// into the record with the error.
 fn settle(hook: Hook, evaluation: &Evaluation, record: &mut DecisionRow) -> Outcome {

@@ -29,7 +29,9 @@ impl coord::stash_read::Host for Sandbox {
 
 impl coord::stash_write::Host for Sandbox {
     fn put(&mut self, name: String, _persistent: bool, _body: Vec<u8>, _content_type: String) -> Result<u64, String> {
-        Err(format!("writing stash {name:?} is not possible here"))
+        // Agents' stash writes need the stash's own checks (owner, schema,
+        // size) inside the cursor's transaction; until then, refused.
+        Err(format!("writing stash {name:?} is not possible here: agents write to streams (stream-write) for now"))
     }
 }
 
@@ -50,8 +52,11 @@ impl coord::stream_read::Host for Sandbox {
 }
 
 impl coord::stream_write::Host for Sandbox {
-    fn append(&mut self, stream_id: String, _label: Option<String>, _data: String) -> Result<u64, String> {
-        Err(format!("appending to stream {stream_id:?} is not possible here"))
+    fn append(&mut self, stream_id: String, label: Option<String>, data: String) -> Result<u64, String> {
+        if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(&data) {
+            return Err(format!("the entry's data is not JSON: {e}"));
+        }
+        self.reads.append(stream_id, label, data)
     }
 }
 

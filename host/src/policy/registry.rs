@@ -84,7 +84,91 @@ pub struct Settings {
     /// still sees them.
     #[serde(default)]
     pub mask: Vec<String>,
+    /// Agents only: the registered agent the component acts as. It reads
+    /// and writes exactly what that agent could over HTTP, and its entries
+    /// show that agent as their author.
+    #[serde(default)]
+    pub run_as: Option<String>,
+    /// Agents only: the streams it follows (1 to 16).
+    #[serde(default)]
+    pub subscribe: Vec<Subscription>,
+    /// Agents only: tries per entry before it becomes a dead letter (1–100;
+    /// default 5), with backoff between them.
+    #[serde(default = "max_attempts")]
+    pub max_attempts: u32,
+    /// Agents only: after a dead letter, go on with the next entry
+    /// (`continue`, the default) or stop the subscription (`pause`).
+    #[serde(default)]
+    pub on_dead_letter: OnDeadLetter,
+    /// Agents only: also deliver the entries `run_as` wrote (false by
+    /// default, so an agent does not answer itself).
+    #[serde(default)]
+    pub receive_own: bool,
 }
+
+/// One stream an agent follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    /// A stream id (`st_...`), or the name of a discoverable stream.
+    pub stream: String,
+    /// Only entries with one of these labels; all when empty.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// `start` (default): every entry the stream holds; `now`: only those
+    /// appended after the binding is first seen.
+    #[serde(default)]
+    pub from: From,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum From {
+    #[default]
+    Start,
+    Now,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeadLetter {
+    #[default]
+    Continue,
+    Pause,
+}
+
+/// The agent part of [`Settings`], as stored in one column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentBinding {
+    #[serde(default)]
+    pub run_as: Option<String>,
+    #[serde(default)]
+    pub subscribe: Vec<Subscription>,
+    #[serde(default = "max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub on_dead_letter: OnDeadLetter,
+    #[serde(default)]
+    pub receive_own: bool,
+}
+
+fn max_attempts() -> u32 {
+    5
+}
+
+impl Default for AgentBinding {
+    fn default() -> Self {
+        Self {
+            run_as: None,
+            subscribe: Vec::new(),
+            max_attempts: max_attempts(),
+            on_dead_letter: OnDeadLetter::Continue,
+            receive_own: false,
+        }
+    }
+}
+
+const MAX_SUBSCRIPTIONS: usize = 16;
 
 /// What the decision log stores in place of a masked value.
 pub const MASKED: &str = "[masked]";
@@ -112,6 +196,11 @@ impl Default for Settings {
             isolation: super::Isolation::Fresh,
             replaces_bundled: false,
             mask: Vec::new(),
+            run_as: None,
+            subscribe: Vec::new(),
+            max_attempts: max_attempts(),
+            on_dead_letter: OnDeadLetter::Continue,
+            receive_own: false,
         }
     }
 }
@@ -126,10 +215,58 @@ impl Settings {
         self.enabled && matches!(&self.scope, Some(s) if *s == Scope::Global || s == scope)
     }
 
-    /// Checks settings given by an operator, whose scope must be explicit.
+    fn agent_binding(&self) -> AgentBinding {
+        AgentBinding {
+            run_as: self.run_as.clone(),
+            subscribe: self.subscribe.clone(),
+            max_attempts: self.max_attempts,
+            on_dead_letter: self.on_dead_letter,
+            receive_own: self.receive_own,
+        }
+    }
+
+    /// An agent's binding: who it acts as and what it follows.
+    fn validate_agent(&self, hook: Hook) -> Result<()> {
+        let bad = |path: &str, message: String| {
+            Error::validation(message.clone(), vec![Violation { path: path.into(), message }])
+        };
+        if hook != Hook::Agent {
+            if self.run_as.is_some() || !self.subscribe.is_empty() {
+                return Err(bad("/run_as", "run_as and subscribe are for agents (hook=agent) only".into()));
+            }
+            return Ok(());
+        }
+        let Some(run_as) = &self.run_as else {
+            return Err(bad("/run_as", "an agent needs run_as: the registered agent it acts as".into()));
+        };
+        name::check("run_as", run_as)?;
+        if self.subscribe.is_empty() || self.subscribe.len() > MAX_SUBSCRIPTIONS {
+            return Err(bad("/subscribe", format!("an agent follows 1 to {MAX_SUBSCRIPTIONS} streams")));
+        }
+        for (i, sub) in self.subscribe.iter().enumerate() {
+            if !sub.stream.starts_with("st_") {
+                name::check("stream", &sub.stream)?;
+            }
+            if sub.labels.len() > 32 {
+                return Err(bad(&format!("/subscribe/{i}/labels"), "at most 32 labels".into()));
+            }
+            for label in &sub.labels {
+                name::check("label", label)?;
+            }
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(bad("/max_attempts", "max_attempts takes 1 to 100".into()));
+        }
+        Ok(())
+    }
+
+    /// Checks settings given by an operator, whose scope must be explicit
+    /// (an agent's reach is its subscriptions instead).
     fn validate(&self, hook: Hook) -> Result<()> {
         self.limits.validate()?;
+        self.validate_agent(hook)?;
         match &self.scope {
+            None if hook == Hook::Agent => {}
             None => {
                 return Err(Error::validation(
                     "settings must name a scope: \"global\", {\"team\": NAME} or {\"stash\": NAME}",
@@ -258,6 +395,8 @@ pub struct Active {
 /// Whether the team or contract a scope names exists; the resources answer.
 pub trait Scopes: Send + Sync {
     fn exists<'a>(&'a self, scope: &'a Scope) -> BoxFuture<'a, Result<bool>>;
+    /// Whether an agent of this name is registered (an agent's `run_as`).
+    fn agent_exists<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
 }
 
 pub struct Registry {
@@ -280,6 +419,15 @@ impl Registry {
         settings.validate(hook)?;
         if let Some(bundled) = super::bundled::by_sha256(sha256) {
             bundled.check_config(&settings.config)?;
+        }
+        if let Some(run_as) = &settings.run_as
+            && !self.scopes.agent_exists(run_as).await?
+        {
+            return Err(Error::validation(
+                format!("run_as names {run_as:?}, which is not a registered agent; register it first"),
+                vec![Violation { path: "/run_as".into(), message: format!("no agent {run_as:?}") }],
+            )
+            .with_code("unknown_agent"));
         }
         if let Some(scope) = &settings.scope
             && !self.scopes.exists(scope).await?
@@ -479,6 +627,7 @@ impl Registry {
             replaces_bundled: settings.replaces_bundled,
             mask: to_json(&settings.mask),
             config_schema: settings.config_schema.as_ref().map(Value::to_string),
+            agent: to_json(&settings.agent_binding()),
             created_at: existing.as_ref().map_or(now, |e| e.created_at),
             updated_at: now,
         };
@@ -512,6 +661,7 @@ impl Registry {
         row.replaces_bundled = settings.replaces_bundled;
         row.mask = to_json(&settings.mask);
         row.config_schema = settings.config_schema.as_ref().map(Value::to_string);
+        row.agent = to_json(&settings.agent_binding());
         row.updated_at = clock::now_ms();
         self.commit(db, row, loaded).await
     }
@@ -637,6 +787,7 @@ fn parse_hook(s: &str) -> Hook {
 }
 
 fn settings_of(row: &PolicyRow) -> Settings {
+    let agent: AgentBinding = serde_json::from_str(&row.agent).unwrap_or_default();
     Settings {
         enabled: row.enabled,
         scope: serde_json::from_str(&row.scope).unwrap_or_default(),
@@ -648,6 +799,11 @@ fn settings_of(row: &PolicyRow) -> Settings {
         replaces_bundled: row.replaces_bundled,
         mask: serde_json::from_str(&row.mask).unwrap_or_default(),
         config_schema: row.config_schema.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+        run_as: agent.run_as,
+        subscribe: agent.subscribe,
+        max_attempts: agent.max_attempts,
+        on_dead_letter: agent.on_dead_letter,
+        receive_own: agent.receive_own,
     }
 }
 
@@ -664,7 +820,15 @@ mod tests {
         s.validate(Hook::Claim).unwrap();
         let writes: Settings = serde_json::from_value(json!({"grants": ["stash-write"], "scope": "global"})).unwrap();
         assert!(writes.validate(Hook::Claim).is_err());
-        writes.validate(Hook::Agent).unwrap();
+        // An agent needs who it acts as and what it follows.
+        assert!(writes.validate(Hook::Agent).is_err());
+        let agent: Settings = serde_json::from_value(
+            json!({"grants": ["stash-write"], "run_as": "bot", "subscribe": [{"stream": "st_1", "labels": ["q"]}]}),
+        )
+        .unwrap();
+        agent.validate(Hook::Agent).unwrap();
+        assert_eq!(agent.max_attempts, 5);
+        assert!(agent.validate(Hook::Claim).is_err(), "run_as is for agents only");
         assert!(serde_json::from_value::<Settings>(json!({"scope": "everywhere"})).is_err());
         let global: Settings = serde_json::from_value(json!({"scope": "global"})).unwrap();
         assert_eq!(global.scope, Some(Scope::Global));

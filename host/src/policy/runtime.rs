@@ -236,7 +236,8 @@ impl Runtime {
         let logs = std::mem::take(&mut store.data_mut().logs);
         let logs_dropped = std::mem::take(&mut store.data_mut().logs_dropped);
         // A warm instance must not keep the decision's snapshot alive.
-        let misses = std::mem::replace(&mut store.data_mut().reads, Reads::none()).misses;
+        let spent = std::mem::replace(&mut store.data_mut().reads, Reads::none());
+        let (misses, writes) = (spent.misses, spent.writes.unwrap_or_default());
         let stdout = pipes.stdout.text_from(out_before.0);
         let stderr = pipes.stderr.text_from(out_before.1);
         let result = match result {
@@ -261,7 +262,7 @@ impl Runtime {
                 Err(explain(e, limits, memory_refused))
             }
         };
-        Outcome { result, duration, fuel_used, logs, logs_dropped, stdout, stderr, misses }
+        Outcome { result, duration, fuel_used, logs, logs_dropped, stdout, stderr, misses, writes }
     }
 
     /// One claim decision in a fresh instance, reading only from `view`
@@ -334,6 +335,27 @@ impl Runtime {
         self.run(loaded, policy, limits, isolation, reads, |store, instance| match instance {
             HookInstance::Escalation(i) => i.call_escalate(store, config, input),
             _ => Err(wasmtime::Error::msg(format!("policy {policy} is not an escalation policy"))),
+        })
+    }
+}
+
+impl Runtime {
+    /// One call of an agent's `on-entry`; its writes are in the outcome.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_entry(
+        &self,
+        loaded: &Loaded,
+        policy: &str,
+        limits: &Limits,
+        isolation: Isolation,
+        config: &str,
+        stream_id: &str,
+        entry: &coord::types::StreamEntry,
+        reads: Reads,
+    ) -> Outcome<Result<(), String>> {
+        self.run(loaded, policy, limits, isolation, reads, |store, instance| match instance {
+            HookInstance::Agent(i) => i.call_on_entry(store, config, stream_id, entry),
+            _ => Err(wasmtime::Error::msg(format!("policy {policy} is not an agent"))),
         })
     }
 }
@@ -605,6 +627,8 @@ pub struct Outcome<T> {
     pub stderr: String,
     /// Reads the view did not cover; if any, the decision must run again.
     pub misses: Vec<Read>,
+    /// An agent call's writes, to commit if it returned `ok`.
+    pub writes: Vec<super::view::Planned>,
 }
 
 /// A guest's log line, as the decision log keeps it.

@@ -22,12 +22,14 @@ pub struct PolicyRow {
     pub replaces_bundled: bool,
     pub mask: String,
     pub config_schema: Option<String>,
+    /// An agent's binding ([`super::registry::AgentBinding`]) as JSON.
+    pub agent: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 const COLUMNS: &str = "name, hook, version, sha256, wasm, imports, enabled, scope, config, grants, limits, ord, isolation, \
-    replaces_bundled, mask, config_schema, created_at, updated_at";
+    replaces_bundled, mask, config_schema, agent, created_at, updated_at";
 
 pub async fn all(db: &Db) -> Result<Vec<PolicyRow>> {
     let sql = format!("SELECT {COLUMNS} FROM policies ORDER BY name");
@@ -42,12 +44,12 @@ pub async fn get(db: &Db, name: &str) -> Result<Option<PolicyRow>> {
 /// Inserts or replaces the whole row.
 pub async fn save(db: &Db, p: &PolicyRow) -> Result<()> {
     let sql = format!(
-        "INSERT INTO policies ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+        "INSERT INTO policies ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
          ON CONFLICT (name) DO UPDATE SET hook = excluded.hook, version = excluded.version, sha256 = excluded.sha256,
          wasm = excluded.wasm, imports = excluded.imports, enabled = excluded.enabled, scope = excluded.scope,
          config = excluded.config, grants = excluded.grants, limits = excluded.limits, ord = excluded.ord,
          isolation = excluded.isolation, replaces_bundled = excluded.replaces_bundled, mask = excluded.mask,
-         config_schema = excluded.config_schema, updated_at = excluded.updated_at"
+         config_schema = excluded.config_schema, agent = excluded.agent, updated_at = excluded.updated_at"
     );
     with_db!(db, write, |pool| sqlx::query(&sql)
         .bind(&p.name)
@@ -66,6 +68,7 @@ pub async fn save(db: &Db, p: &PolicyRow) -> Result<()> {
         .bind(p.replaces_bundled)
         .bind(&p.mask)
         .bind(&p.config_schema)
+        .bind(&p.agent)
         .bind(p.created_at)
         .bind(p.updated_at)
         .execute(pool)

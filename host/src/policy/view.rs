@@ -187,17 +187,78 @@ pub trait Source: Send + Sync {
     fn fetch<'a>(&'a self, reader: &'a Reader, reads: &'a [Read]) -> BoxFuture<'a, Result<Vec<Answer>>>;
 }
 
+/// A write an agent's call asks for. Nothing is written while the guest
+/// runs: the host commits a call's writes together, with the advance of
+/// the agent's cursor, once the call returns `ok`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Planned {
+    /// An entry, which will have this `seq`.
+    Append { stream_id: String, label: Option<String>, data: String, seq: u64 },
+}
+
+/// Bounds on what one agent call may write.
+pub const MAX_WRITES: usize = 64;
+pub const MAX_WRITE_BYTES: usize = 1 << 20;
+
 /// What one run of a decision reads through: the caller's view, then what
-/// earlier rounds fetched; anything else is noted as a miss.
+/// earlier rounds fetched; anything else is noted as a miss. An agent's run
+/// also collects its writes here.
 pub struct Reads {
     base: Arc<dyn View>,
     fetched: Arc<HashMap<Read, Answer>>,
     pub misses: Vec<Read>,
+    /// None where writing is not possible (a decision).
+    pub writes: Option<Vec<Planned>>,
+    written_bytes: usize,
 }
 
 impl Reads {
     pub fn new(base: Arc<dyn View>, fetched: Arc<HashMap<Read, Answer>>) -> Self {
-        Self { base, fetched, misses: Vec::new() }
+        Self { base, fetched, misses: Vec::new(), writes: None, written_bytes: 0 }
+    }
+
+    /// For an agent's call: reads as [`Self::new`], and writes collected.
+    pub fn writable(base: Arc<dyn View>, fetched: Arc<HashMap<Read, Answer>>) -> Self {
+        Self { writes: Some(Vec::new()), ..Self::new(base, fetched) }
+    }
+
+    /// Plans an append: the seq it will have is the stream's last one now,
+    /// plus this call's earlier appends to it, plus one.
+    pub(crate) fn append(
+        &mut self,
+        stream_id: String,
+        label: Option<String>,
+        data: String,
+    ) -> std::result::Result<u64, String> {
+        self.room(data.len())?;
+        let last = match self.get(Read::Latest { stream_id: stream_id.clone(), label: None }) {
+            Answer::Entry(e) => e.map_or(0, |e| e.seq),
+            _ => 0,
+        };
+        let earlier =
+            self.planned().filter(|p| matches!(p, Planned::Append { stream_id: s, .. } if *s == stream_id)).count();
+        let seq = last + earlier as u64 + 1;
+        if let Some(w) = &mut self.writes {
+            w.push(Planned::Append { stream_id, label, data, seq });
+        }
+        Ok(seq)
+    }
+
+    fn planned(&self) -> impl Iterator<Item = &Planned> {
+        self.writes.iter().flatten()
+    }
+
+    /// Refuses a write past this call's bounds, or where writing is not possible.
+    fn room(&mut self, bytes: usize) -> std::result::Result<(), String> {
+        let Some(w) = &self.writes else { return Err("writing is not possible in a decision".into()) };
+        if w.len() >= MAX_WRITES {
+            return Err(format!("one call may make at most {MAX_WRITES} writes"));
+        }
+        if self.written_bytes + bytes > MAX_WRITE_BYTES {
+            return Err(format!("one call may write at most {MAX_WRITE_BYTES} bytes"));
+        }
+        self.written_bytes += bytes;
+        Ok(())
     }
 
     /// Nothing at all, for an instance waiting in the warm pool.

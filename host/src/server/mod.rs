@@ -66,6 +66,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener_task =
         db.postgres().map(|pool| tokio::spawn(stream::events::listen(pool.clone(), app.bus.clone(), stopping.clone())));
     let policy_follower = tokio::spawn(app.policies.clone().follow(db.clone(), stopping.clone()));
+    let agents = tokio::spawn(app.agents.clone().run(app.policies.clone(), stopping.clone()));
 
     let metrics = app.metrics.clone();
     let routes = router(app).context("building the routes")?;
@@ -78,6 +79,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     sweeper.abort();
     policy_follower.abort();
+    // Agents stop at once: an entry whose commit did not land is handled
+    // again after the restart, so none is lost or doubled.
+    agents.abort();
     if let Some(t) = listener_task {
         t.abort();
     }

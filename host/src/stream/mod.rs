@@ -40,8 +40,9 @@ use crate::schema::{self, Binding, Target};
 use crate::{clock, name};
 
 pub use appender::Appender;
+pub use store::EntryRow;
 pub use store::{APPEND_ONE, INSERT_ENTRY, count_bound, discover, sweep};
-use store::{EntryQuery, EntryRow, StreamRow};
+use store::{EntryQuery, StreamRow};
 
 const DEFAULT_TTL_SECS: i64 = 86_400;
 const SSE_BATCH: i64 = 100;
@@ -267,6 +268,35 @@ pub async fn create_hosted(
         store::Insert::Done => Some(row.stream_id),
         store::Insert::NameTaken => None,
     })
+}
+
+/// A stream an agent follows, as its runner needs it.
+#[derive(Debug, Clone)]
+pub struct Followed {
+    pub stream_id: String,
+    pub owner: String,
+    /// Set when entries must fit a schema.
+    pub schema_id: Option<String>,
+    pub last_seq: i64,
+}
+
+/// The stream `stream` names: an id (`st_...`), or a discoverable stream's
+/// name; None when there is none (or it expired).
+pub async fn followed(db: &crate::db::Db, stream: &str) -> Result<Option<Followed>> {
+    let row = if stream.starts_with("st_") {
+        store::by_id(db, stream).await?
+    } else {
+        store::discoverable_named(db, stream).await?
+    };
+    Ok(row.map(|s| Followed { stream_id: s.stream_id, owner: s.owner, schema_id: s.schema_id, last_seq: s.last_seq }))
+}
+
+/// Up to `limit` entries of `stream_id` after `after`, oldest first, within
+/// the stream's retention.
+pub async fn entries_after(db: &crate::db::Db, stream_id: &str, after: i64, limit: i64) -> Result<Vec<EntryRow>> {
+    let Some(stream) = store::by_id(db, stream_id).await? else { return Ok(Vec::new()) };
+    let q = EntryQuery { label: None, after, not_before: retention_cutoff(&stream), limit, offset: 0 };
+    store::entries(db, stream_id, &q).await
 }
 
 /// `Last-Event-ID`, the position a reconnecting SSE client resumes after;

@@ -88,6 +88,20 @@ pub async fn by_id(db: &Db, id: &str) -> Result<Option<StreamRow>> {
     Ok(with_db!(db, read, |pool| sqlx::query_as(&sql).bind(id).bind(clock::now_ms()).fetch_optional(pool).await)?)
 }
 
+/// The oldest live discoverable stream named `name`.
+pub async fn discoverable_named(db: &Db, name: &str) -> Result<Option<StreamRow>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM streams WHERE name = $1 AND discoverable = $2 AND expires_at > $3 \
+         ORDER BY created_at LIMIT 1"
+    );
+    Ok(with_db!(db, read, |pool| sqlx::query_as(&sql)
+        .bind(name)
+        .bind(true)
+        .bind(clock::now_ms())
+        .fetch_optional(pool)
+        .await)?)
+}
+
 pub async fn by_owner_name(db: &Db, owner: &str, name: &str) -> Result<Option<StreamRow>> {
     let sql = format!("SELECT {COLUMNS} FROM streams WHERE owner = $1 AND name = $2 AND expires_at > $3");
     Ok(with_db!(db, write, |pool| sqlx::query_as(&sql)

@@ -1,0 +1,28 @@
+-- Sandboxed agents: what an agent binding says (run_as, subscriptions,
+-- delivery), and where each agent is on each stream it follows. A cursor
+-- advances in the same transaction as the writes its entry made, so an
+-- entry's effects land exactly once; a dead letter is an entry that failed
+-- every attempt.
+ALTER TABLE policies ADD COLUMN agent TEXT NOT NULL DEFAULT '{}';
+CREATE TABLE agent_cursors (
+    policy      TEXT NOT NULL,
+    stream_id   TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    processed   BIGINT NOT NULL,
+    failed      BIGINT NOT NULL,
+    skipped     BIGINT NOT NULL,
+    paused      BOOLEAN NOT NULL,
+    last_error  TEXT,
+    updated_at  BIGINT NOT NULL,
+    PRIMARY KEY (policy, stream_id)
+);
+CREATE TABLE agent_dead_letters (
+    id          TEXT PRIMARY KEY,
+    policy      TEXT NOT NULL,
+    stream_id   TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    attempts    BIGINT NOT NULL,
+    error       TEXT NOT NULL,
+    at          BIGINT NOT NULL
+);
+CREATE INDEX agent_dead_letters_by_policy ON agent_dead_letters (policy, at, id);

@@ -1,0 +1,337 @@
+//! Sandboxed agents: components of the `agent` world, run by the host on
+//! every entry of the streams they follow, as the agent their binding names
+//! (`run_as`).
+//!
+//! Each agent policy has its own task, so one agent's failures, retries or
+//! floods never delay another's. Per subscription it reads entries after
+//! its cursor, in `seq` order, and calls `on-entry` once per matching
+//! entry. What the call appends is only planned while it runs; if it
+//! returns `ok`, the appends, the call's record and the cursor's advance
+//! commit in one transaction, so an entry's effects land exactly once,
+//! across restarts, crashes and several hosts (a host whose cursor moved
+//! under it commits nothing). A trap, timeout or `err` writes nothing; the
+//! entry is tried again with backoff, and after `max_attempts` becomes a
+//! dead letter.
+
+mod store;
+
+pub use store::{Cursor, DeadLetter};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use utoipa::ToSchema;
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::policy::registry::{Active, From, OnDeadLetter, Registry, Subscription};
+use crate::policy::view::{Planned, Reader, StreamEntry};
+use crate::policy::{Decider, Hook};
+use crate::stream::{self, AppendHook};
+use store::{Committed, Step};
+
+/// Entries read from a stream at a time.
+const PAGE: i64 = 100;
+/// How long an idle agent waits for news before it looks again.
+const IDLE: Duration = Duration::from_secs(2);
+/// Backoff between attempts at one entry: doubling from this, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the runner needs from the host.
+pub struct Agents {
+    db: Db,
+    decider: Arc<Decider>,
+    bus: Arc<stream::events::Bus>,
+    /// Labels the contract hooks act on: agents may not write them yet.
+    hooks: Arc<dyn AppendHook>,
+}
+
+impl Agents {
+    pub fn new(db: Db, decider: Arc<Decider>, bus: Arc<stream::events::Bus>, hooks: Arc<dyn AppendHook>) -> Arc<Self> {
+        Arc::new(Self { db, decider, bus, hooks })
+    }
+
+    /// Runs every enabled agent policy until `shutdown`: starts one task per
+    /// agent, and restarts it when its policy changes (a new version takes
+    /// over at an entry boundary: an entry the old one had not committed is
+    /// handled by the new one).
+    pub async fn run(self: Arc<Self>, registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
+        let mut running: HashMap<String, ((i64, i64), tokio::task::JoinHandle<()>)> = HashMap::new();
+        loop {
+            let agents: Vec<Arc<Active>> = registry
+                .list()
+                .into_iter()
+                .filter(|a| a.hook == Hook::Agent && a.settings.enabled && a.settings.run_as.is_some())
+                .collect();
+            running.retain(|name, (_, task)| {
+                let keep = agents.iter().any(|a| a.name == *name) && !task.is_finished();
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            for agent in agents {
+                let version = (agent.version, agent.updated_at);
+                if running.get(&agent.name).is_some_and(|(v, _)| *v == version) {
+                    continue;
+                }
+                if let Some((_, old)) = running.remove(&agent.name) {
+                    old.abort();
+                }
+                let task = tokio::spawn(self.clone().follow(agent.clone(), shutdown.clone()));
+                running.insert(agent.name.clone(), (version, task));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => break,
+            }
+            if *shutdown.borrow() {
+                break;
+            }
+        }
+        for (_, (_, task)) in running {
+            task.abort();
+        }
+    }
+
+    /// One agent, until it is aborted or the host stops.
+    async fn follow(self: Arc<Self>, agent: Arc<Active>, mut shutdown: watch::Receiver<bool>) {
+        let Some(run_as) = agent.settings.run_as.clone() else { return };
+        let reader = Reader { name: run_as.clone(), admin: false };
+        loop {
+            let mut news = Vec::new();
+            let mut worked = false;
+            for sub in &agent.settings.subscribe {
+                match self.serve(&agent, &reader, sub).await {
+                    Ok((stream_id, did)) => {
+                        worked |= did;
+                        news.push(self.bus.subscribe(&stream_id));
+                    }
+                    Err(e) => tracing::warn!(agent = %agent.name, stream = %sub.stream, "agent cannot follow: {e}"),
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+            if worked {
+                continue;
+            }
+            // Idle: wait for an append on a followed stream, or a while.
+            let heard = async {
+                let waits = news.iter_mut().map(|rx| Box::pin(rx.changed()));
+                if waits.len() > 0 {
+                    let _ = futures_util::future::select_all(waits).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = heard => {}
+                _ = tokio::time::sleep(IDLE) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Handles what one subscription has waiting; returns its stream and
+    /// whether anything was done.
+    async fn serve(&self, agent: &Arc<Active>, reader: &Reader, sub: &Subscription) -> Result<(String, bool)> {
+        let Some(stream) = stream::followed(&self.db, &sub.stream).await? else {
+            return Err(crate::error::Error::not_found(format!("stream {:?}", sub.stream)));
+        };
+        let start = match sub.from {
+            From::Start => 0,
+            From::Now => stream.last_seq,
+        };
+        let cursor = store::cursor(&self.db, &agent.name, &stream.stream_id, start).await?;
+        if cursor.paused {
+            return Ok((stream.stream_id, false));
+        }
+        let entries = stream::entries_after(&self.db, &stream.stream_id, cursor.seq, PAGE).await?;
+        let mut at = cursor.seq;
+        let mut skipped = 0;
+        for e in &entries {
+            let wanted = (sub.labels.is_empty() || e.label.as_ref().is_some_and(|l| sub.labels.contains(l)))
+                && (agent.settings.receive_own || e.agent != reader.name);
+            if !wanted {
+                skipped += 1;
+                continue;
+            }
+            if skipped > 0 {
+                match store::commit(&self.db, &agent.name, &stream.stream_id, at, e.seq - 1, Step::Skipped(skipped))
+                    .await?
+                {
+                    Committed::Done(_) => at = e.seq - 1,
+                    Committed::Lost => return Ok((stream.stream_id, true)),
+                }
+                skipped = 0;
+            }
+            let entry = StreamEntry {
+                seq: e.seq as u64,
+                label: e.label.clone(),
+                data: e.data.clone(),
+                agent: e.agent.clone(),
+                created_at: crate::clock::rfc3339(e.created_at),
+            };
+            match self.handle(agent, reader, &stream, &entry, at).await? {
+                Committed::Done(appended) => {
+                    for (stream_id, seq) in appended {
+                        stream::events::announce(&self.bus, &self.db, &stream_id, seq).await;
+                    }
+                    at = e.seq;
+                }
+                // Someone else moved the cursor: start again from it.
+                Committed::Lost => return Ok((stream.stream_id, true)),
+            }
+        }
+        if skipped > 0
+            && let Some(last) = entries.last()
+        {
+            store::commit(&self.db, &agent.name, &stream.stream_id, at, last.seq, Step::Skipped(skipped)).await?;
+        }
+        Ok((stream.stream_id, !entries.is_empty()))
+    }
+
+    /// Calls the agent on one entry until it succeeds or runs out of
+    /// attempts, and commits the outcome.
+    async fn handle(
+        &self,
+        agent: &Arc<Active>,
+        reader: &Reader,
+        stream: &stream::Followed,
+        entry: &StreamEntry,
+        at: i64,
+    ) -> Result<Committed> {
+        let attempts = agent.settings.max_attempts.max(1);
+        let mut backoff = FIRST_BACKOFF;
+        let mut last = None;
+        for attempt in 1..=attempts {
+            let (decider, active, who, sid, e) =
+                (self.decider.clone(), agent.clone(), reader.clone(), stream.stream_id.clone(), entry.clone());
+            let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &who, &sid, &e))
+                .await
+                .map_err(|e| crate::error::Error::internal(format!("running agent {}: {e}", agent.name)))??;
+            let checked = match call.result.clone() {
+                Ok(()) => self.check(&call.writes).await?,
+                Err(e) => Err(e),
+            };
+            match checked {
+                Ok(()) => {
+                    let step = Step::Handled { appends: call.writes, run_as: reader.name.clone(), record: call.record };
+                    return store::commit(&self.db, &agent.name, &stream.stream_id, at, entry.seq as i64, step).await;
+                }
+                Err(error) => {
+                    tracing::warn!(agent = %agent.name, seq = entry.seq, attempt, "agent call failed: {error}");
+                    store::failed_once(&self.db, &agent.name, &stream.stream_id, &error).await?;
+                    let mut record = call.record;
+                    record.error = Some(error.clone());
+                    record.result = None;
+                    last = Some((error, record));
+                    if attempt < attempts {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+        let Some((error, record)) = last else { return Ok(Committed::Lost) };
+        let letter = DeadLetter {
+            id: format!("dl_{}", &record.decision_id[4..]),
+            stream_id: stream.stream_id.clone(),
+            seq: entry.seq as i64,
+            attempts: i64::from(attempts),
+            error,
+            at: crate::clock::now_ms(),
+        };
+        let pause = agent.settings.on_dead_letter == OnDeadLetter::Pause;
+        store::commit(
+            &self.db,
+            &agent.name,
+            &stream.stream_id,
+            at,
+            entry.seq as i64,
+            Step::Dead { letter, record, pause },
+        )
+        .await
+    }
+
+    /// What the call asks to write, checked as the HTTP API would check it
+    /// from `run_as`; host labels, hooked labels and schema-bound streams
+    /// are refused (the outer error is storage failing).
+    async fn check(&self, writes: &[Planned]) -> Result<std::result::Result<(), String>> {
+        for Planned::Append { stream_id, label, .. } in writes {
+            match stream::followed(&self.db, stream_id).await? {
+                None => return Ok(Err(format!("there is no stream {stream_id:?} to append to"))),
+                Some(s) if s.schema_id.is_some() => {
+                    return Ok(Err(format!(
+                        "stream {stream_id:?} is bound to a schema; agents cannot append to such streams yet"
+                    )));
+                }
+                Some(_) => {}
+            }
+            let label = label.as_deref().unwrap_or_default();
+            if !label.is_empty() && !crate::name::is_valid(label) {
+                return Ok(Err(format!("{label:?} is not a usable label")));
+            }
+            if stream::HOST_LABELS.contains(&label) {
+                return Ok(Err(format!("{label:?} entries are the host's; an agent may not write them")));
+            }
+            if self.hooks.watches(label) {
+                return Ok(Err(format!(
+                    "{label:?} entries are acted on by the host's contract hooks, which agents cannot trigger yet"
+                )));
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// One subscription's state, as `GET /policies/{name}` shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SubscriptionStatus {
+    pub stream_id: String,
+    /// The last entry handled or skipped.
+    pub cursor: i64,
+    /// Entries after the cursor not yet handled.
+    pub lag: i64,
+    pub processed: i64,
+    pub failed: i64,
+    /// Entries not for this agent: other labels, or its own.
+    pub skipped: i64,
+    pub paused: bool,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentStatus {
+    pub subscriptions: Vec<SubscriptionStatus>,
+    pub dead_letters: i64,
+}
+
+/// Where an agent is on each stream it has followed.
+pub async fn status(db: &Db, policy: &str) -> Result<AgentStatus> {
+    let mut subscriptions = Vec::new();
+    for c in store::cursors(db, policy).await? {
+        let last = stream::followed(db, &c.stream_id).await?.map_or(c.seq, |s| s.last_seq);
+        subscriptions.push(SubscriptionStatus {
+            lag: (last - c.seq).max(0),
+            stream_id: c.stream_id,
+            cursor: c.seq,
+            processed: c.processed,
+            failed: c.failed,
+            skipped: c.skipped,
+            paused: c.paused,
+            last_error: c.last_error,
+        });
+    }
+    Ok(AgentStatus { subscriptions, dead_letters: store::dead_letter_count(db, policy).await? })
+}
+
+/// An agent's dead letters, oldest first.
+pub async fn dead_letters(db: &Db, policy: &str, limit: i64) -> Result<Vec<DeadLetter>> {
+    store::dead_letters(db, policy, limit).await
+}

@@ -1,0 +1,195 @@
+//! Agents' cursors and dead letters. An entry's effects (its appends), its
+//! decision record and the cursor's advance past it commit in one
+//! transaction, and the advance only from the position the runner read: a
+//! host that lost a race (another host, an older version) commits nothing.
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::policy::store::DecisionRow;
+use crate::policy::view::Planned;
+use crate::{append_in_tx, clock, insert_decisions, with_db};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Cursor {
+    pub stream_id: String,
+    /// The last entry handled (or skipped).
+    pub seq: i64,
+    pub processed: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub paused: bool,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeadLetter {
+    pub id: String,
+    pub stream_id: String,
+    pub seq: i64,
+    pub attempts: i64,
+    pub error: String,
+    pub at: i64,
+}
+
+/// The cursor of `policy` on `stream_id`, made at `start` if it has none.
+pub async fn cursor(db: &Db, policy: &str, stream_id: &str, start: i64) -> Result<Cursor> {
+    const SQL: &str =
+        "INSERT INTO agent_cursors (policy, stream_id, seq, processed, failed, skipped, paused, updated_at)
+         VALUES ($1, $2, $3, 0, 0, 0, $4, $5) ON CONFLICT (policy, stream_id) DO NOTHING";
+    with_db!(db, write, |pool| sqlx::query(SQL)
+        .bind(policy)
+        .bind(stream_id)
+        .bind(start)
+        .bind(false)
+        .bind(clock::now_ms())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(with_db!(db, read, |pool| sqlx::query_as(
+        "SELECT stream_id, seq, processed, failed, skipped, paused, last_error FROM agent_cursors \
+         WHERE policy = $1 AND stream_id = $2"
+    )
+    .bind(policy)
+    .bind(stream_id)
+    .fetch_one(pool)
+    .await)?)
+}
+
+/// Every cursor of `policy`.
+pub async fn cursors(db: &Db, policy: &str) -> Result<Vec<Cursor>> {
+    Ok(with_db!(db, read, |pool| sqlx::query_as(
+        "SELECT stream_id, seq, processed, failed, skipped, paused, last_error FROM agent_cursors \
+         WHERE policy = $1 ORDER BY stream_id"
+    )
+    .bind(policy)
+    .fetch_all(pool)
+    .await)?)
+}
+
+/// What handling one entry (or skipping some) left to commit.
+pub enum Step {
+    /// Entries up to the new position were not for this agent.
+    Skipped(i64),
+    /// The entry was handled: its appends (as `run_as`) and its record.
+    Handled { appends: Vec<Planned>, run_as: String, record: DecisionRow },
+    /// Every attempt failed: a dead letter, and the subscription pauses if asked.
+    Dead { letter: DeadLetter, record: DecisionRow, pause: bool },
+}
+
+/// How a commit went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// Done; the appended entries' (stream, seq), to announce.
+    Done(Vec<(String, i64)>),
+    /// The cursor moved (another host, or another version of this agent),
+    /// or an append did not get the seq the call was told: nothing was
+    /// written, and the entry is handled again from where the cursor is.
+    Lost,
+}
+
+/// Commits `step`, moving the cursor of `policy` on `stream_id` from `from`
+/// to `to`, all in one transaction.
+pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, step: Step) -> Result<Committed> {
+    let now = clock::now_ms();
+    Ok(with_db!(db, write, |pool| async {
+        let mut tx = pool.begin().await?;
+        let mut appended = Vec::new();
+        let (processed, failed, skipped, error, paused) = match &step {
+            Step::Skipped(n) => (0, 0, *n, None, false),
+            Step::Handled { .. } => (1, 0, 0, None, false),
+            Step::Dead { letter, pause, .. } => (0, 1, 0, Some(letter.error.clone()), *pause),
+        };
+        if let Step::Handled { appends, run_as, .. } = &step {
+            for Planned::Append { stream_id, label, data, seq } in appends {
+                let got = append_in_tx!(tx, stream_id, label, data, run_as, now)?;
+                if got != i64::try_from(*seq).ok() {
+                    tx.rollback().await?;
+                    return Ok(Committed::Lost);
+                }
+                appended.push((stream_id.clone(), *seq as i64));
+            }
+        }
+        let moved = sqlx::query(
+            "UPDATE agent_cursors SET seq = $3, processed = processed + $4, failed = failed + $5, \
+             skipped = skipped + $6, last_error = COALESCE($7, last_error), paused = $8, updated_at = $9 \
+             WHERE policy = $1 AND stream_id = $2 AND seq = $10",
+        )
+        .bind(policy)
+        .bind(stream_id)
+        .bind(to)
+        .bind(processed)
+        .bind(failed)
+        .bind(skipped)
+        .bind(&error)
+        .bind(paused)
+        .bind(now)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            tx.rollback().await?;
+            return Ok(Committed::Lost);
+        }
+        match &step {
+            Step::Handled { record, .. } => insert_decisions!(tx, [record])?,
+            Step::Dead { letter, record, .. } => {
+                insert_decisions!(tx, [record])?;
+                sqlx::query(
+                    "INSERT INTO agent_dead_letters (id, policy, stream_id, seq, attempts, error, at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&letter.id)
+                .bind(policy)
+                .bind(&letter.stream_id)
+                .bind(letter.seq)
+                .bind(letter.attempts)
+                .bind(&letter.error)
+                .bind(letter.at)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Step::Skipped(_) => {}
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(Committed::Done(appended))
+    }
+    .await)?)
+}
+
+/// Notes the latest failure on a cursor without moving it.
+pub async fn failed_once(db: &Db, policy: &str, stream_id: &str, error: &str) -> Result<()> {
+    with_db!(db, write, |pool| sqlx::query(
+        "UPDATE agent_cursors SET last_error = $3, updated_at = $4 WHERE policy = $1 AND stream_id = $2"
+    )
+    .bind(policy)
+    .bind(stream_id)
+    .bind(error)
+    .bind(clock::now_ms())
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// The dead letters of `policy`, oldest first.
+pub async fn dead_letters(db: &Db, policy: &str, limit: i64) -> Result<Vec<DeadLetter>> {
+    Ok(with_db!(db, read, |pool| sqlx::query_as(
+        "SELECT id, stream_id, seq, attempts, error, at FROM agent_dead_letters WHERE policy = $1 \
+         ORDER BY at, id LIMIT $2"
+    )
+    .bind(policy)
+    .bind(limit)
+    .fetch_all(pool)
+    .await)?)
+}
+
+/// Counts of dead letters per stream of `policy`.
+pub async fn dead_letter_count(db: &Db, policy: &str) -> Result<i64> {
+    let (n,): (i64,) =
+        with_db!(db, read, |pool| sqlx::query_as("SELECT COUNT(*) FROM agent_dead_letters WHERE policy = $1")
+            .bind(policy)
+            .fetch_one(pool)
+            .await)?;
+    Ok(n)
+}

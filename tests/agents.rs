@@ -1,0 +1,207 @@
+//! Sandboxed agents against a real server: a component of the `agent`
+//! world answers the entries of a stream it follows, as the agent its
+//! binding names, each entry's writes landing exactly once.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{self, Backend, Call, Server};
+
+on_both_backends!(
+    an_agent_handles_each_entry_once,
+    a_killed_host_loses_and_doubles_nothing,
+    writes_the_host_refuses_write_nothing
+);
+
+/// Every grant the agent world offers: the test guest imports them all.
+fn grants() -> Value {
+    json!(["stash-read", "stash-write", "stream-read", "stream-write", "task-read", "contract-read", "log"])
+}
+
+async fn status(admin: &Call<'_>, name: &str) -> Value {
+    admin.get(&format!("/policies/{name}")).await.expect(200).json()["agent"].clone()
+}
+
+async fn entries(call: &Call<'_>, stream: &str, label: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page =
+            call.get(&format!("/stream/{stream}?label={label}&after={after}&limit=1000")).await.expect(200).json();
+        let got = page["entries"].as_array().unwrap().clone();
+        if got.is_empty() {
+            return all;
+        }
+        after = got.last().unwrap()["seq"].as_i64().unwrap();
+        all.extend(got);
+    }
+}
+
+/// Waits until the agent has handled `processed` entries and failed `failed`.
+async fn settled(admin: &Call<'_>, name: &str, processed: i64, failed: i64) {
+    let what = format!("{name} to handle {processed} entries and fail {failed}");
+    support::wait_for(&what, Duration::from_secs(90), || async {
+        let s = status(admin, name).await;
+        let sub = &s["subscriptions"][0];
+        sub["processed"].as_i64() == Some(processed) && sub["failed"].as_i64() == Some(failed)
+    })
+    .await;
+}
+
+async fn an_agent_handles_each_entry_once(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let asker = server.register("asker").await;
+    server.register("answer-bot").await;
+    let a = server.as_agent(&asker);
+    let stream = a.post("/stream", json!({"name": "questions"})).await.expect(201).json()["stream_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A binding names a registered agent and what it follows.
+    let wasm = support::guests::wasm("answer-agent");
+    let upload = |settings: Value| {
+        ad.req(reqwest::Method::PUT, "/policies/answers?hook=agent")
+            .header("Content-Type", "application/wasm")
+            .header("Cairn-Settings", settings.to_string())
+            .body(wasm.clone())
+    };
+    let subscribe = json!([{"stream": stream, "labels": ["question"]}]);
+    let nobody = ad.send(upload(json!({"run_as": "nobody", "subscribe": subscribe, "grants": grants()}))).await;
+    assert_eq!(nobody.expect(422).code(), "unknown_agent");
+    let nothing = ad.send(upload(json!({"run_as": "answer-bot", "grants": grants()}))).await.expect(422).json();
+    assert_eq!(nothing["error"]["details"][0]["path"], "/subscribe", "{nothing}");
+    let settings = json!({"run_as": "answer-bot", "subscribe": subscribe, "grants": grants(), "max_attempts": 2});
+    ad.send(upload(settings)).await.expect(201);
+
+    // Questions, two that fail (an err after appending, a trap), and an
+    // entry of another label.
+    let texts = ["a", "b", "fail", "c", "d", "trap", "e", "f"];
+    let mut seqs = Vec::new();
+    for text in texts {
+        let e = a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": text}})).await;
+        seqs.push(e.expect(201).json()["seq"].as_i64().unwrap());
+    }
+    a.post(&format!("/stream/{stream}"), json!({"label": "note", "data": {"text": "x"}})).await.expect(201);
+    settled(&ad, "answers", 6, 2).await;
+
+    // One answer per question that succeeded, by answer-bot, in order; the
+    // failed calls wrote nothing, though each appended before failing.
+    let answers = entries(&a, &stream, "answer").await;
+    let answered: Vec<i64> = answers.iter().map(|e| e["data"]["question"].as_i64().unwrap()).collect();
+    let expected: Vec<i64> =
+        texts.iter().zip(&seqs).filter(|(t, _)| !["fail", "trap"].contains(t)).map(|(_, s)| *s).collect();
+    assert_eq!(answered, expected);
+    assert!(answers.iter().all(|e| e["agent"] == "answer-bot"), "{answers:?}");
+    assert_eq!(answers[0]["data"]["answer"], "A");
+    let shown = status(&ad, "answers").await;
+    let sub = &shown["subscriptions"][0];
+    assert_eq!((sub["stream_id"].as_str(), sub["lag"].as_i64()), (Some(stream.as_str()), Some(0)), "{shown}");
+    assert_eq!(shown["dead_letters"], 2);
+    let letters = ad.get("/policies/answers/dead-letters").await.expect(200).json();
+    let letters = letters["dead_letters"].as_array().unwrap();
+    assert_eq!(letters.iter().map(|d| d["seq"].as_i64().unwrap()).collect::<Vec<_>>(), [seqs[2], seqs[5]]);
+    assert!(letters[0]["error"].as_str().unwrap().contains("refusing question"), "{letters:?}");
+    assert!(letters[1]["error"].as_str().unwrap().contains("panic or uncaught exception"), "{letters:?}");
+    assert_eq!(letters[0]["attempts"], 2);
+    // Each call is in the decision log.
+    let log = ad.get("/policies/answers/decisions").await.expect(200).json();
+    let calls = log["decisions"].as_array().unwrap();
+    assert!(calls.iter().all(|d| d["hook"] == "agent" && d["agent"] == "answer-bot"), "{log}");
+    assert_eq!(calls.iter().filter(|d| d["error"].is_null()).count(), 6);
+
+    // After a restart it goes on from where it was: nothing twice.
+    let server = server.restart(&[]);
+    let a = server.as_agent(&asker);
+    a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": "g"}})).await.expect(201);
+    let ad = server.as_agent(&admin);
+    settled(&ad, "answers", 7, 2).await;
+    assert_eq!(entries(&a, &stream, "answer").await.len(), 7);
+}
+
+/// An agent that follows every label never hears its own answers; a host
+/// killed while it works, and started again, leaves exactly one answer per
+/// question.
+async fn a_killed_host_loses_and_doubles_nothing(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let asker = server.register("asker").await;
+    server.register("answer-bot").await;
+    let a = server.as_agent(&asker);
+    let stream = a.post("/stream", json!({"name": "questions"})).await.expect(201).json()["stream_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Each call takes 20 ms, so the kill finds it half way.
+    let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream}], "grants": grants(),
+                          "config": {"spin_ms": 20}, "limits": {"timeout_ms": 1000}});
+    let ad = server.as_agent(&admin);
+    // The grants must come with the bytes: the default ones do not write.
+    let upload = ad
+        .req(reqwest::Method::PUT, "/policies/answers?hook=agent")
+        .header("Content-Type", "application/wasm")
+        .header("Cairn-Settings", settings.to_string())
+        .body(support::guests::wasm("answer-agent"));
+    ad.send(upload).await.expect(201);
+    let total = 60;
+    for i in 0..total {
+        a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": format!("q{i}")}}))
+            .await
+            .expect(201);
+    }
+    // Kill it once it is under way.
+    support::wait_for("some answers", Duration::from_secs(60), || async {
+        status(&ad, "answers").await["subscriptions"][0]["processed"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    let before = status(&ad, "answers").await["subscriptions"][0]["processed"].as_i64().unwrap();
+    assert!(before < total, "the agent was done before the kill");
+    let server = server.kill_and_restart();
+    let ad = server.as_agent(&admin);
+    let a = server.as_agent(&asker);
+    // Its own answers are skipped as it passes them, not answered.
+    support::wait_for("every question answered, and every answer passed", Duration::from_secs(90), || async {
+        let sub = &status(&ad, "answers").await["subscriptions"][0];
+        sub["processed"].as_i64() == Some(total) && sub["skipped"].as_i64() == Some(total)
+    })
+    .await;
+    let answers = entries(&a, &stream, "answer").await;
+    let mut answered: Vec<i64> = answers.iter().map(|e| e["data"]["question"].as_i64().unwrap()).collect();
+    answered.sort_unstable();
+    assert_eq!(answered, (1..=total).collect::<Vec<_>>(), "one answer per question");
+}
+
+/// An append the host refuses (here, to a stream whose entries must fit a
+/// schema, which agents cannot write yet) fails the call: nothing is
+/// written, and the entry ends as a dead letter saying why.
+async fn writes_the_host_refuses_write_nothing(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let asker = server.register("asker").await;
+    server.register("answer-bot").await;
+    let a = server.as_agent(&asker);
+    let definition = json!({"type": "object", "required": ["text"]});
+    a.post("/schema", json!({"name": "question", "definition": definition, "visibility": "public"})).await.expect(201);
+    let created = a.post("/stream", json!({"name": "strict", "schema_id": "question"})).await.expect(201).json();
+    let stream = created["stream_id"].as_str().unwrap().to_string();
+    let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream}], "grants": grants(),
+                          "max_attempts": 1});
+    let ad = server.as_agent(&admin);
+    let upload = ad
+        .req(reqwest::Method::PUT, "/policies/answers?hook=agent")
+        .header("Content-Type", "application/wasm")
+        .header("Cairn-Settings", settings.to_string())
+        .body(support::guests::wasm("answer-agent"));
+    ad.send(upload).await.expect(201);
+    a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": "a"}})).await.expect(201);
+    settled(&ad, "answers", 0, 1).await;
+    assert!(entries(&a, &stream, "answer").await.is_empty());
+    let letters = ad.get("/policies/answers/dead-letters").await.expect(200).json();
+    let error = letters["dead_letters"][0]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("bound to a schema"), "{error}");
+    let sub = &status(&ad, "answers").await["subscriptions"][0];
+    assert_eq!(sub["last_error"].as_str(), Some(error.as_str()), "{sub}");
+}
