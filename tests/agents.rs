@@ -11,7 +11,9 @@ use crate::support::{self, Backend, Call, Server};
 on_both_backends!(
     an_agent_handles_each_entry_once,
     a_killed_host_loses_and_doubles_nothing,
-    writes_the_host_refuses_write_nothing
+    writes_the_host_refuses_write_nothing,
+    agents_answering_each_other_stop_after_eight_hops,
+    an_agent_over_its_quota_waits_and_slows_no_other
 );
 
 /// Every grant the agent world offers: the test guest imports them all.
@@ -113,13 +115,36 @@ async fn an_agent_handles_each_entry_once(backend: Backend) {
     assert!(calls.iter().all(|d| d["hook"] == "agent" && d["agent"] == "answer-bot"), "{log}");
     assert_eq!(calls.iter().filter(|d| d["error"].is_null()).count(), 6);
 
+    // A dead letter retried once the agent forgives: handled, its answer
+    // lands and the letter goes; the trap fails again and stays.
+    let forgiving = json!({"run_as": "answer-bot", "subscribe": subscribe, "grants": grants(), "max_attempts": 2,
+                           "config": {"forgive": 1}});
+    ad.set_policy("answers", forgiving).await;
+    let retry = |id: &str| {
+        let path = format!("/policies/answers/dead-letters/{id}/retry");
+        let ad = &ad;
+        async move { ad.post_empty(&path).await }
+    };
+    let done = retry(letters[0]["id"].as_str().unwrap()).await.expect(200).json();
+    assert_eq!(done, json!({"handled": true, "error": null}));
+    let again = retry(letters[1]["id"].as_str().unwrap()).await.expect(200).json();
+    assert_eq!(again["handled"], false);
+    assert!(again["error"].as_str().unwrap().contains("panic or uncaught exception"), "{again}");
+    retry("dl_nothing").await.expect(404);
+    let left = ad.get("/policies/answers/dead-letters").await.expect(200).json();
+    assert_eq!(left["dead_letters"].as_array().unwrap().len(), 1, "{left}");
+    assert_eq!(left["dead_letters"][0]["attempts"], 3);
+    let answers = entries(&a, &stream, "answer").await;
+    assert_eq!(answers.last().unwrap()["data"]["question"].as_i64(), Some(seqs[2]));
+    settled(&ad, "answers", 7, 1).await;
+
     // After a restart it goes on from where it was: nothing twice.
     let server = server.restart(&[]);
     let a = server.as_agent(&asker);
     a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": "g"}})).await.expect(201);
     let ad = server.as_agent(&admin);
-    settled(&ad, "answers", 7, 2).await;
-    assert_eq!(entries(&a, &stream, "answer").await.len(), 7);
+    settled(&ad, "answers", 8, 1).await;
+    assert_eq!(entries(&a, &stream, "answer").await.len(), 8);
 }
 
 /// An agent that follows every label never hears its own answers; a host
@@ -204,4 +229,78 @@ async fn writes_the_host_refuses_write_nothing(backend: Backend) {
     assert!(error.contains("bound to a schema"), "{error}");
     let sub = &status(&ad, "answers").await["subscriptions"][0];
     assert_eq!(sub["last_error"].as_str(), Some(error.as_str()), "{sub}");
+}
+
+/// Two agents that answer every entry but their own answer each other's
+/// answers; an entry eight agent calls down the chain is not delivered,
+/// so the exchange ends, and each counts the entry it did not get.
+async fn agents_answering_each_other_stop_after_eight_hops(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let asker = server.register("asker").await;
+    let a = server.as_agent(&asker);
+    let stream = a.post("/stream", json!({"name": "chatter"})).await.expect(201).json()["stream_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ad = server.as_agent(&admin);
+    for bot in ["bot-a", "bot-b"] {
+        server.register(bot).await;
+        let settings = json!({"run_as": bot, "subscribe": [{"stream": stream}], "grants": grants()});
+        let upload = ad
+            .req(reqwest::Method::PUT, &format!("/policies/{bot}?hook=agent"))
+            .header("Content-Type", "application/wasm")
+            .header("Cairn-Settings", settings.to_string())
+            .body(support::guests::wasm("answer-agent"));
+        ad.send(upload).await.expect(201);
+    }
+    a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": "hello"}})).await.expect(201);
+    for bot in ["bot-a", "bot-b"] {
+        support::wait_for(&format!("{bot} to stop at the hop limit"), Duration::from_secs(60), || async {
+            status(&ad, bot).await["subscriptions"][0]["looped"].as_i64() == Some(1)
+        })
+        .await;
+        let sub = &status(&ad, bot).await["subscriptions"][0];
+        // The question, and the other's answers one to seven calls down.
+        assert_eq!(sub["processed"].as_i64(), Some(8), "{bot}: {sub}");
+    }
+    // Two answers at each of the eight levels, and nothing more.
+    assert_eq!(entries(&a, &stream, "answer").await.len(), 16);
+}
+
+/// An agent over its `writes_per_minute` waits with its next entries (its
+/// lag shows them), while another agent on the same host goes on.
+async fn an_agent_over_its_quota_waits_and_slows_no_other(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let asker = server.register("asker").await;
+    let a = server.as_agent(&asker);
+    let ad = server.as_agent(&admin);
+    let mut streams = Vec::new();
+    for (bot, per_minute) in [("slow-bot", 1), ("fast-bot", 600)] {
+        server.register(bot).await;
+        let created = a.post("/stream", json!({"name": format!("for-{bot}")})).await.expect(201).json();
+        let stream = created["stream_id"].as_str().unwrap().to_string();
+        let settings = json!({"run_as": bot, "subscribe": [{"stream": stream, "labels": ["question"]}],
+                              "grants": grants(), "writes_per_minute": per_minute});
+        let upload = ad
+            .req(reqwest::Method::PUT, &format!("/policies/{bot}?hook=agent"))
+            .header("Content-Type", "application/wasm")
+            .header("Cairn-Settings", settings.to_string())
+            .body(support::guests::wasm("answer-agent"));
+        ad.send(upload).await.expect(201);
+        streams.push(stream);
+    }
+    for stream in &streams {
+        for i in 0..8 {
+            let q = json!({"label": "question", "data": {"text": format!("q{i}")}});
+            a.post(&format!("/stream/{stream}"), q).await.expect(201);
+        }
+    }
+    settled(&ad, "fast-bot", 8, 0).await;
+    // One append a minute: the first went at once, the next waits a minute.
+    let slow = &status(&ad, "slow-bot").await["subscriptions"][0];
+    assert_eq!(slow["processed"].as_i64(), Some(1), "{slow}");
+    assert!(slow["lag"].as_i64().unwrap_or(0) >= 7, "{slow}");
+    assert_eq!(entries(&a, &streams[0], "answer").await.len(), 1);
 }

@@ -4,6 +4,10 @@
 -- entry's effects land exactly once; a dead letter is an entry that failed
 -- every attempt.
 ALTER TABLE policies ADD COLUMN agent TEXT NOT NULL DEFAULT '{}';
+-- How many agent calls led to an entry: 0 from HTTP, one more than the
+-- entry it answered for an agent's. Entries past a limit are not delivered,
+-- so agents answering each other cannot loop for ever.
+ALTER TABLE stream_entries ADD COLUMN hops BIGINT NOT NULL DEFAULT 0;
 CREATE TABLE agent_cursors (
     policy      TEXT NOT NULL,
     stream_id   TEXT NOT NULL,
@@ -11,6 +15,7 @@ CREATE TABLE agent_cursors (
     processed   BIGINT NOT NULL,
     failed      BIGINT NOT NULL,
     skipped     BIGINT NOT NULL,
+    looped      BIGINT NOT NULL DEFAULT 0,
     paused      BOOLEAN NOT NULL,
     last_error  TEXT,
     updated_at  BIGINT NOT NULL,

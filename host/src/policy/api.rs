@@ -39,6 +39,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(evaluate))
         .routes(routes!(decisions))
         .routes(routes!(dead_letters))
+        .routes(routes!(retry_dead_letter))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -293,6 +294,23 @@ async fn show(State(app): State<AppState>, caller: Caller, Path(name): Path<Stri
         view.agent = Some(crate::sandboxed::status(&app.db, &name).await?);
     }
     Ok(Json(view))
+}
+
+/// Tries a dead letter's entry once more, now: handled, its writes commit
+/// and the letter goes; failed again, the letter stays with the new error.
+#[utoipa::path(post, path = "/policies/{name}/dead-letters/{id}/retry", tag = "policies",
+    params(("name" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = crate::sandboxed::Retried), (status = 403), (status = 404)))]
+async fn retry_dead_letter(
+    State(app): State<AppState>,
+    _admin: Admin,
+    Path((name, id)): Path<(String, String)>,
+) -> Result<Json<crate::sandboxed::Retried>> {
+    let active = find(&app, &name)?;
+    match app.agents.retry(&active, &id).await? {
+        Some(r) => Ok(Json(r)),
+        None => Err(Error::not_found(format!("dead letter {id:?} of {name}"))),
+    }
 }
 
 #[derive(Serialize, ToSchema)]

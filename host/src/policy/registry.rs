@@ -104,6 +104,10 @@ pub struct Settings {
     /// default, so an agent does not answer itself).
     #[serde(default)]
     pub receive_own: bool,
+    /// Agents only: entries it may append per minute on this host (1 to
+    /// 100,000; default 600). Past it, the next entry waits.
+    #[serde(default = "writes_per_minute")]
+    pub writes_per_minute: u32,
 }
 
 /// One stream an agent follows.
@@ -150,10 +154,16 @@ pub struct AgentBinding {
     pub on_dead_letter: OnDeadLetter,
     #[serde(default)]
     pub receive_own: bool,
+    #[serde(default = "writes_per_minute")]
+    pub writes_per_minute: u32,
 }
 
 fn max_attempts() -> u32 {
     5
+}
+
+fn writes_per_minute() -> u32 {
+    600
 }
 
 impl Default for AgentBinding {
@@ -164,6 +174,7 @@ impl Default for AgentBinding {
             max_attempts: max_attempts(),
             on_dead_letter: OnDeadLetter::Continue,
             receive_own: false,
+            writes_per_minute: writes_per_minute(),
         }
     }
 }
@@ -201,6 +212,7 @@ impl Default for Settings {
             max_attempts: max_attempts(),
             on_dead_letter: OnDeadLetter::Continue,
             receive_own: false,
+            writes_per_minute: writes_per_minute(),
         }
     }
 }
@@ -222,6 +234,7 @@ impl Settings {
             max_attempts: self.max_attempts,
             on_dead_letter: self.on_dead_letter,
             receive_own: self.receive_own,
+            writes_per_minute: self.writes_per_minute,
         }
     }
 
@@ -256,6 +269,9 @@ impl Settings {
         }
         if !(1..=100).contains(&self.max_attempts) {
             return Err(bad("/max_attempts", "max_attempts takes 1 to 100".into()));
+        }
+        if !(1..=100_000).contains(&self.writes_per_minute) {
+            return Err(bad("/writes_per_minute", "writes_per_minute takes 1 to 100000".into()));
         }
         Ok(())
     }
@@ -804,6 +820,7 @@ fn settings_of(row: &PolicyRow) -> Settings {
         max_attempts: agent.max_attempts,
         on_dead_letter: agent.on_dead_letter,
         receive_own: agent.receive_own,
+        writes_per_minute: agent.writes_per_minute,
     }
 }
 

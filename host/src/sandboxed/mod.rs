@@ -40,6 +40,42 @@ const IDLE: Duration = Duration::from_secs(2);
 /// Backoff between attempts at one entry: doubling from this, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Entries that this many agent calls led to are not delivered: agents
+/// answering each other stop there.
+pub const MAX_HOPS: i64 = 8;
+
+/// An agent's appends per minute: a bucket of a minute's worth, refilled
+/// continuously. Past it the agent waits before it commits, so a flood
+/// slows that agent alone.
+struct Quota {
+    per_minute: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Quota {
+    fn new(per_minute: u32) -> Self {
+        let per_minute = f64::from(per_minute.max(1));
+        Self { per_minute, tokens: per_minute, at: std::time::Instant::now() }
+    }
+
+    /// Waits until `n` appends fit, then takes them.
+    async fn take(&mut self, n: usize) {
+        let n = (n as f64).min(self.per_minute);
+        loop {
+            let now = std::time::Instant::now();
+            let refill = now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0;
+            self.tokens = (self.tokens + refill).min(self.per_minute);
+            self.at = now;
+            if self.tokens >= n {
+                self.tokens -= n;
+                return;
+            }
+            let wait = (n - self.tokens) * 60.0 / self.per_minute;
+            tokio::time::sleep(Duration::from_secs_f64(wait.min(60.0))).await;
+        }
+    }
+}
 
 /// What the runner needs from the host.
 pub struct Agents {
@@ -102,11 +138,12 @@ impl Agents {
     async fn follow(self: Arc<Self>, agent: Arc<Active>, mut shutdown: watch::Receiver<bool>) {
         let Some(run_as) = agent.settings.run_as.clone() else { return };
         let reader = Reader { name: run_as.clone(), admin: false };
+        let mut quota = Quota::new(agent.settings.writes_per_minute);
         loop {
             let mut news = Vec::new();
             let mut worked = false;
             for sub in &agent.settings.subscribe {
-                match self.serve(&agent, &reader, sub).await {
+                match self.serve(&agent, &reader, sub, &mut quota).await {
                     Ok((stream_id, did)) => {
                         worked |= did;
                         news.push(self.bus.subscribe(&stream_id));
@@ -139,7 +176,13 @@ impl Agents {
 
     /// Handles what one subscription has waiting; returns its stream and
     /// whether anything was done.
-    async fn serve(&self, agent: &Arc<Active>, reader: &Reader, sub: &Subscription) -> Result<(String, bool)> {
+    async fn serve(
+        &self,
+        agent: &Arc<Active>,
+        reader: &Reader,
+        sub: &Subscription,
+        quota: &mut Quota,
+    ) -> Result<(String, bool)> {
         let Some(stream) = stream::followed(&self.db, &sub.stream).await? else {
             return Err(crate::error::Error::not_found(format!("stream {:?}", sub.stream)));
         };
@@ -153,22 +196,23 @@ impl Agents {
         }
         let entries = stream::entries_after(&self.db, &stream.stream_id, cursor.seq, PAGE).await?;
         let mut at = cursor.seq;
-        let mut skipped = 0;
+        let (mut skipped, mut looped) = (0, 0);
         for e in &entries {
             let wanted = (sub.labels.is_empty() || e.label.as_ref().is_some_and(|l| sub.labels.contains(l)))
                 && (agent.settings.receive_own || e.agent != reader.name);
-            if !wanted {
+            let too_far = e.hops >= MAX_HOPS;
+            if !wanted || too_far {
                 skipped += 1;
+                looped += i64::from(wanted && too_far);
                 continue;
             }
             if skipped > 0 {
-                match store::commit(&self.db, &agent.name, &stream.stream_id, at, e.seq - 1, Step::Skipped(skipped))
-                    .await?
-                {
+                let step = Step::Skipped { skipped, looped };
+                match store::commit(&self.db, &agent.name, &stream.stream_id, at, e.seq - 1, step).await? {
                     Committed::Done(_) => at = e.seq - 1,
                     Committed::Lost => return Ok((stream.stream_id, true)),
                 }
-                skipped = 0;
+                (skipped, looped) = (0, 0);
             }
             let entry = StreamEntry {
                 seq: e.seq as u64,
@@ -177,7 +221,7 @@ impl Agents {
                 agent: e.agent.clone(),
                 created_at: crate::clock::rfc3339(e.created_at),
             };
-            match self.handle(agent, reader, &stream, &entry, at).await? {
+            match self.handle(agent, reader, &stream, &entry, e.hops, at, quota).await? {
                 Committed::Done(appended) => {
                     for (stream_id, seq) in appended {
                         stream::events::announce(&self.bus, &self.db, &stream_id, seq).await;
@@ -191,20 +235,24 @@ impl Agents {
         if skipped > 0
             && let Some(last) = entries.last()
         {
-            store::commit(&self.db, &agent.name, &stream.stream_id, at, last.seq, Step::Skipped(skipped)).await?;
+            let step = Step::Skipped { skipped, looped };
+            store::commit(&self.db, &agent.name, &stream.stream_id, at, last.seq, step).await?;
         }
         Ok((stream.stream_id, !entries.is_empty()))
     }
 
-    /// Calls the agent on one entry until it succeeds or runs out of
-    /// attempts, and commits the outcome.
+    /// Calls the agent on one entry (which `hops` agent calls led to) until
+    /// it succeeds or runs out of attempts, and commits the outcome.
+    #[allow(clippy::too_many_arguments)]
     async fn handle(
         &self,
         agent: &Arc<Active>,
         reader: &Reader,
         stream: &stream::Followed,
         entry: &StreamEntry,
+        hops: i64,
         at: i64,
+        quota: &mut Quota,
     ) -> Result<Committed> {
         let attempts = agent.settings.max_attempts.max(1);
         let mut backoff = FIRST_BACKOFF;
@@ -221,7 +269,13 @@ impl Agents {
             };
             match checked {
                 Ok(()) => {
-                    let step = Step::Handled { appends: call.writes, run_as: reader.name.clone(), record: call.record };
+                    quota.take(call.writes.len()).await;
+                    let step = Step::Handled {
+                        appends: call.writes,
+                        run_as: reader.name.clone(),
+                        hops: hops + 1,
+                        record: call.record,
+                    };
                     return store::commit(&self.db, &agent.name, &stream.stream_id, at, entry.seq as i64, step).await;
                 }
                 Err(error) => {
@@ -290,6 +344,65 @@ impl Agents {
     }
 }
 
+/// How retrying a dead letter went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Retried {
+    /// True: handled at last, its writes committed and the letter gone.
+    pub handled: bool,
+    /// Why it failed again (the letter stays, with this error).
+    pub error: Option<String>,
+}
+
+impl Agents {
+    /// Tries a dead letter's entry once more, now; None if the agent has no
+    /// such letter.
+    pub async fn retry(&self, agent: &Arc<Active>, id: &str) -> Result<Option<Retried>> {
+        let Some(letter) = store::dead_letter(&self.db, &agent.name, id).await? else { return Ok(None) };
+        let Some(run_as) = agent.settings.run_as.clone() else {
+            return Err(crate::error::Error::validation("the agent has no run_as to act as", vec![]));
+        };
+        let reader = Reader { name: run_as.clone(), admin: false };
+        let found = stream::entries_after(&self.db, &letter.stream_id, letter.seq - 1, 1).await?;
+        let Some(e) = found.into_iter().find(|e| e.seq == letter.seq) else {
+            let error = "the entry is no longer in its stream (deleted, or past its retention)".to_string();
+            store::failed_again(&self.db, &letter.id, &error).await?;
+            return Ok(Some(Retried { handled: false, error: Some(error) }));
+        };
+        let entry = StreamEntry {
+            seq: e.seq as u64,
+            label: e.label.clone(),
+            data: e.data.clone(),
+            agent: e.agent.clone(),
+            created_at: crate::clock::rfc3339(e.created_at),
+        };
+        let (decider, active, sid) = (self.decider.clone(), agent.clone(), letter.stream_id.clone());
+        let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &reader, &sid, &entry))
+            .await
+            .map_err(|e| crate::error::Error::internal(format!("running agent {}: {e}", agent.name)))??;
+        let checked = match call.result.clone() {
+            Ok(()) => self.check(&call.writes).await?,
+            Err(e) => Err(e),
+        };
+        if let Err(error) = checked {
+            store::failed_again(&self.db, &letter.id, &error).await?;
+            return Ok(Some(Retried { handled: false, error: Some(error) }));
+        }
+        let hops = e.hops + 1;
+        match store::retried(&self.db, &agent.name, &letter, &call.writes, &run_as, hops, &call.record).await? {
+            Committed::Done(appended) => {
+                for (stream_id, seq) in appended {
+                    stream::events::announce(&self.bus, &self.db, &stream_id, seq).await;
+                }
+                Ok(Some(Retried { handled: true, error: None }))
+            }
+            Committed::Lost => Ok(Some(Retried {
+                handled: false,
+                error: Some("another retry of this letter, or an append to its stream, came first; try again".into()),
+            })),
+        }
+    }
+}
+
 /// One subscription's state, as `GET /policies/{name}` shows it.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubscriptionStatus {
@@ -300,8 +413,11 @@ pub struct SubscriptionStatus {
     pub lag: i64,
     pub processed: i64,
     pub failed: i64,
-    /// Entries not for this agent: other labels, or its own.
+    /// Entries not for this agent: other labels, its own, or too far
+    /// down a chain of agents.
     pub skipped: i64,
+    /// Of the skipped, those that came through [`MAX_HOPS`] agent calls.
+    pub looped: i64,
     pub paused: bool,
     pub last_error: Option<String>,
 }
@@ -324,6 +440,7 @@ pub async fn status(db: &Db, policy: &str) -> Result<AgentStatus> {
             processed: c.processed,
             failed: c.failed,
             skipped: c.skipped,
+            looped: c.looped,
             paused: c.paused,
             last_error: c.last_error,
         });

@@ -17,6 +17,8 @@ pub struct Cursor {
     pub processed: i64,
     pub failed: i64,
     pub skipped: i64,
+    /// Entries not delivered because too many agent calls led to them.
+    pub looped: i64,
     pub paused: bool,
     pub last_error: Option<String>,
 }
@@ -46,7 +48,7 @@ pub async fn cursor(db: &Db, policy: &str, stream_id: &str, start: i64) -> Resul
         .await
         .map(|r| r.rows_affected()))?;
     Ok(with_db!(db, read, |pool| sqlx::query_as(
-        "SELECT stream_id, seq, processed, failed, skipped, paused, last_error FROM agent_cursors \
+        "SELECT stream_id, seq, processed, failed, skipped, looped, paused, last_error FROM agent_cursors \
          WHERE policy = $1 AND stream_id = $2"
     )
     .bind(policy)
@@ -58,7 +60,7 @@ pub async fn cursor(db: &Db, policy: &str, stream_id: &str, start: i64) -> Resul
 /// Every cursor of `policy`.
 pub async fn cursors(db: &Db, policy: &str) -> Result<Vec<Cursor>> {
     Ok(with_db!(db, read, |pool| sqlx::query_as(
-        "SELECT stream_id, seq, processed, failed, skipped, paused, last_error FROM agent_cursors \
+        "SELECT stream_id, seq, processed, failed, skipped, looped, paused, last_error FROM agent_cursors \
          WHERE policy = $1 ORDER BY stream_id"
     )
     .bind(policy)
@@ -68,10 +70,12 @@ pub async fn cursors(db: &Db, policy: &str) -> Result<Vec<Cursor>> {
 
 /// What handling one entry (or skipping some) left to commit.
 pub enum Step {
-    /// Entries up to the new position were not for this agent.
-    Skipped(i64),
-    /// The entry was handled: its appends (as `run_as`) and its record.
-    Handled { appends: Vec<Planned>, run_as: String, record: DecisionRow },
+    /// Entries up to the new position were not for this agent: so many,
+    /// of which so many had come through too many agents.
+    Skipped { skipped: i64, looped: i64 },
+    /// The entry was handled: its appends (as `run_as`, each `hops` agent
+    /// calls from an entry written over HTTP) and its record.
+    Handled { appends: Vec<Planned>, run_as: String, hops: i64, record: DecisionRow },
     /// Every attempt failed: a dead letter, and the subscription pauses if asked.
     Dead { letter: DeadLetter, record: DecisionRow, pause: bool },
 }
@@ -94,25 +98,31 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
     Ok(with_db!(db, write, |pool| async {
         let mut tx = pool.begin().await?;
         let mut appended = Vec::new();
-        let (processed, failed, skipped, error, paused) = match &step {
-            Step::Skipped(n) => (0, 0, *n, None, false),
-            Step::Handled { .. } => (1, 0, 0, None, false),
-            Step::Dead { letter, pause, .. } => (0, 1, 0, Some(letter.error.clone()), *pause),
+        let (processed, failed, skipped, looped, error, paused) = match &step {
+            Step::Skipped { skipped, looped } => (0, 0, *skipped, *looped, None, false),
+            Step::Handled { .. } => (1, 0, 0, 0, None, false),
+            Step::Dead { letter, pause, .. } => (0, 1, 0, 0, Some(letter.error.clone()), *pause),
         };
-        if let Step::Handled { appends, run_as, .. } = &step {
+        if let Step::Handled { appends, run_as, hops, .. } = &step {
             for Planned::Append { stream_id, label, data, seq } in appends {
                 let got = append_in_tx!(tx, stream_id, label, data, run_as, now)?;
                 if got != i64::try_from(*seq).ok() {
                     tx.rollback().await?;
                     return Ok(Committed::Lost);
                 }
+                sqlx::query("UPDATE stream_entries SET hops = $3 WHERE stream_id = $1 AND seq = $2")
+                    .bind(stream_id)
+                    .bind(*seq as i64)
+                    .bind(*hops)
+                    .execute(&mut *tx)
+                    .await?;
                 appended.push((stream_id.clone(), *seq as i64));
             }
         }
         let moved = sqlx::query(
             "UPDATE agent_cursors SET seq = $3, processed = processed + $4, failed = failed + $5, \
-             skipped = skipped + $6, last_error = COALESCE($7, last_error), paused = $8, updated_at = $9 \
-             WHERE policy = $1 AND stream_id = $2 AND seq = $10",
+             skipped = skipped + $6, looped = looped + $7, last_error = COALESCE($8, last_error), paused = $9, \
+             updated_at = $10 WHERE policy = $1 AND stream_id = $2 AND seq = $11",
         )
         .bind(policy)
         .bind(stream_id)
@@ -120,6 +130,7 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
         .bind(processed)
         .bind(failed)
         .bind(skipped)
+        .bind(looped)
         .bind(&error)
         .bind(paused)
         .bind(now)
@@ -149,12 +160,93 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
                 .execute(&mut *tx)
                 .await?;
             }
-            Step::Skipped(_) => {}
+            Step::Skipped { .. } => {}
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(Committed::Done(appended))
     }
     .await)?)
+}
+
+/// A dead letter handled at last: its appends and record, and the letter
+/// gone, in one transaction; `Lost` if the letter was already gone (a
+/// retry that raced this one) or an append's seq moved.
+pub async fn retried(
+    db: &Db,
+    policy: &str,
+    letter: &DeadLetter,
+    appends: &[Planned],
+    run_as: &str,
+    hops: i64,
+    record: &DecisionRow,
+) -> Result<Committed> {
+    let now = clock::now_ms();
+    Ok(with_db!(db, write, |pool| async {
+        let mut tx = pool.begin().await?;
+        let gone = sqlx::query("DELETE FROM agent_dead_letters WHERE id = $1 AND policy = $2")
+            .bind(&letter.id)
+            .bind(policy)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone != 1 {
+            tx.rollback().await?;
+            return Ok(Committed::Lost);
+        }
+        let mut appended = Vec::new();
+        for Planned::Append { stream_id, label, data, seq } in appends {
+            let got = append_in_tx!(tx, stream_id, label, data, run_as, now)?;
+            if got != i64::try_from(*seq).ok() {
+                tx.rollback().await?;
+                return Ok(Committed::Lost);
+            }
+            sqlx::query("UPDATE stream_entries SET hops = $3 WHERE stream_id = $1 AND seq = $2")
+                .bind(stream_id)
+                .bind(*seq as i64)
+                .bind(hops)
+                .execute(&mut *tx)
+                .await?;
+            appended.push((stream_id.clone(), *seq as i64));
+        }
+        sqlx::query(
+            "UPDATE agent_cursors SET processed = processed + 1, failed = failed - 1, updated_at = $3 \
+             WHERE policy = $1 AND stream_id = $2",
+        )
+        .bind(policy)
+        .bind(&letter.stream_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_decisions!(tx, [record])?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(Committed::Done(appended))
+    }
+    .await)?)
+}
+
+/// A dead letter by id, if `policy` has it.
+pub async fn dead_letter(db: &Db, policy: &str, id: &str) -> Result<Option<DeadLetter>> {
+    Ok(with_db!(db, read, |pool| sqlx::query_as(
+        "SELECT id, stream_id, seq, attempts, error, at FROM agent_dead_letters WHERE policy = $1 AND id = $2"
+    )
+    .bind(policy)
+    .bind(id)
+    .fetch_optional(pool)
+    .await)?)
+}
+
+/// A retry that failed again: the letter keeps the new error.
+pub async fn failed_again(db: &Db, id: &str, error: &str) -> Result<()> {
+    with_db!(db, write, |pool| sqlx::query(
+        "UPDATE agent_dead_letters SET attempts = attempts + 1, error = $2, at = $3 WHERE id = $1"
+    )
+    .bind(id)
+    .bind(error)
+    .bind(clock::now_ms())
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(())
 }
 
 /// Notes the latest failure on a cursor without moving it.

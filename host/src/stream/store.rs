@@ -37,6 +37,9 @@ pub struct EntryRow {
     pub data: String,
     pub agent: String,
     pub created_at: i64,
+    /// Agent calls that led to it (0: written over HTTP).
+    #[sqlx(default)]
+    pub hops: i64,
 }
 
 impl EntryRow {
@@ -188,7 +191,7 @@ pub async fn entries(db: &Db, id: &str, q: &EntryQuery<'_>) -> Result<Vec<EntryR
         f.and("label = ?", [Arg::Text(label.into())]);
     }
     let sql = format!(
-        "SELECT seq, label, data, agent, created_at FROM stream_entries{} ORDER BY seq LIMIT {} OFFSET {}",
+        "SELECT seq, label, data, agent, created_at, hops FROM stream_entries{} ORDER BY seq LIMIT {} OFFSET {}",
         f.where_sql(),
         f.placeholder(Arg::Int(q.limit)),
         f.placeholder(Arg::Int(q.offset))
@@ -198,7 +201,7 @@ pub async fn entries(db: &Db, id: &str, q: &EntryQuery<'_>) -> Result<Vec<EntryR
 
 pub async fn latest(db: &Db, id: &str, label: Option<&str>, not_before: i64) -> Result<Option<EntryRow>> {
     Ok(with_db!(db, read, |pool| sqlx::query_as(
-        "SELECT seq, label, data, agent, created_at FROM stream_entries
+        "SELECT seq, label, data, agent, created_at, hops FROM stream_entries
          WHERE stream_id = $1 AND ($2 IS NULL OR label = $2) AND created_at >= $3 ORDER BY seq DESC LIMIT 1"
     )
     .bind(id)

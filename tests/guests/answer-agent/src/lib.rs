@@ -1,7 +1,8 @@
 //! An agent: answers each `question` entry with an `answer` entry on the
 //! same stream. A question whose text is `fail` gets an `err` after the
 //! agent has appended (so the append must not land), and `trap` traps.
-//! Config `{"spin_ms": N}` makes each call take N ms.
+//! Config `{"spin_ms": N}` makes each call take N ms; `{"forgive": 1}`
+//! answers `fail` like any question.
 wit_bindgen::generate!({ path: "../../../wit", world: "cairn:policy/agent", generate_all });
 
 use cairn::coord::stream_write;
@@ -18,7 +19,9 @@ impl Guest for Agent {
         let text = field(&entry.data, "text").unwrap_or_default();
         let answer = format!("{{\"answer\":\"{}\",\"question\":{}}}", text.to_uppercase(), entry.seq);
         let seq = stream_write::append(&stream_id, Some("answer"), &answer)?;
+        let forgive = number(&config, "forgive").is_some_and(|n| n > 0);
         match text.as_str() {
+            "fail" if forgive => Ok(()),
             "fail" => Err(format!("refusing question {} on purpose (its answer would be #{seq})", entry.seq)),
             "trap" => panic!("trapping on question {}", entry.seq),
             _ => Ok(()),
