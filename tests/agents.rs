@@ -40,6 +40,14 @@ async fn entries(call: &Call<'_>, stream: &str, label: &str) -> Vec<Value> {
     }
 }
 
+/// Asks questions `q<i>` for each `i` of `which`.
+async fn ask(call: &Call<'_>, stream: &str, which: std::ops::Range<usize>) {
+    for i in which {
+        let q = json!({"label": "question", "data": {"text": format!("q{i}")}});
+        call.post(&format!("/stream/{stream}"), q).await.expect(201);
+    }
+}
+
 /// Waits until the agent has handled `processed` entries and failed `failed`.
 async fn settled(admin: &Call<'_>, name: &str, processed: i64, failed: i64) {
     let what = format!("{name} to handle {processed} entries and fail {failed}");
@@ -303,4 +311,50 @@ async fn an_agent_over_its_quota_waits_and_slows_no_other(backend: Backend) {
     assert_eq!(slow["processed"].as_i64(), Some(1), "{slow}");
     assert!(slow["lag"].as_i64().unwrap_or(0) >= 7, "{slow}");
     assert_eq!(entries(&a, &streams[0], "answer").await.len(), 1);
+}
+
+/// Two hosts on one PostgreSQL: one runs the agent at a time (the lease
+/// names it), the answers land once, and when that host is killed the
+/// other takes over and answers what came after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_host_runs_an_agent_and_another_takes_over() {
+    let Some(db) = support::fresh_database(Backend::Postgres).await else { return };
+    let hosts = [Server::start_on(&db, &[]), Server::start_on(&db, &[])];
+    let admin = hosts[0].admin();
+    let asker = hosts[0].register("asker").await;
+    hosts[0].register("answer-bot").await;
+    let a = hosts[0].as_agent(&asker);
+    let stream = a.post("/stream", json!({"name": "shared"})).await.expect(201).json()["stream_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream, "labels": ["question"]}],
+                          "grants": grants()});
+    let ad = hosts[0].as_agent(&admin);
+    let upload = ad
+        .req(reqwest::Method::PUT, "/policies/answers?hook=agent")
+        .header("Content-Type", "application/wasm")
+        .header("Cairn-Settings", settings.to_string())
+        .body(support::guests::wasm("answer-agent"));
+    ad.send(upload).await.expect(201);
+    ask(&hosts[1].as_agent(&asker), &stream, 0..10).await;
+    settled(&ad, "answers", 10, 0).await;
+    let holder = status(&ad, "answers").await["lease"]["holder"].as_str().unwrap().to_string();
+    let running = hosts.iter().position(|h| holder.starts_with(&format!("pid{}-", h.pid())));
+    let running = running.unwrap_or_else(|| panic!("the lease holder {holder} is neither host"));
+    let mut hosts = Vec::from(hosts);
+    let killed = hosts.remove(running);
+    assert!(!killed.stop_with("KILL").success());
+    let other = &hosts[0];
+    ask(&other.as_agent(&asker), &stream, 10..15).await;
+    // The lease runs out within 8 s, and the survivor looks every 2 s.
+    let ad = other.as_agent(&admin);
+    settled(&ad, "answers", 15, 0).await;
+    let now = status(&ad, "answers").await["lease"]["holder"].as_str().unwrap().to_string();
+    assert!(now.starts_with(&format!("pid{}-", other.pid())), "{now}");
+    let answers = entries(&other.as_agent(&asker), &stream, "answer").await;
+    let mut answered: Vec<i64> = answers.iter().map(|e| e["data"]["question"].as_i64().unwrap()).collect();
+    answered.sort_unstable();
+    answered.dedup();
+    assert_eq!((answers.len(), answered.len()), (15, 15), "one answer per question");
 }

@@ -31,3 +31,10 @@ CREATE TABLE agent_dead_letters (
     at          BIGINT NOT NULL
 );
 CREATE INDEX agent_dead_letters_by_policy ON agent_dead_letters (policy, at, id);
+-- Which host runs each agent now: one at a time, taken over when the
+-- holder stops renewing.
+CREATE TABLE agent_leases (
+    policy      TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    until       BIGINT NOT NULL
+);

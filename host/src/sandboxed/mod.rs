@@ -77,9 +77,17 @@ impl Quota {
     }
 }
 
+/// How long a host holds an agent's lease without renewing it; another
+/// host takes over within this (plus its [`IDLE`] look) of the holder's end.
+const LEASE: Duration = Duration::from_secs(8);
+/// A lease is renewed once older than this.
+const RENEW: Duration = Duration::from_secs(2);
+
 /// What the runner needs from the host.
 pub struct Agents {
     db: Db,
+    /// This host, as lease holders are named: `pid<pid>-<random>`.
+    host: String,
     decider: Arc<Decider>,
     bus: Arc<stream::events::Bus>,
     /// Labels the contract hooks act on: agents may not write them yet.
@@ -88,7 +96,25 @@ pub struct Agents {
 
 impl Agents {
     pub fn new(db: Db, decider: Arc<Decider>, bus: Arc<stream::events::Bus>, hooks: Arc<dyn AppendHook>) -> Arc<Self> {
-        Arc::new(Self { db, decider, bus, hooks })
+        let host = format!("pid{}-{:08x}", std::process::id(), rand::random::<u32>());
+        Arc::new(Self { db, host, decider, bus, hooks })
+    }
+
+    /// Holds the lease on `agent` for this host, renewing it when it is
+    /// older than [`RENEW`]; false while another host holds it.
+    async fn leased(&self, agent: &str, renewed: &mut Option<std::time::Instant>) -> Result<bool> {
+        // A SQLite database has one host: there is nobody to share with.
+        if self.db.postgres().is_none() {
+            *renewed = Some(std::time::Instant::now());
+            return Ok(true);
+        }
+        if renewed.is_some_and(|at| at.elapsed() < RENEW) {
+            return Ok(true);
+        }
+        let until = crate::clock::now_ms() + LEASE.as_millis() as i64;
+        let held = store::lease(&self.db, agent, &self.host, until).await?;
+        *renewed = held.then(std::time::Instant::now);
+        Ok(held)
     }
 
     /// Runs every enabled agent policy until `shutdown`: starts one task per
@@ -139,11 +165,20 @@ impl Agents {
         let Some(run_as) = agent.settings.run_as.clone() else { return };
         let reader = Reader { name: run_as.clone(), admin: false };
         let mut quota = Quota::new(agent.settings.writes_per_minute);
+        let mut renewed = None;
         loop {
             let mut news = Vec::new();
             let mut worked = false;
-            for sub in &agent.settings.subscribe {
-                match self.serve(&agent, &reader, sub, &mut quota).await {
+            // Another host runs it while it holds the lease; look again later.
+            let held = match self.leased(&agent.name, &mut renewed).await {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::warn!(agent = %agent.name, "cannot take the agent's lease: {e}");
+                    false
+                }
+            };
+            for sub in agent.settings.subscribe.iter().filter(|_| held) {
+                match self.serve(&agent, &reader, sub, &mut quota, &mut renewed).await {
                     Ok((stream_id, did)) => {
                         worked |= did;
                         news.push(self.bus.subscribe(&stream_id));
@@ -151,6 +186,7 @@ impl Agents {
                     Err(e) => tracing::warn!(agent = %agent.name, stream = %sub.stream, "agent cannot follow: {e}"),
                 }
                 if *shutdown.borrow() {
+                    let _ = store::release(&self.db, &agent.name, &self.host).await;
                     return;
                 }
             }
@@ -169,7 +205,10 @@ impl Agents {
             tokio::select! {
                 _ = heard => {}
                 _ = tokio::time::sleep(IDLE) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    let _ = store::release(&self.db, &agent.name, &self.host).await;
+                    return;
+                }
             }
         }
     }
@@ -182,6 +221,7 @@ impl Agents {
         reader: &Reader,
         sub: &Subscription,
         quota: &mut Quota,
+        renewed: &mut Option<std::time::Instant>,
     ) -> Result<(String, bool)> {
         let Some(stream) = stream::followed(&self.db, &sub.stream).await? else {
             return Err(crate::error::Error::not_found(format!("stream {:?}", sub.stream)));
@@ -198,6 +238,11 @@ impl Agents {
         let mut at = cursor.seq;
         let (mut skipped, mut looped) = (0, 0);
         for e in &entries {
+            // Lost the lease (this host stalled): stop; the cursor keeps
+            // whatever another host does from doubling.
+            if !self.leased(&agent.name, renewed).await? {
+                return Ok((stream.stream_id, false));
+            }
             let wanted = (sub.labels.is_empty() || e.label.as_ref().is_some_and(|l| sub.labels.contains(l)))
                 && (agent.settings.receive_own || e.agent != reader.name);
             let too_far = e.hops >= MAX_HOPS;
@@ -426,6 +471,15 @@ pub struct SubscriptionStatus {
 pub struct AgentStatus {
     pub subscriptions: Vec<SubscriptionStatus>,
     pub dead_letters: i64,
+    /// The host running it now (`pid<pid>-<random>`), and until when its
+    /// lease holds unless renewed.
+    pub lease: Option<Lease>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Lease {
+    pub holder: String,
+    pub until: String,
 }
 
 /// Where an agent is on each stream it has followed.
@@ -445,7 +499,9 @@ pub async fn status(db: &Db, policy: &str) -> Result<AgentStatus> {
             last_error: c.last_error,
         });
     }
-    Ok(AgentStatus { subscriptions, dead_letters: store::dead_letter_count(db, policy).await? })
+    let lease =
+        store::holder(db, policy).await?.map(|(holder, until)| Lease { holder, until: crate::clock::rfc3339(until) });
+    Ok(AgentStatus { subscriptions, dead_letters: store::dead_letter_count(db, policy).await?, lease })
 }
 
 /// An agent's dead letters, oldest first.

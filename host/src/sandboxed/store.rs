@@ -285,3 +285,39 @@ pub async fn dead_letter_count(db: &Db, policy: &str) -> Result<i64> {
             .await)?;
     Ok(n)
 }
+
+/// Takes or renews the lease on running `policy` for `holder` until
+/// `until` (ms): true if `holder` has it now.
+pub async fn lease(db: &Db, policy: &str, holder: &str, until: i64) -> Result<bool> {
+    const SQL: &str = "INSERT INTO agent_leases (policy, holder, until) VALUES ($1, $2, $3) \
+         ON CONFLICT (policy) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+         WHERE agent_leases.holder = excluded.holder OR agent_leases.until < $4";
+    let n = with_db!(db, write, |pool| sqlx::query(SQL)
+        .bind(policy)
+        .bind(holder)
+        .bind(until)
+        .bind(clock::now_ms())
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(n == 1)
+}
+
+/// Gives the lease back (a host stopping), so another takes over at once.
+pub async fn release(db: &Db, policy: &str, holder: &str) -> Result<()> {
+    with_db!(db, write, |pool| sqlx::query("DELETE FROM agent_leases WHERE policy = $1 AND holder = $2")
+        .bind(policy)
+        .bind(holder)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected()))?;
+    Ok(())
+}
+
+/// Who holds the lease on `policy`, and until when (ms).
+pub async fn holder(db: &Db, policy: &str) -> Result<Option<(String, i64)>> {
+    Ok(with_db!(db, read, |pool| sqlx::query_as("SELECT holder, until FROM agent_leases WHERE policy = $1")
+        .bind(policy)
+        .fetch_optional(pool)
+        .await)?)
+}
