@@ -48,13 +48,16 @@ async fn ask(call: &Call<'_>, stream: &str, which: std::ops::Range<usize>) {
     }
 }
 
-/// Waits until the agent has handled `processed` entries and failed `failed`.
+/// Waits until the agent has handled `processed` entries and failed
+/// `failed`, and passed every entry after them (its own answers included).
 async fn settled(admin: &Call<'_>, name: &str, processed: i64, failed: i64) {
-    let what = format!("{name} to handle {processed} entries and fail {failed}");
+    let what = format!("{name} to handle {processed} entries, fail {failed} and catch up");
     support::wait_for(&what, Duration::from_secs(90), || async {
         let s = status(admin, name).await;
         let sub = &s["subscriptions"][0];
-        sub["processed"].as_i64() == Some(processed) && sub["failed"].as_i64() == Some(failed)
+        sub["processed"].as_i64() == Some(processed)
+            && sub["failed"].as_i64() == Some(failed)
+            && sub["lag"].as_i64() == Some(0)
     })
     .await;
 }
@@ -306,7 +309,11 @@ async fn an_agent_over_its_quota_waits_and_slows_no_other(backend: Backend) {
         }
     }
     settled(&ad, "fast-bot", 8, 0).await;
-    // One append a minute: the first went at once, the next waits a minute.
+    // One append a minute: the first goes at once, the next waits a minute.
+    support::wait_for("slow-bot's first answer", Duration::from_secs(60), || async {
+        status(&ad, "slow-bot").await["subscriptions"][0]["processed"].as_i64() == Some(1)
+    })
+    .await;
     let slow = &status(&ad, "slow-bot").await["subscriptions"][0];
     assert_eq!(slow["processed"].as_i64(), Some(1), "{slow}");
     assert!(slow["lag"].as_i64().unwrap_or(0) >= 7, "{slow}");

@@ -166,3 +166,48 @@ async fn python_and_js_policies_decide_contract_claims() {
         );
     }
 }
+
+/// The triage agent in each language, uploaded with its binding, triages
+/// the questions on its own stream on a running server, as its agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_triage_agent_runs_in_three_languages() {
+    let Some(built) = sdk::examples() else { return };
+    let Some((_, wasms)) = built.iter().find(|(hook, _)| hook == "agent") else {
+        panic!("the agent example is not among the built examples");
+    };
+    let Some(server) = Server::start(Backend::Sqlite).await else { return };
+    let admin = server.admin();
+    let ad = server.as_agent(&admin);
+    let asker = server.register("asker").await;
+    let a = server.as_agent(&asker);
+    for (lang, wasm) in ["rust", "python", "js"].iter().zip(wasms) {
+        let bot = format!("triage-{lang}");
+        server.register(&bot).await;
+        let stream = a.post("/stream", json!({"name": format!("questions-{lang}")})).await.expect(201).json();
+        let stream = stream["stream_id"].as_str().unwrap().to_string();
+        let settings = json!({"run_as": bot, "subscribe": [{"stream": stream, "labels": ["question"]}],
+            "grants": ["stash-read", "stash-write", "stream-read", "stream-write", "task-read", "contract-read", "log"],
+            "config": {"urgent": ["outage"]}});
+        let upload = ad
+            .req(reqwest::Method::PUT, &format!("/policies/{bot}?hook=agent"))
+            .header("Content-Type", "application/wasm")
+            .header("Cairn-Settings", settings.to_string())
+            .body(std::fs::read(wasm).expect("read the built example"));
+        ad.send(upload).await.expect(201);
+        for text in ["Is the outage over?", "Which font?"] {
+            a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": text}}))
+                .await
+                .expect(201);
+        }
+        let path = format!("/stream/{stream}?label=triage");
+        support::wait_for(&format!("{lang}'s triage"), std::time::Duration::from_secs(60), || async {
+            a.get(&path).await.expect(200).json()["entries"].as_array().is_some_and(|e| e.len() == 2)
+        })
+        .await;
+        let entries = a.get(&path).await.expect(200).json()["entries"].as_array().unwrap().clone();
+        let seen: Vec<(&str, &str)> =
+            entries.iter().map(|e| (e["agent"].as_str().unwrap(), e["data"]["priority"].as_str().unwrap())).collect();
+        assert_eq!(seen, [(bot.as_str(), "urgent"), (bot.as_str(), "normal")], "{lang}");
+        assert_eq!(entries[0]["data"]["matched"], json!(["outage"]), "{lang}");
+    }
+}

@@ -30,7 +30,7 @@ pub const ALL: [&str; 19] = [
 ];
 
 /// The Rust policy examples, built with the guests (one cargo run).
-pub const EXAMPLES: [&str; 3] = ["budget-gate", "handoff-gate", "signal-router"];
+pub const EXAMPLES: [&str; 4] = ["budget-gate", "handoff-gate", "signal-router", "triage"];
 
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -12,10 +12,11 @@ use super::guests;
 
 /// The examples, one per hook: the hook, the Rust package and JS file
 /// name, and the Python module.
-pub const EXAMPLES: [(&str, &str, &str); 3] = [
+pub const EXAMPLES: [(&str, &str, &str); 4] = [
     ("claim", "budget-gate", "budget_gate"),
     ("handoff", "handoff-gate", "handoff_gate"),
     ("escalation", "signal-router", "signal_router"),
+    ("agent", "triage", "triage"),
 ];
 
 pub fn examples_dir() -> PathBuf {
@@ -76,9 +77,10 @@ pub fn run(cmd: &mut Command) -> Output {
 
 /// A Python policy module in `dir`, built for `hook`'s world.
 pub fn build_python(tools: &Toolchains, dir: &Path, module: &str, hook: &str, out: &Path) {
+    let world = if hook == "agent" { "cairn:policy/agent".to_string() } else { format!("cairn:policy/{hook}-policy") };
     run(Command::new(&tools.componentize_py)
         .current_dir(dir)
-        .args(["-d", "wit", "-w", &format!("cairn:policy/{hook}-policy"), "componentize", module, "-o"])
+        .args(["-d", "wit", "-w", &world, "componentize", module, "-o"])
         .arg(out));
 }
 

@@ -14,8 +14,9 @@
 //!
 //! `expect` takes `verdict` (with `reason_contains`) for claims,
 //! `violations` (the fields, in any order) for handoffs, `actions` (their
-//! types, in order) for escalations, and `error_contains` for decisions that
-//! must fail closed.
+//! types, in order) for escalations, `appends` (their labels, in order) for
+//! agents, whose input is `{"stream_id", "entry": {"seq", "label", "data",
+//! "agent"}}`, and `error_contains` for decisions that must fail closed.
 
 use std::sync::Arc;
 
@@ -60,7 +61,7 @@ impl CaseFile {
             if case.expect.is_empty() {
                 return Err(format!(
                     "case {:?} expects nothing, so it cannot fail; give its \"expect\" a verdict, \
-                     reason_contains, violations, actions or error_contains",
+                     reason_contains, violations, actions, appends or error_contains",
                     case.name
                 ));
             }
@@ -76,16 +77,19 @@ pub struct Expect {
     pub reason_contains: Option<String>,
     pub violations: Option<Vec<String>>,
     pub actions: Option<Vec<String>>,
+    /// An agent's appends: their labels, in order.
+    pub appends: Option<Vec<String>>,
     pub error_contains: Option<String>,
 }
 
 impl Expect {
     fn is_empty(&self) -> bool {
-        let Self { verdict, reason_contains, violations, actions, error_contains } = self;
+        let Self { verdict, reason_contains, violations, actions, appends, error_contains } = self;
         verdict.is_none()
             && reason_contains.is_none()
             && violations.is_none()
             && actions.is_none()
+            && appends.is_none()
             && error_contains.is_none()
     }
 }
@@ -107,7 +111,12 @@ pub fn run(runtime: &Runtime, loaded: &Loaded, policy: &str, file: CaseFile) -> 
 fn run_one(runtime: &Runtime, loaded: &Loaded, policy: &str, case: Case) -> CaseResult {
     let config = if case.config.is_null() { "{}".to_string() } else { case.config.to_string() };
     let state: Arc<dyn View> = Arc::new(case.state);
-    let actual = match decide(runtime, loaded, policy, &case.limits, &config, case.input, state) {
+    let actual = if loaded.hook == super::Hook::Agent {
+        call_agent(runtime, loaded, policy, &case.limits, &config, case.input, state)
+    } else {
+        decide(runtime, loaded, policy, &case.limits, &config, case.input, state)
+    };
+    let actual = match actual {
         Ok(v) => v,
         Err(bad_input) => {
             return CaseResult {
@@ -149,6 +158,77 @@ pub fn decide(
     })
 }
 
+/// An agent case's input: the entry, and the stream it is on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentInput {
+    stream_id: String,
+    entry: EntryInput,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EntryInput {
+    seq: u64,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    data: Value,
+    agent: String,
+    #[serde(default = "case_time")]
+    created_at: String,
+}
+
+fn case_time() -> String {
+    "2026-01-01T00:00:00.000Z".into()
+}
+
+/// One agent call as JSON: `{"appends": [{"stream_id", "label", "data"}]}`
+/// (planned, nothing is written), or `{"error": ...}` when it failed.
+pub fn call_agent(
+    runtime: &Runtime,
+    loaded: &Loaded,
+    policy: &str,
+    limits: &Limits,
+    config: &str,
+    input: Value,
+    state: Arc<dyn View>,
+) -> Result<Value, String> {
+    let input: AgentInput = serde_json::from_value(input).map_err(|e| e.to_string())?;
+    let e = input.entry;
+    let entry = super::view::StreamEntry {
+        seq: e.seq,
+        label: e.label,
+        data: e.data.to_string(),
+        agent: e.agent,
+        created_at: e.created_at,
+    };
+    let reads = Reads::writable(state, Arc::default());
+    let out =
+        runtime.on_entry(loaded, policy, limits, super::Isolation::Fresh, config, &input.stream_id, &entry, reads);
+    Ok(match out.result {
+        Ok(Ok(())) => {
+            let appends: Vec<Value> = out
+                .writes
+                .iter()
+                .map(|super::view::Planned::Append { stream_id, label, data, .. }| {
+                    let data = serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
+                    serde_json::json!({"stream_id": stream_id, "label": label, "data": data})
+                })
+                .collect();
+            serde_json::json!({ "appends": appends })
+        }
+        Ok(Err(said)) => serde_json::json!({ "error": format!("returned an error: {said}") }),
+        Err(error) => {
+            let first = error.lines().next().unwrap_or(&error);
+            match super::decide::last_word(&out.stderr) {
+                Some(said) => serde_json::json!({ "error": format!("{first}; the guest wrote: {said}") }),
+                None => serde_json::json!({ "error": first }),
+            }
+        }
+    })
+}
+
 fn compare(expect: &Expect, actual: &Value) -> Option<String> {
     if let Some(error) = actual.get("error").and_then(Value::as_str) {
         return match &expect.error_contains {
@@ -180,6 +260,13 @@ fn compare(expect: &Expect, actual: &Value) -> Option<String> {
         want.sort_unstable();
         if got != want {
             return Some(format!("expected violations of {want:?}, got {actual}"));
+        }
+    }
+    if let Some(want) = &expect.appends {
+        let got: Vec<&str> =
+            actual["appends"].as_array().into_iter().flatten().filter_map(|a| a["label"].as_str()).collect();
+        if got != *want {
+            return Some(format!("expected appends labelled {want:?}, got {actual}"));
         }
     }
     if let Some(want) = &expect.actions {

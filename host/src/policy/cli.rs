@@ -23,6 +23,11 @@ pub enum Command {
         file: PathBuf,
         #[arg(long, value_enum)]
         hook: Hook,
+        /// A JSON file with settings (the body of `PUT
+        /// /policies/{name}/settings`: an agent's `run_as` and `subscribe`,
+        /// say); the flags below override its fields.
+        #[arg(long)]
+        settings: Option<PathBuf>,
         /// A JSON file with the policy's config.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -128,14 +133,20 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
             print!("{}", super::scaffold::next_steps(&dir, &name, lang, hook));
             Ok(true)
         }
-        Command::Add { name, file, hook, config, config_schema, scope, replaces_bundled, mask, server } => {
+        Command::Add { name, file, hook, settings, config, config_schema, scope, replaces_bundled, mask, server } => {
             // Everything local is checked before anything is sent.
             let wasm = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let from_file = settings.as_deref().map(read_json).transpose()?;
+            if from_file.as_ref().is_some_and(|s| !s.is_object()) {
+                bail!("--settings takes a JSON object, as PUT /policies/{{name}}/settings does");
+            }
             let config = config.as_deref().map(read_json).transpose()?;
             let config_schema = config_schema.as_deref().map(read_json).transpose()?;
             let scope = scope.as_deref().map(parse_scope).transpose()?;
             let current = server.current(&name).await?;
-            if current.is_none() && scope.is_none() {
+            let scoped = scope.is_some() || from_file.as_ref().is_some_and(|s| s.get("scope").is_some());
+            // An agent's reach is its subscriptions, not a scope.
+            if current.is_none() && !scoped && hook != Hook::Agent {
                 bail!(
                     "{name} is a new policy: say where it decides with --scope global, --scope team:NAME or --scope stash:NAME"
                 );
@@ -149,10 +160,13 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
                 ("replaces_bundled", replaces_bundled.map(Value::Bool)),
                 ("mask", (!mask.is_empty()).then(|| json!(mask))),
             ];
-            let headers = if changes.iter().all(|(_, v)| v.is_none()) {
+            let headers = if changes.iter().all(|(_, v)| v.is_none()) && from_file.is_none() {
                 Vec::new()
             } else {
                 let mut settings = current.map_or_else(|| json!({}), |c| c["settings"].clone());
+                for (key, value) in from_file.as_ref().and_then(Value::as_object).into_iter().flatten() {
+                    settings[key] = value.clone();
+                }
                 for (key, value) in changes {
                     if let Some(v) = value {
                         settings[key] = v;
@@ -169,12 +183,21 @@ pub async fn run(command: Command) -> anyhow::Result<bool> {
                 policy["sha256"].as_str().unwrap_or_default()
             );
             let settings = &policy["settings"];
-            let beside = if settings["replaces_bundled"] == true { "instead of" } else { "beside" };
-            println!(
-                "scope {}, config {}; decides {beside} the bundled policy",
-                scope_label(&settings["scope"]),
-                settings["config"]
-            );
+            if hook == Hook::Agent {
+                let streams = settings["subscribe"].as_array().map_or(0, Vec::len);
+                println!(
+                    "runs as {} on {streams} stream(s), config {}",
+                    settings["run_as"].as_str().unwrap_or("nobody"),
+                    settings["config"]
+                );
+            } else {
+                let beside = if settings["replaces_bundled"] == true { "instead of" } else { "beside" };
+                println!(
+                    "scope {}, config {}; decides {beside} the bundled policy",
+                    scope_label(&settings["scope"]),
+                    settings["config"]
+                );
+            }
             Ok(true)
         }
         Command::List { server } => {
@@ -385,8 +408,14 @@ fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool, cache: PathBuf) -> an
         cache_dir: Some(cache),
         prepare: super::Prepare { per_policy: 0, ..Default::default() },
     })?;
+    // An agent is tested with every interface its world offers: its writes
+    // are planned and shown, never made.
+    let grants = match hook {
+        Hook::Agent => super::Capability::ALL.into_iter().filter(|c| hook.offers(*c)).collect(),
+        _ => hook.default_grants(),
+    };
     let loaded = runtime
-        .load(hook, &wasm, &hook.default_grants())
+        .load(hook, &wasm, &grants)
         .with_context(|| format!("cannot load {} as a {hook:?} policy", file.display()))?;
     let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let results = super::cases::run(&runtime, &loaded, &name, case_file);

@@ -36,6 +36,15 @@ strip = true
 # Its own project, whatever folder it sits in.
 [workspace]
 ";
+/// An agent project's binding: who it acts as and what it follows.
+const AGENT_SETTINGS: &str = r#"{
+  "run_as": "triage-bot",
+  "subscribe": [{"stream": "questions", "labels": ["question"], "from": "start"}],
+  "grants": ["stash-read", "stash-write", "stream-read", "stream-write", "task-read", "contract-read", "log"],
+  "max_attempts": 5,
+  "on_dead_letter": "continue"
+}
+"#;
 const PY_REQUIREMENTS: &str = include_str!("../../../examples/policies/python/requirements.txt");
 
 /// One example per hook: its name in `examples/policies/`, its source in
@@ -83,7 +92,9 @@ fn template(hook: Hook) -> anyhow::Result<Template> {
                 "{\"halt_on\": [\"SECURITY\"], \"runbook\": \"runbook\"}\n"
             )
         }
-        Hook::Agent => bail!("there is no template for the agent world yet; --hook takes claim, handoff or escalation"),
+        Hook::Agent => {
+            template!("triage", "triage", "agent", "{\"urgent\": [\"outage\", \"security\"], \"label\": \"triage\"}\n")
+        }
     })
 }
 
@@ -156,6 +167,9 @@ fn files(name: &str, lang: Lang, hook: Hook) -> anyhow::Result<Vec<(PathBuf, Str
         (PathBuf::from("config.schema.json"), t.config_schema.to_string()),
         (PathBuf::from("README.md"), readme(name, lang, hook, &t)),
     ];
+    if hook == Hook::Agent {
+        out.push((PathBuf::from("settings.json"), AGENT_SETTINGS.to_string()));
+    }
     match lang {
         Lang::Rust => {
             let manifest = t.cargo.replacen(&format!("name = \"{}\"", t.name), &format!("name = \"{name}\""), 1);
@@ -204,6 +218,33 @@ fn readme(name: &str, lang: Lang, hook: Hook, t: &Template) -> String {
         Lang::Js => "JavaScript with componentize-js (SpiderMonkey), pinned in `package-lock.json`",
     };
     let source = source_file(lang);
+    let (upload, binding) = if hook == "agent" {
+        (
+            format!(
+                "cairn policy add {name} {wasm} --hook agent --settings settings.json \\\n    \
+                 --config config.json --config-schema config.schema.json",
+                wasm = c.wasm
+            ),
+            "`settings.json` binds it: `run_as` is the registered agent it acts as (register it \
+             first), `subscribe` the streams it follows (an id, or a discoverable stream's name) \
+             and their labels. The host calls it once per entry; its appends commit only when it \
+             returns `ok`, so each entry's writes land once. `GET /policies/NAME` shows how far \
+             it got, and `GET /policies/NAME/dead-letters` the entries that failed."
+                .to_string(),
+        )
+    } else {
+        (
+            format!(
+                "cairn policy add {name} {wasm} --hook {hook} --config config.json \\\n    \
+                 --config-schema config.schema.json --scope global",
+                wasm = c.wasm
+            ),
+            "`--scope team:NAME` or `--scope stash:CONTRACT` binds it to one team or contract \
+             instead. The hook's bundled policy keeps deciding beside it, and any deny wins; add \
+             `--replaces-bundled true` to decide instead of it in that scope."
+                .to_string(),
+        )
+    };
     format!(
         "# {name}\n\n\
          A Cairn {hook} policy in {toolchain}. It starts as a copy of Cairn's \
@@ -215,14 +256,10 @@ fn readme(name: &str, lang: Lang, hook: Hook, t: &Template) -> String {
          # test offline against the cases\n\
          cairn policy test {wasm} --hook {hook} --cases cases.json\n\
          # upload to a host (admin key in CAIRN_ADMIN_KEY, host in CAIRN_URL), with its\n\
-         # config and the schema the host checks it against, bound everywhere\n\
-         cairn policy add {name} {wasm} --hook {hook} --config config.json \\\n    \
-         --config-schema config.schema.json --scope global\n\
+         # config and the schema the host checks it against\n\
+         {upload}\n\
          ```\n\n\
-         `--scope team:NAME` or `--scope stash:CONTRACT` binds it to one team or \
-         contract instead. The hook's bundled policy keeps deciding beside it, \
-         and any deny wins; add `--replaces-bundled true` to decide instead of it \
-         in that scope. `config.schema.json` is checked by the host whenever the \
+         {binding} `config.schema.json` is checked by the host whenever the \
          config changes: keep it in step with the keys `{source}` reads.\n\n\
          Log lines written through the `log` import show up in each decision's \
          record (`GET /policies/{name}/decisions`) and in the host's tracing \
@@ -231,6 +268,8 @@ fn readme(name: &str, lang: Lang, hook: Hook, t: &Template) -> String {
         template = t.name,
         build = c.build.join("\n"),
         wasm = c.wasm,
+        upload = upload,
+        binding = binding,
     )
 }
 
@@ -273,7 +312,7 @@ mod tests {
     use super::*;
 
     const ALL_LANGS: [Lang; 3] = [Lang::Rust, Lang::Python, Lang::Js];
-    const ALL_HOOKS: [Hook; 3] = [Hook::Claim, Hook::Handoff, Hook::Escalation];
+    const ALL_HOOKS: [Hook; 4] = [Hook::Claim, Hook::Handoff, Hook::Escalation, Hook::Agent];
 
     #[test]
     fn every_project_has_its_wit_cases_and_source() {
