@@ -39,8 +39,8 @@ fn examples_in_three_languages_agree_case_for_case() {
     }
 }
 
-/// `cairn policy new` in each language (a different hook each, so all three
-/// worlds are covered), built by its README's commands, passes its cases.
+/// `cairn policy new` in each language (a different hook each, so every
+/// world is covered), built by its README's commands, passes its cases.
 #[test]
 fn scaffolded_projects_build_and_pass_their_own_cases() {
     let Some(tools) = sdk::toolchains() else { return };
@@ -73,6 +73,15 @@ fn scaffolded_projects_build_and_pass_their_own_cases() {
     build_python(tools, &dir, "app", "escalation", &dir.join("py-escalation.wasm"));
     let (ok, out) = policy_test(&dir.join("py-escalation.wasm"), "escalation", &dir.join("cases.json"));
     assert!(ok && out.ends_with("5 passed, 0 failed\n"), "{out}");
+
+    // An agent project, in Python: its settings.json binding and its cases.
+    let dir = new("py-agent", "python", "agent");
+    build_python(tools, &dir, "app", "agent", &dir.join("py-agent.wasm"));
+    let (ok, out) = policy_test(&dir.join("py-agent.wasm"), "agent", &dir.join("cases.json"));
+    assert!(ok && out.ends_with("5 passed, 0 failed\n"), "{out}");
+    let binding: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
+    assert_eq!(binding["subscribe"][0]["labels"], json!(["question"]));
 
     // JS: npm install from its lockfile (the cache .ci/toolchains filled), npm run build.
     let dir = new("js-claim", "js", "claim");
