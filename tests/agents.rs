@@ -13,7 +13,8 @@ on_both_backends!(
     a_killed_host_loses_and_doubles_nothing,
     writes_the_host_refuses_write_nothing,
     agents_answering_each_other_stop_after_eight_hops,
-    an_agent_over_its_quota_waits_and_slows_no_other
+    an_agent_over_its_quota_waits_and_slows_no_other,
+    a_new_version_takes_over_without_losing_or_doubling
 );
 
 /// Every grant the agent world offers: the test guest imports them all.
@@ -364,4 +365,56 @@ async fn one_host_runs_an_agent_and_another_takes_over() {
     answered.sort_unstable();
     answered.dedup();
     assert_eq!((answers.len(), answered.len()), (15, 15), "one answer per question");
+}
+
+/// A new version uploaded while the agent works through a backlog takes
+/// over at an entry boundary: every question is answered exactly once, the
+/// later ones by the new version.
+async fn a_new_version_takes_over_without_losing_or_doubling(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let asker = server.register("asker").await;
+    server.register("answer-bot").await;
+    let a = server.as_agent(&asker);
+    let stream = a.post("/stream", json!({"name": "questions"})).await.expect(201).json()["stream_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ad = server.as_agent(&admin);
+    let settings = |spin: u64| {
+        json!({"run_as": "answer-bot", "subscribe": [{"stream": stream, "labels": ["question"]}], "grants": grants(),
+               "config": {"spin_ms": spin}, "limits": {"timeout_ms": 1000}})
+    };
+    let upload = |settings: Value, wasm: Vec<u8>| {
+        ad.req(reqwest::Method::PUT, "/policies/answers?hook=agent")
+            .header("Content-Type", "application/wasm")
+            .header("Cairn-Settings", settings.to_string())
+            .body(wasm)
+    };
+    ad.send(upload(settings(20), support::guests::wasm("answer-agent"))).await.expect(201);
+    let total = 40;
+    ask(&a, &stream, 0..total).await;
+    support::wait_for("some answers", Duration::from_secs(60), || async {
+        status(&ad, "answers").await["subscriptions"][0]["processed"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    // Version 2: the triage example, a different component, under the same name.
+    let triage = std::fs::read(support::guests::example_path("triage")).expect("the triage example is built");
+    let swapped = ad.send(upload(settings(0), triage)).await.expect(200).json();
+    assert_eq!(swapped["version"], 2);
+    let before = status(&ad, "answers").await["subscriptions"][0]["processed"].as_i64().unwrap();
+    assert!(before < total as i64, "the backlog was done before the swap");
+    settled(&ad, "answers", total as i64, 0).await;
+    // Each question has exactly one reply: an answer from version 1 or a
+    // triage entry from version 2, never both and never none.
+    let answers = entries(&a, &stream, "answer").await;
+    let triaged = entries(&a, &stream, "triage").await;
+    let mut replied: Vec<i64> = answers
+        .iter()
+        .map(|e| e["data"]["question"].as_i64().unwrap())
+        .chain(triaged.iter().map(|e| e["data"]["question"].as_i64().unwrap()))
+        .collect();
+    replied.sort_unstable();
+    assert_eq!(replied, (1..=total as i64).collect::<Vec<_>>(), "one reply per question");
+    assert!(!answers.is_empty() && !triaged.is_empty(), "both versions replied");
 }
