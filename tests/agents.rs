@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{self, Backend, Call, Server};
+use crate::support::{self, Agent, Backend, Call, Server};
 
 on_both_backends!(
     an_agent_handles_each_entry_once,
@@ -41,6 +41,16 @@ async fn entries(call: &Call<'_>, stream: &str, label: &str) -> Vec<Value> {
     }
 }
 
+/// An admin, an asker with a stream named `questions`, and `answer-bot`
+/// registered to answer there.
+async fn questions(server: &Server) -> (Agent, Agent, String) {
+    let admin = server.admin();
+    let asker = server.register("asker").await;
+    server.register("answer-bot").await;
+    let created = server.as_agent(&asker).post("/stream", json!({"name": "questions"})).await.expect(201).json();
+    (admin, asker, created["stream_id"].as_str().unwrap().to_string())
+}
+
 /// Asks questions `q<i>` for each `i` of `which`.
 async fn ask(call: &Call<'_>, stream: &str, which: std::ops::Range<usize>) {
     for i in which {
@@ -65,31 +75,23 @@ async fn settled(admin: &Call<'_>, name: &str, processed: i64, failed: i64) {
 
 async fn an_agent_handles_each_entry_once(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
-    let admin = server.admin();
+    let (admin, asker, stream) = questions(&server).await;
     let ad = server.as_agent(&admin);
-    let asker = server.register("asker").await;
-    server.register("answer-bot").await;
     let a = server.as_agent(&asker);
-    let stream = a.post("/stream", json!({"name": "questions"})).await.expect(201).json()["stream_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
 
     // A binding names a registered agent and what it follows.
     let wasm = support::guests::wasm("answer-agent");
     let upload = |settings: Value| {
-        ad.req(reqwest::Method::PUT, "/policies/answers?hook=agent")
-            .header("Content-Type", "application/wasm")
-            .header("Cairn-Settings", settings.to_string())
-            .body(wasm.clone())
+        let (ad, wasm) = (&ad, wasm.clone());
+        async move { ad.upload_with("answers", "agent", wasm, &settings).await }
     };
     let subscribe = json!([{"stream": stream, "labels": ["question"]}]);
-    let nobody = ad.send(upload(json!({"run_as": "nobody", "subscribe": subscribe, "grants": grants()}))).await;
+    let nobody = upload(json!({"run_as": "nobody", "subscribe": subscribe, "grants": grants()})).await;
     assert_eq!(nobody.expect(422).code(), "unknown_agent");
-    let nothing = ad.send(upload(json!({"run_as": "answer-bot", "grants": grants()}))).await.expect(422).json();
+    let nothing = upload(json!({"run_as": "answer-bot", "grants": grants()})).await.expect(422).json();
     assert_eq!(nothing["error"]["details"][0]["path"], "/subscribe", "{nothing}");
     let settings = json!({"run_as": "answer-bot", "subscribe": subscribe, "grants": grants(), "max_attempts": 2});
-    ad.send(upload(settings)).await.expect(201);
+    upload(settings).await.expect(201);
 
     // Questions, two that fail (an err after appending, a trap), and an
     // entry of another label.
@@ -164,25 +166,14 @@ async fn an_agent_handles_each_entry_once(backend: Backend) {
 /// question.
 async fn a_killed_host_loses_and_doubles_nothing(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
-    let admin = server.admin();
-    let asker = server.register("asker").await;
-    server.register("answer-bot").await;
+    let (admin, asker, stream) = questions(&server).await;
     let a = server.as_agent(&asker);
-    let stream = a.post("/stream", json!({"name": "questions"})).await.expect(201).json()["stream_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     // Each call takes 20 ms, so the kill finds it half way.
     let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream}], "grants": grants(),
                           "config": {"spin_ms": 20}, "limits": {"timeout_ms": 1000}});
     let ad = server.as_agent(&admin);
     // The grants must come with the bytes: the default ones do not write.
-    let upload = ad
-        .req(reqwest::Method::PUT, "/policies/answers?hook=agent")
-        .header("Content-Type", "application/wasm")
-        .header("Cairn-Settings", settings.to_string())
-        .body(support::guests::wasm("answer-agent"));
-    ad.send(upload).await.expect(201);
+    ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
     let total = 60;
     for i in 0..total {
         a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": format!("q{i}")}}))
@@ -227,12 +218,7 @@ async fn writes_the_host_refuses_write_nothing(backend: Backend) {
     let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream}], "grants": grants(),
                           "max_attempts": 1});
     let ad = server.as_agent(&admin);
-    let upload = ad
-        .req(reqwest::Method::PUT, "/policies/answers?hook=agent")
-        .header("Content-Type", "application/wasm")
-        .header("Cairn-Settings", settings.to_string())
-        .body(support::guests::wasm("answer-agent"));
-    ad.send(upload).await.expect(201);
+    ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
     a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": "a"}})).await.expect(201);
     settled(&ad, "answers", 0, 1).await;
     assert!(entries(&a, &stream, "answer").await.is_empty());
@@ -259,12 +245,7 @@ async fn agents_answering_each_other_stop_after_eight_hops(backend: Backend) {
     for bot in ["bot-a", "bot-b"] {
         server.register(bot).await;
         let settings = json!({"run_as": bot, "subscribe": [{"stream": stream}], "grants": grants()});
-        let upload = ad
-            .req(reqwest::Method::PUT, &format!("/policies/{bot}?hook=agent"))
-            .header("Content-Type", "application/wasm")
-            .header("Cairn-Settings", settings.to_string())
-            .body(support::guests::wasm("answer-agent"));
-        ad.send(upload).await.expect(201);
+        ad.upload_with(bot, "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
     }
     a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": "hello"}})).await.expect(201);
     for bot in ["bot-a", "bot-b"] {
@@ -295,12 +276,7 @@ async fn an_agent_over_its_quota_waits_and_slows_no_other(backend: Backend) {
         let stream = created["stream_id"].as_str().unwrap().to_string();
         let settings = json!({"run_as": bot, "subscribe": [{"stream": stream, "labels": ["question"]}],
                               "grants": grants(), "writes_per_minute": per_minute});
-        let upload = ad
-            .req(reqwest::Method::PUT, &format!("/policies/{bot}?hook=agent"))
-            .header("Content-Type", "application/wasm")
-            .header("Cairn-Settings", settings.to_string())
-            .body(support::guests::wasm("answer-agent"));
-        ad.send(upload).await.expect(201);
+        ad.upload_with(bot, "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
         streams.push(stream);
     }
     for stream in &streams {
@@ -339,12 +315,7 @@ async fn one_host_runs_an_agent_and_another_takes_over() {
     let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream, "labels": ["question"]}],
                           "grants": grants()});
     let ad = hosts[0].as_agent(&admin);
-    let upload = ad
-        .req(reqwest::Method::PUT, "/policies/answers?hook=agent")
-        .header("Content-Type", "application/wasm")
-        .header("Cairn-Settings", settings.to_string())
-        .body(support::guests::wasm("answer-agent"));
-    ad.send(upload).await.expect(201);
+    ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
     ask(&hosts[1].as_agent(&asker), &stream, 0..10).await;
     settled(&ad, "answers", 10, 0).await;
     let holder = status(&ad, "answers").await["lease"]["holder"].as_str().unwrap().to_string();
@@ -372,26 +343,14 @@ async fn one_host_runs_an_agent_and_another_takes_over() {
 /// later ones by the new version.
 async fn a_new_version_takes_over_without_losing_or_doubling(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
-    let admin = server.admin();
-    let asker = server.register("asker").await;
-    server.register("answer-bot").await;
+    let (admin, asker, stream) = questions(&server).await;
     let a = server.as_agent(&asker);
-    let stream = a.post("/stream", json!({"name": "questions"})).await.expect(201).json()["stream_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
     let ad = server.as_agent(&admin);
     let settings = |spin: u64| {
         json!({"run_as": "answer-bot", "subscribe": [{"stream": stream, "labels": ["question"]}], "grants": grants(),
                "config": {"spin_ms": spin}, "limits": {"timeout_ms": 1000}})
     };
-    let upload = |settings: Value, wasm: Vec<u8>| {
-        ad.req(reqwest::Method::PUT, "/policies/answers?hook=agent")
-            .header("Content-Type", "application/wasm")
-            .header("Cairn-Settings", settings.to_string())
-            .body(wasm)
-    };
-    ad.send(upload(settings(20), support::guests::wasm("answer-agent"))).await.expect(201);
+    ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings(20)).await.expect(201);
     let total = 40;
     ask(&a, &stream, 0..total).await;
     support::wait_for("some answers", Duration::from_secs(60), || async {
@@ -400,7 +359,7 @@ async fn a_new_version_takes_over_without_losing_or_doubling(backend: Backend) {
     .await;
     // Version 2: the triage example, a different component, under the same name.
     let triage = std::fs::read(support::guests::example_path("triage")).expect("the triage example is built");
-    let swapped = ad.send(upload(settings(0), triage)).await.expect(200).json();
+    let swapped = ad.upload_with("answers", "agent", triage, &settings(0)).await.expect(200).json();
     assert_eq!(swapped["version"], 2);
     let before = status(&ad, "answers").await["subscriptions"][0]["processed"].as_i64().unwrap();
     assert!(before < total as i64, "the backlog was done before the swap");

@@ -197,12 +197,8 @@ async fn the_triage_agent_runs_in_three_languages() {
         let settings = json!({"run_as": bot, "subscribe": [{"stream": stream, "labels": ["question"]}],
             "grants": ["stash-read", "stash-write", "stream-read", "stream-write", "task-read", "contract-read", "log"],
             "config": {"urgent": ["outage"]}});
-        let upload = ad
-            .req(reqwest::Method::PUT, &format!("/policies/{bot}?hook=agent"))
-            .header("Content-Type", "application/wasm")
-            .header("Cairn-Settings", settings.to_string())
-            .body(std::fs::read(wasm).expect("read the built example"));
-        ad.send(upload).await.expect(201);
+        let bytes = std::fs::read(wasm).expect("read the built example");
+        ad.upload_with(&bot, "agent", bytes, &settings).await.expect(201);
         for text in ["Is the outage over?", "Which font?"] {
             a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": text}}))
                 .await

@@ -489,6 +489,18 @@ impl Call<'_> {
         self.send(self.req(Method::PUT, &path).header("Content-Type", "application/wasm").body(wasm)).await
     }
 
+    /// Uploads a component with its settings in the `Cairn-Settings`
+    /// header: stored together, or neither.
+    pub async fn upload_with(&self, name: &str, hook: &str, wasm: Vec<u8>, settings: &Value) -> Reply {
+        let path = format!("/policies/{name}?hook={hook}");
+        let rb = self
+            .req(Method::PUT, &path)
+            .header("Content-Type", "application/wasm")
+            .header("Cairn-Settings", settings.to_string())
+            .body(wasm);
+        self.send(rb).await
+    }
+
     /// `PUT /policies/{name}/settings`, which must be accepted.
     pub async fn set_policy(&self, name: &str, settings: Value) -> Reply {
         self.send(self.req(Method::PUT, &format!("/policies/{name}/settings")).json(&settings)).await.expect(200)

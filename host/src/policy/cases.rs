@@ -146,16 +146,19 @@ pub fn decide(
     let e = super::evaluate(runtime, loaded, policy, limits, super::Isolation::Fresh, config, &input, reads);
     Ok(match e.result {
         Ok(outcome) => outcome.to_json(),
-        // As the server tells the agent: the error and the guest's last
-        // word (its panic message or exception), which cases may expect.
-        Err(error) => {
-            let first = error.lines().next().unwrap_or(&error);
-            match super::decide::last_word(&e.stderr) {
-                Some(said) => serde_json::json!({ "error": format!("{first}; the guest wrote: {said}") }),
-                None => serde_json::json!({ "error": first }),
-            }
-        }
+        Err(error) => failure(&error, &e.stderr),
     })
+}
+
+/// A failed run as a case sees it, and as the server tells the agent: the
+/// error's first line and the guest's last word (its panic message or
+/// exception), which cases may expect.
+fn failure(error: &str, stderr: &str) -> Value {
+    let first = error.lines().next().unwrap_or(error);
+    match super::decide::last_word(stderr) {
+        Some(said) => serde_json::json!({ "error": format!("{first}; the guest wrote: {said}") }),
+        None => serde_json::json!({ "error": first }),
+    }
 }
 
 /// An agent case's input: the entry, and the stream it is on.
@@ -219,13 +222,7 @@ pub fn call_agent(
             serde_json::json!({ "appends": appends })
         }
         Ok(Err(said)) => serde_json::json!({ "error": format!("returned an error: {said}") }),
-        Err(error) => {
-            let first = error.lines().next().unwrap_or(&error);
-            match super::decide::last_word(&out.stderr) {
-                Some(said) => serde_json::json!({ "error": format!("{first}; the guest wrote: {said}") }),
-                None => serde_json::json!({ "error": first }),
-            }
-        }
+        Err(error) => failure(&error, &out.stderr),
     })
 }
 

@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 
 use crate::db::Db;
 use crate::error::Result;
+use crate::policy::decide::AgentCall;
 use crate::policy::registry::{Active, From, OnDeadLetter, Registry, Subscription};
 use crate::policy::view::{Planned, Reader, StreamEntry};
 use crate::policy::{Decider, Hook};
@@ -259,13 +260,7 @@ impl Agents {
                 }
                 (skipped, looped) = (0, 0);
             }
-            let entry = StreamEntry {
-                seq: e.seq as u64,
-                label: e.label.clone(),
-                data: e.data.clone(),
-                agent: e.agent.clone(),
-                created_at: crate::clock::rfc3339(e.created_at),
-            };
+            let entry = entry_of(e);
             match self.handle(agent, reader, &stream, &entry, e.hops, at, quota).await? {
                 Committed::Done(appended) => {
                     for (stream_id, seq) in appended {
@@ -303,15 +298,7 @@ impl Agents {
         let mut backoff = FIRST_BACKOFF;
         let mut last = None;
         for attempt in 1..=attempts {
-            let (decider, active, who, sid, e) =
-                (self.decider.clone(), agent.clone(), reader.clone(), stream.stream_id.clone(), entry.clone());
-            let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &who, &sid, &e))
-                .await
-                .map_err(|e| crate::error::Error::internal(format!("running agent {}: {e}", agent.name)))??;
-            let checked = match call.result.clone() {
-                Ok(()) => self.check(&call.writes).await?,
-                Err(e) => Err(e),
-            };
+            let (call, checked) = self.call(agent, reader, &stream.stream_id, entry).await?;
             match checked {
                 Ok(()) => {
                     quota.take(call.writes.len()).await;
@@ -356,6 +343,27 @@ impl Agents {
             Step::Dead { letter, record, pause },
         )
         .await
+    }
+
+    /// One call of `agent` on `entry`, off the async workers, and whether
+    /// it succeeded with writes the host takes.
+    async fn call(
+        &self,
+        agent: &Arc<Active>,
+        reader: &Reader,
+        stream_id: &str,
+        entry: &StreamEntry,
+    ) -> Result<(AgentCall, std::result::Result<(), String>)> {
+        let (decider, active, who, sid, e) =
+            (self.decider.clone(), agent.clone(), reader.clone(), stream_id.to_string(), entry.clone());
+        let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &who, &sid, &e))
+            .await
+            .map_err(|e| crate::error::Error::internal(format!("running agent {}: {e}", agent.name)))??;
+        let checked = match call.result.clone() {
+            Ok(()) => self.check(&call.writes).await?,
+            Err(e) => Err(e),
+        };
+        Ok((call, checked))
     }
 
     /// What the call asks to write, checked as the HTTP API would check it
@@ -413,21 +421,7 @@ impl Agents {
             store::failed_again(&self.db, &letter.id, &error).await?;
             return Ok(Some(Retried { handled: false, error: Some(error) }));
         };
-        let entry = StreamEntry {
-            seq: e.seq as u64,
-            label: e.label.clone(),
-            data: e.data.clone(),
-            agent: e.agent.clone(),
-            created_at: crate::clock::rfc3339(e.created_at),
-        };
-        let (decider, active, sid) = (self.decider.clone(), agent.clone(), letter.stream_id.clone());
-        let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &reader, &sid, &entry))
-            .await
-            .map_err(|e| crate::error::Error::internal(format!("running agent {}: {e}", agent.name)))??;
-        let checked = match call.result.clone() {
-            Ok(()) => self.check(&call.writes).await?,
-            Err(e) => Err(e),
-        };
+        let (call, checked) = self.call(agent, &reader, &letter.stream_id, &entry_of(&e)).await?;
         if let Err(error) = checked {
             store::failed_again(&self.db, &letter.id, &error).await?;
             return Ok(Some(Retried { handled: false, error: Some(error) }));
@@ -445,6 +439,17 @@ impl Agents {
                 error: Some("another retry of this letter, or an append to its stream, came first; try again".into()),
             })),
         }
+    }
+}
+
+/// An entry as `on-entry` takes it.
+fn entry_of(e: &stream::EntryRow) -> StreamEntry {
+    StreamEntry {
+        seq: e.seq as u64,
+        label: e.label.clone(),
+        data: e.data.clone(),
+        agent: e.agent.clone(),
+        created_at: crate::clock::rfc3339(e.created_at),
     }
 }
 

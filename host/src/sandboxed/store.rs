@@ -9,6 +9,32 @@ use crate::policy::store::DecisionRow;
 use crate::policy::view::Planned;
 use crate::{append_in_tx, clock, insert_decisions, with_db};
 
+/// Writes a call's planned appends in `$tx` as `$run_as`, each `$hops`
+/// calls from HTTP; the (stream, seq) written, or None if one did not get
+/// the seq its call was told (the caller rolls back).
+macro_rules! append_planned {
+    ($tx:expr, $appends:expr, $run_as:expr, $hops:expr, $now:expr) => {{
+        let mut written = Some(Vec::new());
+        for Planned::Append { stream_id, label, data, seq } in $appends {
+            let got = append_in_tx!($tx, stream_id, label, data, $run_as, $now)?;
+            if got != i64::try_from(*seq).ok() {
+                written = None;
+                break;
+            }
+            sqlx::query("UPDATE stream_entries SET hops = $3 WHERE stream_id = $1 AND seq = $2")
+                .bind(stream_id)
+                .bind(*seq as i64)
+                .bind($hops)
+                .execute(&mut *$tx)
+                .await?;
+            if let Some(w) = &mut written {
+                w.push((stream_id.clone(), *seq as i64));
+            }
+        }
+        written
+    }};
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Cursor {
     pub stream_id: String,
@@ -104,19 +130,12 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
             Step::Dead { letter, pause, .. } => (0, 1, 0, 0, Some(letter.error.clone()), *pause),
         };
         if let Step::Handled { appends, run_as, hops, .. } = &step {
-            for Planned::Append { stream_id, label, data, seq } in appends {
-                let got = append_in_tx!(tx, stream_id, label, data, run_as, now)?;
-                if got != i64::try_from(*seq).ok() {
+            match append_planned!(tx, appends, run_as, *hops, now) {
+                Some(done) => appended = done,
+                None => {
                     tx.rollback().await?;
                     return Ok(Committed::Lost);
                 }
-                sqlx::query("UPDATE stream_entries SET hops = $3 WHERE stream_id = $1 AND seq = $2")
-                    .bind(stream_id)
-                    .bind(*seq as i64)
-                    .bind(*hops)
-                    .execute(&mut *tx)
-                    .await?;
-                appended.push((stream_id.clone(), *seq as i64));
             }
         }
         let moved = sqlx::query(
@@ -193,21 +212,10 @@ pub async fn retried(
             tx.rollback().await?;
             return Ok(Committed::Lost);
         }
-        let mut appended = Vec::new();
-        for Planned::Append { stream_id, label, data, seq } in appends {
-            let got = append_in_tx!(tx, stream_id, label, data, run_as, now)?;
-            if got != i64::try_from(*seq).ok() {
-                tx.rollback().await?;
-                return Ok(Committed::Lost);
-            }
-            sqlx::query("UPDATE stream_entries SET hops = $3 WHERE stream_id = $1 AND seq = $2")
-                .bind(stream_id)
-                .bind(*seq as i64)
-                .bind(hops)
-                .execute(&mut *tx)
-                .await?;
-            appended.push((stream_id.clone(), *seq as i64));
-        }
+        let Some(appended) = append_planned!(tx, appends, run_as, hops, now) else {
+            tx.rollback().await?;
+            return Ok(Committed::Lost);
+        };
         sqlx::query(
             "UPDATE agent_cursors SET processed = processed + 1, failed = failed - 1, updated_at = $3 \
              WHERE policy = $1 AND stream_id = $2",
