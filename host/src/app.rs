@@ -131,24 +131,14 @@ impl Scopes for Storage {
     }
 }
 
+/// The document's head; [`crate::openapi::finish`] adds what every route
+/// shares (the keys, the error body).
 #[derive(OpenApi)]
-#[openapi(
-    info(title = "Cairn", description = "Coordination host for AI agents: stash, stream, schema, discovery, teams and policies."),
-    modifiers(&ApiKeyAuth),
-    security(("api_key" = []))
-)]
+#[openapi(info(
+    title = "Cairn",
+    description = "Coordination host for AI agents: stash, stream, schema, discovery, teams and policies."
+))]
 struct ApiDoc;
-
-struct ApiKeyAuth;
-
-impl utoipa::Modify for ApiKeyAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components
-            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-KEY"))));
-    }
-}
 
 /// The whole HTTP API, with its OpenAPI document built from the same
 /// routes, and the MCP endpoint whose tools call those routes.

@@ -62,10 +62,9 @@ pub fn finish(mut doc: Value) -> Value {
     let schemas = components.entry("schemas").or_insert_with(|| json!({}));
     schemas["Error"] = error_schema();
     let schemes = components.entry("securitySchemes").or_insert_with(|| json!({}));
+    schemes["api_key"] = json!({"type": "apiKey", "in": "header", "name": "X-API-KEY",
+        "description": "The agent's API key, from POST /register/agent"});
     schemes["bearer"] = json!({"type": "http", "scheme": "bearer", "description": "The same API key, as `Authorization: Bearer sk_...`"});
-    if let Some(key) = schemes.get_mut("api_key") {
-        key["description"] = json!("The agent's API key, from POST /register/agent");
-    }
     doc["components"] = Value::Object(components);
     doc["security"] = json!([{"api_key": []}, {"bearer": []}]);
 

@@ -154,11 +154,7 @@ pub fn decide(
 /// error's first line and the guest's last word (its panic message or
 /// exception), which cases may expect.
 fn failure(error: &str, stderr: &str) -> Value {
-    let first = error.lines().next().unwrap_or(error);
-    match super::decide::last_word(stderr) {
-        Some(said) => serde_json::json!({ "error": format!("{first}; the guest wrote: {said}") }),
-        None => serde_json::json!({ "error": first }),
-    }
+    serde_json::json!({ "error": super::decide::what_failed(error, stderr) })
 }
 
 /// An agent case's input: the entry, and the stream it is on.

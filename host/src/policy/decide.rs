@@ -269,25 +269,8 @@ impl Decider {
         mask: &[String],
     ) -> Result<(Evaluation, Outcome, DecisionRow)> {
         let hook = req.input.hook();
-        let mut record = DecisionRow {
-            decision_id: new_decision_id(),
-            policy: active.name.clone(),
-            version: active.version,
-            hook: hook_str(hook).into(),
-            dry_run: false,
-            agent: req.agent.clone(),
-            input: masked(req.input.to_json(), mask).to_string(),
-            result: None,
-            error: None,
-            duration_us: 0,
-            fuel_used: None,
-            logs: "[]".into(),
-            logs_dropped: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-            at: clock::now_ms(),
-            scope: scope_label(&req.scope),
-        };
+        let input = masked(req.input.to_json(), mask);
+        let mut record = new_record(active, hook, &req.agent, &input, scope_label(&req.scope));
         let loaded = match &active.loaded {
             Ok(l) => l.clone(),
             Err(e) => {
@@ -301,30 +284,23 @@ impl Decider {
         let _running = active.stats.start();
         let runtime = self.registry.runtime();
         let config_text = config.to_string();
-        let mut fetched: Arc<HashMap<Read, Answer>> = Arc::default();
-        let mut evaluation = None;
-        for _ in 0..MAX_ROUNDS {
-            let reads = Reads::new(view.clone(), fetched.clone());
-            let e = super::evaluate(
-                runtime,
-                &loaded,
-                &active.name,
-                &active.settings.limits,
-                active.settings.isolation,
-                &config_text,
-                &req.input,
-                reads,
-            );
-            if e.misses.is_empty() {
-                evaluation = Some(e);
-                break;
-            }
-            let answers = self.handle.block_on(self.source.fetch(&req.reader, &e.misses))?;
-            let map = Arc::make_mut(&mut fetched);
-            for (read, answer) in e.misses.iter().cloned().zip(answers) {
-                map.insert(read, answer);
-            }
-        }
+        let evaluation = self.rounds(
+            &req.reader,
+            |fetched| {
+                let reads = Reads::new(view.clone(), fetched);
+                super::evaluate(
+                    runtime,
+                    &loaded,
+                    &active.name,
+                    &active.settings.limits,
+                    active.settings.isolation,
+                    &config_text,
+                    &req.input,
+                    reads,
+                )
+            },
+            |e| &e.misses,
+        )?;
         let evaluation = evaluation.unwrap_or_else(|| {
             Evaluation::failed(format!(
                 "kept reading new things for {MAX_ROUNDS} rounds; a decision may read only what a few rounds gather"
@@ -335,12 +311,8 @@ impl Decider {
         if let Err(e) = &evaluation.result {
             active.stats.failed_with(e);
         }
-        record.duration_us = evaluation.duration.as_micros() as i64;
-        record.fuel_used = evaluation.fuel_used.map(|f| f as i64);
-        record.logs = logs_json(&evaluation.logs);
-        record.logs_dropped = i64::try_from(evaluation.logs_dropped).unwrap_or(i64::MAX);
-        record.stdout = evaluation.stdout.clone();
-        record.stderr = evaluation.stderr.clone();
+        let e = &evaluation;
+        note_run(&mut record, e.duration, e.fuel_used, &e.logs, e.logs_dropped, &e.stdout, &e.stderr);
         let outcome = settle(hook, &evaluation, &mut record);
         (self.observe)(&Observed {
             policy: &active.name,
@@ -375,25 +347,8 @@ impl Decider {
             "seq": entry.seq, "label": entry.label, "agent": entry.agent, "created_at": entry.created_at,
             "data": serde_json::from_str::<Value>(&entry.data).unwrap_or(Value::Null),
         }});
-        let mut record = DecisionRow {
-            decision_id: new_decision_id(),
-            policy: active.name.clone(),
-            version: active.version,
-            hook: hook_str(Hook::Agent).into(),
-            dry_run: false,
-            agent: reader.name.clone(),
-            input: masked(input, &active.settings.mask).to_string(),
-            result: None,
-            error: None,
-            duration_us: 0,
-            fuel_used: None,
-            logs: "[]".into(),
-            logs_dropped: 0,
-            stdout: String::new(),
-            stderr: String::new(),
-            at: clock::now_ms(),
-            scope: Some(format!("stream:{stream_id}")),
-        };
+        let input = masked(input, &active.settings.mask);
+        let mut record = new_record(active, Hook::Agent, &reader.name, &input, Some(format!("stream:{stream_id}")));
         let loaded = match &active.loaded {
             Ok(l) => l.clone(),
             Err(e) => {
@@ -404,30 +359,23 @@ impl Decider {
         };
         let _running = active.stats.start();
         let config = active.settings.config.to_string();
-        let mut fetched: Arc<HashMap<Read, Answer>> = Arc::default();
-        let mut done = None;
-        for _ in 0..MAX_ROUNDS {
-            let reads = Reads::writable(Arc::new(super::view::Empty), fetched.clone());
-            let out = self.registry.runtime().on_entry(
-                &loaded,
-                &active.name,
-                &active.settings.limits,
-                active.settings.isolation,
-                &config,
-                stream_id,
-                entry,
-                reads,
-            );
-            if out.misses.is_empty() {
-                done = Some(out);
-                break;
-            }
-            let answers = self.handle.block_on(self.source.fetch(reader, &out.misses))?;
-            let map = Arc::make_mut(&mut fetched);
-            for (read, answer) in out.misses.iter().cloned().zip(answers) {
-                map.insert(read, answer);
-            }
-        }
+        let done = self.rounds(
+            reader,
+            |fetched| {
+                let reads = Reads::writable(Arc::new(super::view::Empty), fetched);
+                self.registry.runtime().on_entry(
+                    &loaded,
+                    &active.name,
+                    &active.settings.limits,
+                    active.settings.isolation,
+                    &config,
+                    stream_id,
+                    entry,
+                    reads,
+                )
+            },
+            |out| &out.misses,
+        )?;
         let Some(out) = done else {
             let error = format!("kept reading new things for {MAX_ROUNDS} rounds");
             record.error = Some(error.clone());
@@ -445,12 +393,7 @@ impl Decider {
         }
         let writes = if result.is_ok() { out.writes } else { Vec::new() };
         record.result = result.is_ok().then(|| serde_json::json!({"ok": true, "writes": writes.len()}).to_string());
-        record.duration_us = out.duration.as_micros() as i64;
-        record.fuel_used = out.fuel_used.map(|f| f as i64);
-        record.logs = logs_json(&out.logs);
-        record.logs_dropped = i64::try_from(out.logs_dropped).unwrap_or(i64::MAX);
-        record.stdout = out.stdout;
-        record.stderr = out.stderr;
+        note_run(&mut record, out.duration, out.fuel_used, &out.logs, out.logs_dropped, &out.stdout, &out.stderr);
         (self.observe)(&Observed {
             policy: &active.name,
             hook: hook_str(Hook::Agent),
@@ -460,6 +403,74 @@ impl Decider {
         });
         Ok(AgentCall { result, writes, record })
     }
+}
+
+impl Decider {
+    /// Runs `run` on what earlier rounds fetched until it misses nothing,
+    /// fetching each round's misses (as `reader`) in between; None when it
+    /// still missed something after [`MAX_ROUNDS`].
+    fn rounds<T>(
+        &self,
+        reader: &Reader,
+        mut run: impl FnMut(Arc<HashMap<Read, Answer>>) -> T,
+        misses: impl Fn(&T) -> &[Read],
+    ) -> Result<Option<T>> {
+        let mut fetched: Arc<HashMap<Read, Answer>> = Arc::default();
+        for _ in 0..MAX_ROUNDS {
+            let done = run(fetched.clone());
+            let missed = misses(&done);
+            if missed.is_empty() {
+                return Ok(Some(done));
+            }
+            let answers = self.handle.block_on(self.source.fetch(reader, missed))?;
+            let map = Arc::make_mut(&mut fetched);
+            for (read, answer) in missed.iter().cloned().zip(answers) {
+                map.insert(read, answer);
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A decision record of `active` on `hook` about `agent`, before the run.
+fn new_record(active: &Active, hook: Hook, agent: &str, input: &Value, scope: Option<String>) -> DecisionRow {
+    DecisionRow {
+        decision_id: new_decision_id(),
+        policy: active.name.clone(),
+        version: active.version,
+        hook: hook_str(hook).into(),
+        dry_run: false,
+        agent: agent.to_string(),
+        input: input.to_string(),
+        result: None,
+        error: None,
+        duration_us: 0,
+        fuel_used: None,
+        logs: "[]".into(),
+        logs_dropped: 0,
+        stdout: String::new(),
+        stderr: String::new(),
+        at: clock::now_ms(),
+        scope,
+    }
+}
+
+/// What a run did, into its record.
+fn note_run(
+    record: &mut DecisionRow,
+    duration: Duration,
+    fuel_used: Option<u64>,
+    logs: &[LogLine],
+    logs_dropped: usize,
+    stdout: &str,
+    stderr: &str,
+) {
+    record.duration_us = duration.as_micros() as i64;
+    record.fuel_used = fuel_used.map(|f| f as i64);
+    record.logs = logs_json(logs);
+    record.logs_dropped = i64::try_from(logs_dropped).unwrap_or(i64::MAX);
+    record.stdout = stdout.to_string();
+    record.stderr = stderr.to_string();
 }
 
 /// The decision a run stands for: its own, or the fail-closed one, written
@@ -481,12 +492,17 @@ fn settle(hook: Hook, evaluation: &Evaluation, record: &mut DecisionRow) -> Outc
 /// guest's last word on stderr (a panic message, an exception). The
 /// backtrace stays in the record.
 fn failure_reason(record: &DecisionRow, error: &str, stderr: &str) -> String {
+    format!("policy {} failed (decision {}): {}", record.policy, record.decision_id, what_failed(error, stderr))
+}
+
+/// A failure in a line: the error's first line, and the guest's last word
+/// if it said one (see [`last_word`]).
+pub fn what_failed(error: &str, stderr: &str) -> String {
     let first = error.lines().next().unwrap_or(error);
-    let mut reason = format!("policy {} failed (decision {}): {first}", record.policy, record.decision_id);
-    if let Some(said) = last_word(stderr) {
-        reason.push_str(&format!("; the guest wrote: {said}"));
+    match last_word(stderr) {
+        Some(said) => format!("{first}; the guest wrote: {said}"),
+        None => first.to_string(),
     }
-    reason
 }
 
 /// What the guest last said on stderr, up to 300 characters: a Python
@@ -494,7 +510,7 @@ fn failure_reason(record: &DecisionRow, error: &str, stderr: &str) -> String {
 /// a JS exception's message (before its stack), else the last line past
 /// the boilerplate that follows a message (Rust's backtrace hint, the
 /// host's own note), as a Rust panic's message is.
-pub fn last_word(stderr: &str) -> Option<String> {
+fn last_word(stderr: &str) -> Option<String> {
     let cut = |l: &str| -> String { l.chars().take(300).collect() };
     if let Some(at) = stderr.rfind("Traceback (most recent call last):") {
         // Frames are indented; the first line that is not is the exception.

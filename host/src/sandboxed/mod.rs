@@ -235,7 +235,7 @@ impl Agents {
         if cursor.paused {
             return Ok((stream.stream_id, false));
         }
-        let entries = stream::entries_after(&self.db, &stream.stream_id, cursor.seq, PAGE).await?;
+        let entries = stream::entries_after(&self.db, &stream, cursor.seq, PAGE).await?;
         let mut at = cursor.seq;
         let (mut skipped, mut looped) = (0, 0);
         for e in &entries {
@@ -370,16 +370,8 @@ impl Agents {
     /// from `run_as`; host labels, hooked labels and schema-bound streams
     /// are refused (the outer error is storage failing).
     async fn check(&self, writes: &[Planned]) -> Result<std::result::Result<(), String>> {
+        let mut looked_up: Vec<&str> = Vec::new();
         for Planned::Append { stream_id, label, .. } in writes {
-            match stream::followed(&self.db, stream_id).await? {
-                None => return Ok(Err(format!("there is no stream {stream_id:?} to append to"))),
-                Some(s) if s.schema_id.is_some() => {
-                    return Ok(Err(format!(
-                        "stream {stream_id:?} is bound to a schema; agents cannot append to such streams yet"
-                    )));
-                }
-                Some(_) => {}
-            }
             let label = label.as_deref().unwrap_or_default();
             if !label.is_empty() && !crate::name::is_valid(label) {
                 return Ok(Err(format!("{label:?} is not a usable label")));
@@ -391,6 +383,19 @@ impl Agents {
                 return Ok(Err(format!(
                     "{label:?} entries are acted on by the host's contract hooks, which agents cannot trigger yet"
                 )));
+            }
+            // Each stream once, however many entries go to it.
+            if looked_up.contains(&stream_id.as_str()) {
+                continue;
+            }
+            match stream::followed(&self.db, stream_id).await? {
+                None => return Ok(Err(format!("there is no stream {stream_id:?} to append to"))),
+                Some(s) if s.schema_id.is_some() => {
+                    return Ok(Err(format!(
+                        "stream {stream_id:?} is bound to a schema; agents cannot append to such streams yet"
+                    )));
+                }
+                Some(_) => looked_up.push(stream_id),
             }
         }
         Ok(Ok(()))
@@ -415,7 +420,10 @@ impl Agents {
             return Err(crate::error::Error::validation("the agent has no run_as to act as", vec![]));
         };
         let reader = Reader { name: run_as.clone(), admin: false };
-        let found = stream::entries_after(&self.db, &letter.stream_id, letter.seq - 1, 1).await?;
+        let found = match stream::followed(&self.db, &letter.stream_id).await? {
+            Some(stream) => stream::entries_after(&self.db, &stream, letter.seq - 1, 1).await?,
+            None => Vec::new(),
+        };
         let Some(e) = found.into_iter().find(|e| e.seq == letter.seq) else {
             let error = "the entry is no longer in its stream (deleted, or past its retention)".to_string();
             store::failed_again(&self.db, &letter.id, &error).await?;

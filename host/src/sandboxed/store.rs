@@ -59,12 +59,21 @@ pub struct DeadLetter {
     pub at: i64,
 }
 
-/// The cursor of `policy` on `stream_id`, made at `start` if it has none.
+/// The cursor of `policy` on `stream_id`, made at `start` if it has none
+/// (read first: the runner asks on every look, and a write each time would
+/// take SQLite's one writer for nothing).
 pub async fn cursor(db: &Db, policy: &str, stream_id: &str, start: i64) -> Result<Cursor> {
-    const SQL: &str =
+    const READ: &str = "SELECT stream_id, seq, processed, failed, skipped, looped, paused, last_error \
+                        FROM agent_cursors WHERE policy = $1 AND stream_id = $2";
+    const MAKE: &str =
         "INSERT INTO agent_cursors (policy, stream_id, seq, processed, failed, skipped, paused, updated_at)
          VALUES ($1, $2, $3, 0, 0, 0, $4, $5) ON CONFLICT (policy, stream_id) DO NOTHING";
-    with_db!(db, write, |pool| sqlx::query(SQL)
+    let found: Option<Cursor> =
+        with_db!(db, read, |pool| sqlx::query_as(READ).bind(policy).bind(stream_id).fetch_optional(pool).await)?;
+    if let Some(c) = found {
+        return Ok(c);
+    }
+    with_db!(db, write, |pool| sqlx::query(MAKE)
         .bind(policy)
         .bind(stream_id)
         .bind(start)
@@ -73,14 +82,8 @@ pub async fn cursor(db: &Db, policy: &str, stream_id: &str, start: i64) -> Resul
         .execute(pool)
         .await
         .map(|r| r.rows_affected()))?;
-    Ok(with_db!(db, read, |pool| sqlx::query_as(
-        "SELECT stream_id, seq, processed, failed, skipped, looped, paused, last_error FROM agent_cursors \
-         WHERE policy = $1 AND stream_id = $2"
-    )
-    .bind(policy)
-    .bind(stream_id)
-    .fetch_one(pool)
-    .await)?)
+    // Another host may have made it first: read what stands.
+    Ok(with_db!(db, write, |pool| sqlx::query_as(READ).bind(policy).bind(stream_id).fetch_one(pool).await)?)
 }
 
 /// Every cursor of `policy`.
@@ -123,21 +126,19 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
     let now = clock::now_ms();
     Ok(with_db!(db, write, |pool| async {
         let mut tx = pool.begin().await?;
-        let mut appended = Vec::new();
         let (processed, failed, skipped, looped, error, paused) = match &step {
             Step::Skipped { skipped, looped } => (0, 0, *skipped, *looped, None, false),
             Step::Handled { .. } => (1, 0, 0, 0, None, false),
             Step::Dead { letter, pause, .. } => (0, 1, 0, 0, Some(letter.error.clone()), *pause),
         };
-        if let Step::Handled { appends, run_as, hops, .. } = &step {
-            match append_planned!(tx, appends, run_as, *hops, now) {
-                Some(done) => appended = done,
-                None => {
-                    tx.rollback().await?;
-                    return Ok(Committed::Lost);
-                }
-            }
-        }
+        let appended = match &step {
+            Step::Handled { appends, run_as, hops, .. } => append_planned!(tx, appends, run_as, *hops, now),
+            _ => Some(Vec::new()),
+        };
+        let Some(appended) = appended else {
+            tx.rollback().await?;
+            return Ok(Committed::Lost);
+        };
         let moved = sqlx::query(
             "UPDATE agent_cursors SET seq = $3, processed = processed + $4, failed = failed + $5, \
              skipped = skipped + $6, looped = looped + $7, last_error = COALESCE($8, last_error), paused = $9, \

@@ -278,6 +278,8 @@ pub struct Followed {
     /// Set when entries must fit a schema.
     pub schema_id: Option<String>,
     pub last_seq: i64,
+    /// Entries created before this (ms) are past the stream's retention.
+    pub not_before: i64,
 }
 
 /// The stream `stream` names: an id (`st_...`), or a discoverable stream's
@@ -288,15 +290,20 @@ pub async fn followed(db: &crate::db::Db, stream: &str) -> Result<Option<Followe
     } else {
         store::discoverable_named(db, stream).await?
     };
-    Ok(row.map(|s| Followed { stream_id: s.stream_id, owner: s.owner, schema_id: s.schema_id, last_seq: s.last_seq }))
+    Ok(row.map(|s| Followed {
+        not_before: retention_cutoff(&s),
+        stream_id: s.stream_id,
+        owner: s.owner,
+        schema_id: s.schema_id,
+        last_seq: s.last_seq,
+    }))
 }
 
-/// Up to `limit` entries of `stream_id` after `after`, oldest first, within
+/// Up to `limit` entries of `stream` after `after`, oldest first, within
 /// the stream's retention.
-pub async fn entries_after(db: &crate::db::Db, stream_id: &str, after: i64, limit: i64) -> Result<Vec<EntryRow>> {
-    let Some(stream) = store::by_id(db, stream_id).await? else { return Ok(Vec::new()) };
-    let q = EntryQuery { label: None, after, not_before: retention_cutoff(&stream), limit, offset: 0 };
-    store::entries(db, stream_id, &q).await
+pub async fn entries_after(db: &crate::db::Db, stream: &Followed, after: i64, limit: i64) -> Result<Vec<EntryRow>> {
+    let q = EntryQuery { label: None, after, not_before: stream.not_before, limit, offset: 0 };
+    store::entries(db, &stream.stream_id, &q).await
 }
 
 /// `Last-Event-ID`, the position a reconnecting SSE client resumes after;
