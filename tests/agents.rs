@@ -11,7 +11,8 @@ use crate::support::{self, Agent, Backend, Call, Server};
 on_both_backends!(
     an_agent_handles_each_entry_once,
     a_killed_host_loses_and_doubles_nothing,
-    writes_the_host_refuses_write_nothing,
+    writes_are_checked_as_over_http,
+    an_agent_claims_a_subtask_through_the_contract,
     agents_answering_each_other_stop_after_eight_hops,
     an_agent_over_its_quota_waits_and_slows_no_other,
     a_new_version_takes_over_without_losing_or_doubling
@@ -43,12 +44,12 @@ async fn entries(call: &Call<'_>, stream: &str, label: &str) -> Vec<Value> {
 
 /// An admin, an asker with a stream named `questions`, and `answer-bot`
 /// registered to answer there.
-async fn questions(server: &Server) -> (Agent, Agent, String) {
+async fn questions(server: &Server) -> (Agent, Agent, Agent, String) {
     let admin = server.admin();
     let asker = server.register("asker").await;
-    server.register("answer-bot").await;
+    let bot = server.register("answer-bot").await;
     let created = server.as_agent(&asker).post("/stream", json!({"name": "questions"})).await.expect(201).json();
-    (admin, asker, created["stream_id"].as_str().unwrap().to_string())
+    (admin, asker, bot, created["stream_id"].as_str().unwrap().to_string())
 }
 
 /// Asks questions `q<i>` for each `i` of `which`.
@@ -62,20 +63,27 @@ async fn ask(call: &Call<'_>, stream: &str, which: std::ops::Range<usize>) {
 /// Waits until the agent has handled `processed` entries and failed
 /// `failed`, and passed every entry after them (its own answers included).
 async fn settled(admin: &Call<'_>, name: &str, processed: i64, failed: i64) {
-    let what = format!("{name} to handle {processed} entries, fail {failed} and catch up");
-    support::wait_for(&what, Duration::from_secs(90), || async {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
         let s = status(admin, name).await;
         let sub = &s["subscriptions"][0];
-        sub["processed"].as_i64() == Some(processed)
+        if sub["processed"].as_i64() == Some(processed)
             && sub["failed"].as_i64() == Some(failed)
             && sub["lag"].as_i64() == Some(0)
-    })
-    .await;
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {name} to handle {processed} entries, fail {failed} and catch up; it is at {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn an_agent_handles_each_entry_once(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
-    let (admin, asker, stream) = questions(&server).await;
+    let (admin, asker, _, stream) = questions(&server).await;
     let ad = server.as_agent(&admin);
     let a = server.as_agent(&asker);
 
@@ -163,14 +171,14 @@ async fn an_agent_handles_each_entry_once(backend: Backend) {
 
 /// An agent that follows every label never hears its own answers; a host
 /// killed while it works, and started again, leaves exactly one answer per
-/// question.
+/// question, and a stash the agent counts them in that says so.
 async fn a_killed_host_loses_and_doubles_nothing(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
-    let (admin, asker, stream) = questions(&server).await;
+    let (admin, asker, bot, stream) = questions(&server).await;
     let a = server.as_agent(&asker);
     // Each call takes 20 ms, so the kill finds it half way.
     let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream}], "grants": grants(),
-                          "config": {"spin_ms": 20}, "limits": {"timeout_ms": 1000}});
+                          "config": {"spin_ms": 20, "tally": "answered"}, "limits": {"timeout_ms": 1000}});
     let ad = server.as_agent(&admin);
     // The grants must come with the bytes: the default ones do not write.
     ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
@@ -200,34 +208,122 @@ async fn a_killed_host_loses_and_doubles_nothing(backend: Backend) {
     let mut answered: Vec<i64> = answers.iter().map(|e| e["data"]["question"].as_i64().unwrap()).collect();
     answered.sort_unstable();
     assert_eq!(answered, (1..=total).collect::<Vec<_>>(), "one answer per question");
+    // The count committed with each answer: exactly one per question.
+    let tally = server.as_agent(&bot).get("/stash/answered").await.expect(200);
+    let version = tally.header("x-stash-version").map(str::to_string);
+    assert_eq!((tally.json()["count"].as_i64(), version), (Some(total), Some(total.to_string())));
 }
 
-/// An append the host refuses (here, to a stream whose entries must fit a
-/// schema, which agents cannot write yet) fails the call: nothing is
-/// written, and the entry ends as a dead letter saying why.
-async fn writes_the_host_refuses_write_nothing(backend: Backend) {
+/// Writes are checked as the same requests over HTTP from `run_as` would
+/// be: an entry that does not fit its stream's schema, or a stash that
+/// another agent owns, fails the call, which writes nothing and ends as a
+/// dead letter saying why; a fitting entry and the agent's own stash land.
+async fn writes_are_checked_as_over_http(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
     let admin = server.admin();
     let asker = server.register("asker").await;
-    server.register("answer-bot").await;
+    let bot = server.register("answer-bot").await;
     let a = server.as_agent(&asker);
-    let definition = json!({"type": "object", "required": ["text"]});
-    a.post("/schema", json!({"name": "question", "definition": definition, "visibility": "public"})).await.expect(201);
-    let created = a.post("/stream", json!({"name": "strict", "schema_id": "question"})).await.expect(201).json();
+    // Answers must say what they answer; questions need not.
+    let definition = json!({"type": "object", "properties": {"answer": {"type": "string", "maxLength": 3}}});
+    a.post("/schema", json!({"name": "answer", "definition": definition, "visibility": "public"})).await.expect(201);
+    let created = a.post("/stream", json!({"name": "strict", "schema_id": "answer"})).await.expect(201).json();
     let stream = created["stream_id"].as_str().unwrap().to_string();
-    let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream}], "grants": grants(),
-                          "max_attempts": 1});
+    // A shared stash of the asker's holds the name `taken` for everyone.
+    a.put_text("/stash/taken?shared=true", "{\"count\": 100}").await.expect(201);
     let ad = server.as_agent(&admin);
+    let settings = json!({"run_as": "answer-bot", "subscribe": [{"stream": stream, "labels": ["question"]}],
+                          "grants": grants(), "max_attempts": 1, "config": {"tally": "mine"}});
     ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
-    a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": "a"}})).await.expect(201);
-    settled(&ad, "answers", 0, 1).await;
-    assert!(entries(&a, &stream, "answer").await.is_empty());
+    for text in ["ok", "much too long"] {
+        a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": text}})).await.expect(201);
+    }
+    settled(&ad, "answers", 1, 1).await;
+    let answers = entries(&a, &stream, "answer").await;
+    assert_eq!(answers.iter().map(|e| e["data"]["answer"].as_str().unwrap()).collect::<Vec<_>>(), ["OK"]);
+    // The refused call's count did not land either.
+    let mine = server.as_agent(&bot).get("/stash/mine").await.expect(200).json();
+    assert_eq!(mine["count"], 1, "{mine}");
     let letters = ad.get("/policies/answers/dead-letters").await.expect(200).json();
     let error = letters["dead_letters"][0]["error"].as_str().unwrap().to_string();
-    assert!(error.contains("bound to a schema"), "{error}");
+    assert!(error.contains("schema_violation") && error.contains("/answer"), "{error}");
     let sub = &status(&ad, "answers").await["subscriptions"][0];
     assert_eq!(sub["last_error"].as_str(), Some(error.as_str()), "{sub}");
+
+    // Counting in the asker's stash: refused, and the answer with it.
+    let plain =
+        a.post("/stream", json!({"name": "plain"})).await.expect(201).json()["stream_id"].as_str().unwrap().to_string();
+    let squatter = json!({"run_as": "answer-bot", "subscribe": [{"stream": plain}], "grants": grants(),
+                          "max_attempts": 1, "config": {"tally": "taken"}});
+    ad.upload_with("squatter", "agent", support::guests::wasm("answer-agent"), &squatter).await.expect(201);
+    a.post(&format!("/stream/{plain}"), json!({"label": "question", "data": {"text": "hm"}})).await.expect(201);
+    settled(&ad, "squatter", 0, 1).await;
+    let letters = ad.get("/policies/squatter/dead-letters").await.expect(200).json();
+    let error = letters["dead_letters"][0]["error"].as_str().unwrap().to_string();
+    assert!(error.contains("belongs to asker"), "{error}");
+    assert!(entries(&a, &plain, "answer").await.is_empty());
+    assert_eq!(a.get("/stash/taken").await.expect(200).json()["count"], 100);
 }
+
+/// An agent claims a contract's subtask by appending a `claim` entry, as an
+/// agent over HTTP would: the contract's hook decides it once the call
+/// commits, and the subtask is the agent's. A claim in another agent's
+/// name is refused, and nothing of that call is written.
+async fn an_agent_claims_a_subtask_through_the_contract(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let creator = server.register("orchestrator").await;
+    server.register("research-bot").await;
+    server.register("late-bot").await;
+    let c = server.as_agent(&creator);
+    c.put_text("/stash/site?persistent=true&schema=agent-contract", CONTRACT).await.expect(201);
+    let disc = c.post("/stream", json!({"name": "site-discussion"})).await.expect(201).json()["stream_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ad = server.as_agent(&admin);
+    for (name, run_as, label) in [("claimer", "research-bot", "question"), ("forger", "late-bot", "forge")] {
+        let settings = json!({"run_as": run_as, "subscribe": [{"stream": disc, "labels": [label]}],
+                              "grants": grants(), "max_attempts": 1, "config": {"claim_as": "research-bot"}});
+        ad.upload_with(name, "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
+    }
+    let ask = |label: &str, subtask: &str| json!({"label": label, "data": {"text": "who?", "subtask": subtask}});
+    c.post(&format!("/stream/{disc}"), ask("question", "research")).await.expect(201);
+    c.post(&format!("/stream/{disc}"), ask("forge", "implement")).await.expect(201);
+    settled(&ad, "claimer", 1, 0).await;
+    settled(&ad, "forger", 0, 1).await;
+    support::wait_for("the claim to be decided", Duration::from_secs(30), || async {
+        !entries(&c, &disc, "claim-decision").await.is_empty()
+    })
+    .await;
+    let doc = c.get("/stash/site?persistent=true").await.expect(200).json();
+    let subtask = |id: &str| doc["subtasks"].as_array().unwrap().iter().find(|s| s["id"] == id).unwrap().clone();
+    let research = subtask("research");
+    assert_eq!(
+        (research["status"].as_str(), research["assigned_agent"].as_str()),
+        (Some("claimed"), Some("research-bot"))
+    );
+    assert_eq!(subtask("implement")["status"], "open");
+    let claims = entries(&c, &disc, "claim").await;
+    assert_eq!(claims.iter().map(|e| e["agent"].as_str().unwrap()).collect::<Vec<_>>(), ["research-bot"]);
+    let decisions = entries(&c, &disc, "claim-decision").await;
+    assert_eq!((decisions.len(), decisions[0]["data"]["claim_seq"].as_i64()), (1, claims[0]["seq"].as_i64()));
+    let letters = ad.get("/policies/forger/dead-letters").await.expect(200).json();
+    let error = letters["dead_letters"][0]["error"].as_str().unwrap();
+    assert!(error.contains("\"claim\" entry was refused"), "{error}");
+}
+
+/// A contract of three open subtasks.
+const CONTRACT: &str = r#"{
+  "objective": "Redesign the landing page",
+  "subtasks": [
+    {"id": "research", "description": "Analyse the funnel", "status": "open", "budget_usdc": 10.0},
+    {"id": "design", "description": "Wireframes", "status": "open", "budget_usdc": 15.0},
+    {"id": "implement", "description": "Build it", "status": "open", "budget_usdc": 20.0}
+  ],
+  "budget_usdc": 45.0,
+  "deadline": "2999-01-01T00:00:00Z"
+}"#;
 
 /// Two agents that answer every entry but their own answer each other's
 /// answers; an entry eight agent calls down the chain is not delivered,
@@ -343,7 +439,7 @@ async fn one_host_runs_an_agent_and_another_takes_over() {
 /// later ones by the new version.
 async fn a_new_version_takes_over_without_losing_or_doubling(backend: Backend) {
     let Some(server) = Server::start(backend).await else { return };
-    let (admin, asker, stream) = questions(&server).await;
+    let (admin, asker, _, stream) = questions(&server).await;
     let a = server.as_agent(&asker);
     let ad = server.as_agent(&admin);
     let settings = |spin: u64| {

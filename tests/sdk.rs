@@ -78,10 +78,10 @@ fn scaffolded_projects_build_and_pass_their_own_cases() {
     let dir = new("py-agent", "python", "agent");
     build_python(tools, &dir, "app", "agent", &dir.join("py-agent.wasm"));
     let (ok, out) = policy_test(&dir.join("py-agent.wasm"), "agent", &dir.join("cases.json"));
-    assert!(ok && out.ends_with("5 passed, 0 failed\n"), "{out}");
+    assert!(ok && out.ends_with("6 passed, 0 failed\n"), "{out}");
     let binding: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
-    assert_eq!(binding["subscribe"][0]["labels"], json!(["question"]));
+    assert_eq!(binding["subscribe"][0]["labels"], json!(["question", "answer"]));
 
     // JS: npm install from its lockfile (the cache .ci/toolchains filled), npm run build.
     let dir = new("js-claim", "js", "claim");
@@ -191,10 +191,10 @@ async fn the_triage_agent_runs_in_three_languages() {
     let a = server.as_agent(&asker);
     for (lang, wasm) in ["rust", "python", "js"].iter().zip(wasms) {
         let bot = format!("triage-{lang}");
-        server.register(&bot).await;
+        let bot_agent = server.register(&bot).await;
         let stream = a.post("/stream", json!({"name": format!("questions-{lang}")})).await.expect(201).json();
         let stream = stream["stream_id"].as_str().unwrap().to_string();
-        let settings = json!({"run_as": bot, "subscribe": [{"stream": stream, "labels": ["question"]}],
+        let settings = json!({"run_as": bot, "subscribe": [{"stream": stream, "labels": ["question", "answer"]}],
             "grants": ["stash-read", "stash-write", "stream-read", "stream-write", "task-read", "contract-read", "log"],
             "config": {"urgent": ["outage"]}});
         let bytes = std::fs::read(wasm).expect("read the built example");
@@ -214,5 +214,28 @@ async fn the_triage_agent_runs_in_three_languages() {
             entries.iter().map(|e| (e["agent"].as_str().unwrap(), e["data"]["priority"].as_str().unwrap())).collect();
         assert_eq!(seen, [(bot.as_str(), "urgent"), (bot.as_str(), "normal")], "{lang}");
         assert_eq!(entries[0]["data"]["matched"], json!(["outage"]), "{lang}");
+        // Its open-questions stash lists both, written in the same commits.
+        let open = server.as_agent(&bot_agent).get("/stash/open-questions?persistent=true").await.expect(200).json();
+        let listed: Vec<(i64, &str)> = open["open"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| (q["question"].as_i64().unwrap(), q["priority"].as_str().unwrap()))
+            .collect();
+        let seqs: Vec<i64> = entries.iter().map(|e| e["data"]["question"].as_i64().unwrap()).collect();
+        assert_eq!(listed, [(seqs[0], "urgent"), (seqs[1], "normal")], "{lang}: {open}");
+        // An answer takes its question off.
+        let answer = json!({"label": "answer", "data": {"question": seqs[0], "text": "yes"}});
+        a.post(&format!("/stream/{stream}"), answer).await.expect(201);
+        let bot_call = server.as_agent(&bot_agent);
+        support::wait_for(
+            &format!("{lang}'s stash to drop the answered question"),
+            std::time::Duration::from_secs(60),
+            || async {
+                let open = bot_call.get("/stash/open-questions?persistent=true").await.expect(200).json();
+                open["open"].as_array().is_some_and(|o| o.len() == 1 && o[0]["question"] == seqs[1])
+            },
+        )
+        .await;
     }
 }

@@ -65,7 +65,15 @@ impl App {
             config.max_stash_bytes(true),
         );
         let contracts = Arc::new(contract::Hooks::new(db.clone(), writer));
-        let agents = crate::sandboxed::Agents::new(db.clone(), decider.clone(), bus.clone(), contracts.clone());
+        let agents = crate::sandboxed::Agents::new(crate::sandboxed::Parts {
+            db: db.clone(),
+            decider: decider.clone(),
+            bus: bus.clone(),
+            hooks: contracts.clone(),
+            schemas: schemas.clone(),
+            stash_cache: stash_cache.clone(),
+            max_stash_bytes: [config.max_stash_bytes(false), config.max_stash_bytes(true)],
+        });
         Ok(Self {
             agents,
             policies,

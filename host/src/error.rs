@@ -111,6 +111,21 @@ impl Error {
         &self.message
     }
 
+    /// A refusal (a 4xx) as one line an agent's status can show: its code,
+    /// message and where each detail points; None for the host's own
+    /// failures (a 5xx), which are not the writer's to fix.
+    pub fn refusal(&self) -> Option<String> {
+        if !self.status.is_client_error() {
+            return None;
+        }
+        let mut line = format!("{}: {}", self.code, self.message);
+        for d in self.details.iter().take(5) {
+            let (path, message) = (d["path"].as_str().unwrap_or_default(), d["message"].as_str().unwrap_or_default());
+            line.push_str(&format!("; at {:?}: {message}", if path.is_empty() { "/" } else { path }));
+        }
+        Some(line)
+    }
+
     /// The JSON error body: `{"error": {"code", "message", "details"}}`.
     pub fn body(&self) -> Value {
         let mut error = json!({"code": self.code, "message": self.message, "details": self.details});

@@ -14,9 +14,10 @@
 //!
 //! `expect` takes `verdict` (with `reason_contains`) for claims,
 //! `violations` (the fields, in any order) for handoffs, `actions` (their
-//! types, in order) for escalations, `appends` (their labels, in order) for
-//! agents, whose input is `{"stream_id", "entry": {"seq", "label", "data",
-//! "agent"}}`, and `error_contains` for decisions that must fail closed.
+//! types, in order) for escalations, `appends` (their labels, in order) and
+//! `puts` (the stashes' names, in order) for agents, whose input is
+//! `{"stream_id", "entry": {"seq", "label", "data", "agent"}, "run_as"}`,
+//! and `error_contains` for decisions that must fail closed.
 
 use std::sync::Arc;
 
@@ -61,7 +62,7 @@ impl CaseFile {
             if case.expect.is_empty() {
                 return Err(format!(
                     "case {:?} expects nothing, so it cannot fail; give its \"expect\" a verdict, \
-                     reason_contains, violations, actions, appends or error_contains",
+                     reason_contains, violations, actions, appends, puts or error_contains",
                     case.name
                 ));
             }
@@ -79,17 +80,20 @@ pub struct Expect {
     pub actions: Option<Vec<String>>,
     /// An agent's appends: their labels, in order.
     pub appends: Option<Vec<String>>,
+    /// An agent's stash writes: the stashes' names, in order.
+    pub puts: Option<Vec<String>>,
     pub error_contains: Option<String>,
 }
 
 impl Expect {
     fn is_empty(&self) -> bool {
-        let Self { verdict, reason_contains, violations, actions, appends, error_contains } = self;
+        let Self { verdict, reason_contains, violations, actions, appends, puts, error_contains } = self;
         verdict.is_none()
             && reason_contains.is_none()
             && violations.is_none()
             && actions.is_none()
             && appends.is_none()
+            && puts.is_none()
             && error_contains.is_none()
     }
 }
@@ -163,6 +167,14 @@ fn failure(error: &str, stderr: &str) -> Value {
 struct AgentInput {
     stream_id: String,
     entry: EntryInput,
+    /// The agent the call acts as (its binding's `run_as`), for what it
+    /// reads back of its own writes.
+    #[serde(default = "case_agent")]
+    run_as: String,
+}
+
+fn case_agent() -> String {
+    "case-agent".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -182,8 +194,9 @@ fn case_time() -> String {
     "2026-01-01T00:00:00.000Z".into()
 }
 
-/// One agent call as JSON: `{"appends": [{"stream_id", "label", "data"}]}`
-/// (planned, nothing is written), or `{"error": ...}` when it failed.
+/// One agent call as JSON: `{"appends": [{"stream_id", "label", "data"}],
+/// "puts": [{"name", "persistent", "version", "body"}]}` (planned, nothing
+/// is written), or `{"error": ...}` when it failed.
 pub fn call_agent(
     runtime: &Runtime,
     loaded: &Loaded,
@@ -202,20 +215,29 @@ pub fn call_agent(
         agent: e.agent,
         created_at: e.created_at,
     };
-    let reads = Reads::writable(state, Arc::default());
+    let reads = Reads::writable(state, Arc::default(), &input.run_as, super::view::DEFAULT_WRITE_BYTES);
     let out =
         runtime.on_entry(loaded, policy, limits, super::Isolation::Fresh, config, &input.stream_id, &entry, reads);
     Ok(match out.result {
         Ok(Ok(())) => {
-            let appends: Vec<Value> = out
-                .writes
-                .iter()
-                .map(|super::view::Planned::Append { stream_id, label, data, .. }| {
-                    let data = serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
-                    serde_json::json!({"stream_id": stream_id, "label": label, "data": data})
-                })
-                .collect();
-            serde_json::json!({ "appends": appends })
+            use super::view::Planned;
+            let (mut appends, mut puts) = (Vec::new(), Vec::new());
+            for write in &out.writes {
+                match write {
+                    Planned::Append { stream_id, label, data, .. } => {
+                        let data = serde_json::from_str::<Value>(data).unwrap_or(Value::Null);
+                        appends.push(serde_json::json!({"stream_id": stream_id, "label": label, "data": data}));
+                    }
+                    Planned::Put { name, persistent, body, version, .. } => {
+                        // JSON bodies as JSON, so cases and people read them.
+                        let body = serde_json::from_slice::<Value>(body)
+                            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+                        puts.push(serde_json::json!({"name": name, "persistent": persistent, "version": version,
+                                                     "body": body}));
+                    }
+                }
+            }
+            serde_json::json!({ "appends": appends, "puts": puts })
         }
         Ok(Err(said)) => serde_json::json!({ "error": format!("returned an error: {said}") }),
         Err(error) => failure(&error, &out.stderr),
@@ -260,6 +282,13 @@ fn compare(expect: &Expect, actual: &Value) -> Option<String> {
             actual["appends"].as_array().into_iter().flatten().filter_map(|a| a["label"].as_str()).collect();
         if got != *want {
             return Some(format!("expected appends labelled {want:?}, got {actual}"));
+        }
+    }
+    if let Some(want) = &expect.puts {
+        let got: Vec<&str> =
+            actual["puts"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+        if got != *want {
+            return Some(format!("expected stash writes to {want:?}, got {actual}"));
         }
     }
     if let Some(want) = &expect.actions {

@@ -362,7 +362,12 @@ impl Decider {
         let done = self.rounds(
             reader,
             |fetched| {
-                let reads = Reads::writable(Arc::new(super::view::Empty), fetched);
+                let reads = Reads::writable(
+                    Arc::new(super::view::Empty),
+                    fetched,
+                    &reader.name,
+                    active.settings.bytes_per_call,
+                );
                 self.registry.runtime().on_entry(
                     &loaded,
                     &active.name,

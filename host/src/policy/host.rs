@@ -28,10 +28,14 @@ impl coord::stash_read::Host for Sandbox {
 }
 
 impl coord::stash_write::Host for Sandbox {
-    fn put(&mut self, name: String, _persistent: bool, _body: Vec<u8>, _content_type: String) -> Result<u64, String> {
-        // Agents' stash writes need the stash's own checks (owner, schema,
-        // size) inside the cursor's transaction; until then, refused.
-        Err(format!("writing stash {name:?} is not possible here: agents write to streams (stream-write) for now"))
+    fn put(&mut self, name: String, persistent: bool, body: Vec<u8>, content_type: String) -> Result<u64, String> {
+        if !crate::name::is_valid(&name) {
+            return Err(format!("{name:?} is not a usable stash name"));
+        }
+        if content_type.len() > limits::MAX_CONTENT_TYPE_BYTES {
+            return Err(format!("a content type is at most {} bytes", limits::MAX_CONTENT_TYPE_BYTES));
+        }
+        self.reads.put(name, persistent, body, content_type)
     }
 }
 

@@ -38,6 +38,8 @@ pub const MAX_LOG_LINES: usize = 100;
 pub const MAX_LOG_LINE_BYTES: usize = 4096;
 /// Largest decision, as JSON, that the host accepts from a guest.
 pub const MAX_RESULT_BYTES: usize = 256 * 1024;
+/// Longest content type an agent may give a stash it writes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 256;
 
 impl Limits {
     pub fn validate(&self) -> Result<()> {

@@ -104,10 +104,15 @@ pub struct Settings {
     /// default, so an agent does not answer itself).
     #[serde(default)]
     pub receive_own: bool,
-    /// Agents only: entries it may append per minute on this host (1 to
-    /// 100,000; default 600). Past it, the next entry waits.
+    /// Agents only: writes (appends and stash puts) it may make per minute
+    /// on this host (1 to 100,000; default 600). Past it, the next entry
+    /// waits.
     #[serde(default = "writes_per_minute")]
     pub writes_per_minute: u32,
+    /// Agents only: bytes one call may write in all (1 to 16 MiB; default
+    /// 1 MiB). A call past it fails, writing nothing.
+    #[serde(default = "bytes_per_call")]
+    pub bytes_per_call: usize,
 }
 
 /// One stream an agent follows.
@@ -156,6 +161,8 @@ pub struct AgentBinding {
     pub receive_own: bool,
     #[serde(default = "writes_per_minute")]
     pub writes_per_minute: u32,
+    #[serde(default = "bytes_per_call")]
+    pub bytes_per_call: usize,
 }
 
 fn max_attempts() -> u32 {
@@ -164,6 +171,10 @@ fn max_attempts() -> u32 {
 
 fn writes_per_minute() -> u32 {
     600
+}
+
+fn bytes_per_call() -> usize {
+    super::view::DEFAULT_WRITE_BYTES
 }
 
 impl Default for AgentBinding {
@@ -175,6 +186,7 @@ impl Default for AgentBinding {
             on_dead_letter: OnDeadLetter::Continue,
             receive_own: false,
             writes_per_minute: writes_per_minute(),
+            bytes_per_call: bytes_per_call(),
         }
     }
 }
@@ -213,6 +225,7 @@ impl Default for Settings {
             on_dead_letter: OnDeadLetter::Continue,
             receive_own: false,
             writes_per_minute: writes_per_minute(),
+            bytes_per_call: bytes_per_call(),
         }
     }
 }
@@ -235,6 +248,7 @@ impl Settings {
             on_dead_letter: self.on_dead_letter,
             receive_own: self.receive_own,
             writes_per_minute: self.writes_per_minute,
+            bytes_per_call: self.bytes_per_call,
         }
     }
 
@@ -272,6 +286,10 @@ impl Settings {
         }
         if !(1..=100_000).contains(&self.writes_per_minute) {
             return Err(bad("/writes_per_minute", "writes_per_minute takes 1 to 100000".into()));
+        }
+        let most = super::view::MAX_WRITE_BYTES;
+        if !(1..=most).contains(&self.bytes_per_call) {
+            return Err(bad("/bytes_per_call", format!("bytes_per_call takes 1 to {most}")));
         }
         Ok(())
     }
@@ -821,6 +839,7 @@ fn settings_of(row: &PolicyRow) -> Settings {
         on_dead_letter: agent.on_dead_letter,
         receive_own: agent.receive_own,
         writes_per_minute: agent.writes_per_minute,
+        bytes_per_call: agent.bytes_per_call,
     }
 }
 

@@ -39,7 +39,7 @@ strip = true
 /// An agent project's binding: who it acts as and what it follows.
 const AGENT_SETTINGS: &str = r#"{
   "run_as": "triage-bot",
-  "subscribe": [{"stream": "questions", "labels": ["question"], "from": "start"}],
+  "subscribe": [{"stream": "questions", "labels": ["question", "answer"], "from": "start"}],
   "grants": ["stash-read", "stash-write", "stream-read", "stream-write", "task-read", "contract-read", "log"],
   "max_attempts": 5,
   "on_dead_letter": "continue"

@@ -194,11 +194,33 @@ pub trait Source: Send + Sync {
 pub enum Planned {
     /// An entry, which will have this `seq`.
     Append { stream_id: String, label: Option<String>, data: String, seq: u64 },
+    /// A stash written whole, to have `version`, over the version the call
+    /// read (`read_version`, 0 when there was none). Two puts of one stash
+    /// in a call are one write of the last body.
+    Put {
+        name: String,
+        persistent: bool,
+        body: Vec<u8>,
+        content_type: String,
+        version: u64,
+        read_version: u64,
+        /// As the call saw it: its owner and schema (the writer, none, for
+        /// a new stash), for reading it back.
+        owner: String,
+        schema_id: Option<String>,
+    },
 }
 
 /// Bounds on what one agent call may write.
 pub const MAX_WRITES: usize = 64;
-pub const MAX_WRITE_BYTES: usize = 1 << 20;
+/// Bytes one call may write by default, and at most; a binding sets its
+/// own (`bytes_per_call`) within these.
+pub const DEFAULT_WRITE_BYTES: usize = 1 << 20;
+pub const MAX_WRITE_BYTES: usize = 16 << 20;
+
+fn too_much(max: usize) -> String {
+    format!("one call may write at most {max} bytes (the binding's bytes_per_call); write less, or raise it")
+}
 
 /// What one run of a decision reads through: the caller's view, then what
 /// earlier rounds fetched; anything else is noted as a miss. An agent's run
@@ -210,16 +232,20 @@ pub struct Reads {
     /// None where writing is not possible (a decision).
     pub writes: Option<Vec<Planned>>,
     written_bytes: usize,
+    /// Who writes, for reading its own writes back; and how much it may.
+    writer: String,
+    max_bytes: usize,
 }
 
 impl Reads {
     pub fn new(base: Arc<dyn View>, fetched: Arc<HashMap<Read, Answer>>) -> Self {
-        Self { base, fetched, misses: Vec::new(), writes: None, written_bytes: 0 }
+        Self { base, fetched, misses: Vec::new(), writes: None, written_bytes: 0, writer: String::new(), max_bytes: 0 }
     }
 
-    /// For an agent's call: reads as [`Self::new`], and writes collected.
-    pub fn writable(base: Arc<dyn View>, fetched: Arc<HashMap<Read, Answer>>) -> Self {
-        Self { writes: Some(Vec::new()), ..Self::new(base, fetched) }
+    /// For an agent's call as `writer`: reads as [`Self::new`] and then its
+    /// own writes, which are collected, up to `max_bytes` in all.
+    pub fn writable(base: Arc<dyn View>, fetched: Arc<HashMap<Read, Answer>>, writer: &str, max_bytes: usize) -> Self {
+        Self { writes: Some(Vec::new()), writer: writer.to_string(), max_bytes, ..Self::new(base, fetched) }
     }
 
     /// Plans an append: the seq it will have is the stream's last one now,
@@ -231,7 +257,7 @@ impl Reads {
         data: String,
     ) -> std::result::Result<u64, String> {
         self.room(data.len())?;
-        let last = match self.get(Read::Latest { stream_id: stream_id.clone(), label: None }) {
+        let last = match self.stored(Read::Latest { stream_id: stream_id.clone(), label: None }) {
             Answer::Entry(e) => e.map_or(0, |e| e.seq),
             _ => 0,
         };
@@ -244,6 +270,47 @@ impl Reads {
         Ok(seq)
     }
 
+    /// Plans a stash write: the version it will have is one past what the
+    /// call read of it (or of its own earlier put).
+    pub(crate) fn put(
+        &mut self,
+        name: String,
+        persistent: bool,
+        body: Vec<u8>,
+        content_type: String,
+    ) -> std::result::Result<u64, String> {
+        let earlier = self
+            .planned()
+            .position(|p| matches!(p, Planned::Put { name: n, persistent: q, .. } if *n == name && *q == persistent));
+        if let Some(Some(Planned::Put { body: b, content_type: c, version, .. })) =
+            earlier.and_then(|i| self.writes.as_mut().map(|w| w.get_mut(i)))
+        {
+            // The new body replaces the earlier one, in the bytes counted too.
+            let total = self.written_bytes - b.len() + body.len();
+            if total > self.max_bytes {
+                return Err(too_much(self.max_bytes));
+            }
+            self.written_bytes = total;
+            (*b, *c) = (body, content_type);
+            *version += 1;
+            return Ok(*version);
+        }
+        self.room(body.len())?;
+        let read = match self.stored(Read::Stash { name: name.clone(), persistent }) {
+            Answer::Stash(s) => s,
+            _ => None,
+        };
+        let (read_version, owner, schema_id) = match read {
+            Some(s) => (s.version, s.owner, s.schema_id),
+            None => (0, self.writer.clone(), None),
+        };
+        let version = read_version + 1;
+        if let Some(w) = &mut self.writes {
+            w.push(Planned::Put { name, persistent, body, content_type, version, read_version, owner, schema_id });
+        }
+        Ok(version)
+    }
+
     fn planned(&self) -> impl Iterator<Item = &Planned> {
         self.writes.iter().flatten()
     }
@@ -254,8 +321,8 @@ impl Reads {
         if w.len() >= MAX_WRITES {
             return Err(format!("one call may make at most {MAX_WRITES} writes"));
         }
-        if self.written_bytes + bytes > MAX_WRITE_BYTES {
-            return Err(format!("one call may write at most {MAX_WRITE_BYTES} bytes"));
+        if self.written_bytes + bytes > self.max_bytes {
+            return Err(too_much(self.max_bytes));
         }
         self.written_bytes += bytes;
         Ok(())
@@ -266,7 +333,69 @@ impl Reads {
         Self::new(Arc::new(Empty), Arc::default())
     }
 
+    /// What the guest reads: what is stored, and then what this call has
+    /// written, as it will be once committed.
     pub(crate) fn get(&mut self, read: Read) -> Answer {
+        let stored = self.stored(read.clone());
+        if self.planned().next().is_none() {
+            return stored;
+        }
+        match (&read, stored) {
+            // One put per stash: a second in the call replaced the first.
+            (Read::Stash { name: wanted, persistent: store }, stored) => {
+                let mine = self.planned().find_map(|p| match p {
+                    Planned::Put { name, persistent, body, content_type, version, owner, schema_id, .. }
+                        if name == wanted && persistent == store =>
+                    {
+                        Some(StashDocument {
+                            name: name.clone(),
+                            owner: owner.clone(),
+                            persistent: *persistent,
+                            version: *version,
+                            content_type: content_type.clone(),
+                            body: body.clone(),
+                            schema_id: schema_id.clone(),
+                        })
+                    }
+                    _ => None,
+                });
+                mine.map_or(stored, |doc| Answer::Stash(Some(doc)))
+            }
+            (Read::Stream { stream_id, label, after, limit }, Answer::Entries(mut entries)) => {
+                let mine = self.own_entries(stream_id, label.as_deref()).filter(|e| e.seq > *after);
+                entries.extend(mine);
+                entries.truncate(*limit as usize);
+                Answer::Entries(entries)
+            }
+            (Read::Latest { stream_id, label }, Answer::Entry(latest)) => {
+                Answer::Entry(self.own_entries(stream_id, label.as_deref()).last().or(latest))
+            }
+            (_, stored) => stored,
+        }
+    }
+
+    /// This call's appends to `stream_id` (with `label`), as entries.
+    fn own_entries<'a>(&'a self, stream_id: &'a str, label: Option<&'a str>) -> impl Iterator<Item = StreamEntry> + 'a {
+        let now = crate::clock::rfc3339(crate::clock::now_ms());
+        self.planned().filter_map(move |p| match p {
+            Planned::Append { stream_id: s, label: l, data, seq }
+                if s == stream_id && (label.is_none() || l.as_deref() == label) =>
+            {
+                Some(StreamEntry {
+                    seq: *seq,
+                    label: l.clone(),
+                    data: data.clone(),
+                    agent: self.writer.clone(),
+                    created_at: now.clone(),
+                })
+            }
+            _ => None,
+        })
+    }
+
+    /// What is stored: the view, then what earlier rounds fetched; a miss
+    /// is noted and answers as absence.
+    fn stored(&mut self, read: Read) -> Answer {
         if let Some(a) = self.base.answer(&read).or_else(|| self.fetched.get(&read).cloned()) {
             return a;
         }

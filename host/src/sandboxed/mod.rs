@@ -15,6 +15,7 @@
 
 mod store;
 
+use store::Effect;
 pub use store::{Cursor, DeadLetter};
 
 use std::collections::HashMap;
@@ -25,13 +26,15 @@ use serde::Serialize;
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
+use crate::agent::Caller;
 use crate::db::Db;
 use crate::error::Result;
 use crate::policy::decide::AgentCall;
 use crate::policy::registry::{Active, From, OnDeadLetter, Registry, Subscription};
 use crate::policy::view::{Planned, Reader, StreamEntry};
 use crate::policy::{Decider, Hook};
-use crate::stream::{self, AppendHook};
+use crate::stream::{self, AfterAppend, AppendHook};
+use crate::{schema, stash};
 use store::{Committed, Step};
 
 /// Entries read from a stream at a time.
@@ -85,20 +88,50 @@ const LEASE: Duration = Duration::from_secs(8);
 const RENEW: Duration = Duration::from_secs(2);
 
 /// What the runner needs from the host.
+pub struct Parts {
+    pub db: Db,
+    pub decider: Arc<Decider>,
+    pub bus: Arc<stream::events::Bus>,
+    /// What acts on hooked labels (a contract's `claim`s): agents' entries
+    /// go through it as HTTP appends do.
+    pub hooks: Arc<dyn AppendHook>,
+    pub schemas: Arc<schema::Validators>,
+    pub stash_cache: Arc<stash::Cache>,
+    /// Largest stash bodies: ephemeral, persistent.
+    pub max_stash_bytes: [usize; 2],
+}
+
 pub struct Agents {
+    parts: Parts,
     db: Db,
     /// This host, as lease holders are named: `pid<pid>-<random>`.
     host: String,
-    decider: Arc<Decider>,
-    bus: Arc<stream::events::Bus>,
-    /// Labels the contract hooks act on: agents may not write them yet.
-    hooks: Arc<dyn AppendHook>,
 }
 
+/// A call's writes, checked: what to commit, and what hooks run on which
+/// of its entries once committed.
+struct Checked {
+    effects: Vec<Effect>,
+    afters: Vec<(i64, AfterAppend)>,
+}
+
+/// Whether a call's writes may commit.
+enum Verdict {
+    Ready(Checked),
+    /// Refused as the HTTP API would refuse them from `run_as`.
+    Refused(String),
+    /// A stash it read has moved since: call it again.
+    Stale,
+}
+
+/// Calls in a row that find what they read moved, before the entry counts
+/// as failed once.
+const MAX_STALE: usize = 8;
+
 impl Agents {
-    pub fn new(db: Db, decider: Arc<Decider>, bus: Arc<stream::events::Bus>, hooks: Arc<dyn AppendHook>) -> Arc<Self> {
+    pub fn new(parts: Parts) -> Arc<Self> {
         let host = format!("pid{}-{:08x}", std::process::id(), rand::random::<u32>());
-        Arc::new(Self { db, host, decider, bus, hooks })
+        Arc::new(Self { db: parts.db.clone(), parts, host })
     }
 
     /// Holds the lease on `agent` for this host, renewing it when it is
@@ -182,7 +215,7 @@ impl Agents {
                 match self.serve(&agent, &reader, sub, &mut quota, &mut renewed).await {
                     Ok((stream_id, did)) => {
                         worked |= did;
-                        news.push(self.bus.subscribe(&stream_id));
+                        news.push(self.parts.bus.subscribe(&stream_id));
                     }
                     Err(e) => tracing::warn!(agent = %agent.name, stream = %sub.stream, "agent cannot follow: {e}"),
                 }
@@ -262,12 +295,7 @@ impl Agents {
             }
             let entry = entry_of(e);
             match self.handle(agent, reader, &stream, &entry, e.hops, at, quota).await? {
-                Committed::Done(appended) => {
-                    for (stream_id, seq) in appended {
-                        stream::events::announce(&self.bus, &self.db, &stream_id, seq).await;
-                    }
-                    at = e.seq;
-                }
+                Committed::Done(_) => at = e.seq,
                 // Someone else moved the cursor: start again from it.
                 Committed::Lost => return Ok((stream.stream_id, true)),
             }
@@ -298,30 +326,31 @@ impl Agents {
         let mut backoff = FIRST_BACKOFF;
         let mut last = None;
         for attempt in 1..=attempts {
-            let (call, checked) = self.call(agent, reader, &stream.stream_id, entry).await?;
-            match checked {
-                Ok(()) => {
-                    quota.take(call.writes.len()).await;
-                    let step = Step::Handled {
-                        appends: call.writes,
-                        run_as: reader.name.clone(),
-                        hops: hops + 1,
-                        record: call.record,
-                    };
-                    return store::commit(&self.db, &agent.name, &stream.stream_id, at, entry.seq as i64, step).await;
-                }
-                Err(error) => {
-                    tracing::warn!(agent = %agent.name, seq = entry.seq, attempt, "agent call failed: {error}");
-                    store::failed_once(&self.db, &agent.name, &stream.stream_id, &error).await?;
-                    let mut record = call.record;
-                    record.error = Some(error.clone());
-                    record.result = None;
-                    last = Some((error, record));
-                    if attempt < attempts {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+            let (call, verdict) = self.call(agent, reader, stream, entry).await?;
+            let error = match verdict {
+                Verdict::Ready(Checked { effects, afters }) => {
+                    quota.take(effects.len()).await;
+                    let step =
+                        Step::Handled { effects, run_as: reader.name.clone(), hops: hops + 1, record: call.record };
+                    let committed =
+                        store::commit(&self.db, &agent.name, &stream.stream_id, at, entry.seq as i64, step).await?;
+                    if let Committed::Done(_) = &committed {
+                        self.after_commit(&agent.name, &call.writes, afters).await;
                     }
+                    return Ok(committed);
                 }
+                Verdict::Stale => format!("what the call read kept moving under it for {MAX_STALE} calls in a row"),
+                Verdict::Refused(error) => error,
+            };
+            tracing::warn!(agent = %agent.name, seq = entry.seq, attempt, "agent call failed: {error}");
+            store::failed_once(&self.db, &agent.name, &stream.stream_id, &error).await?;
+            let mut record = call.record;
+            record.error = Some(error.clone());
+            record.result = None;
+            last = Some((error, record));
+            if attempt < attempts {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
         let Some((error, record)) = last else { return Ok(Committed::Lost) };
@@ -346,59 +375,136 @@ impl Agents {
     }
 
     /// One call of `agent` on `entry`, off the async workers, and whether
-    /// it succeeded with writes the host takes.
+    /// its writes may commit; a call that read a stash which then moved is
+    /// made again, up to [`MAX_STALE`] times.
     async fn call(
         &self,
         agent: &Arc<Active>,
         reader: &Reader,
-        stream_id: &str,
+        stream: &stream::Followed,
         entry: &StreamEntry,
-    ) -> Result<(AgentCall, std::result::Result<(), String>)> {
-        let (decider, active, who, sid, e) =
-            (self.decider.clone(), agent.clone(), reader.clone(), stream_id.to_string(), entry.clone());
-        let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &who, &sid, &e))
-            .await
-            .map_err(|e| crate::error::Error::internal(format!("running agent {}: {e}", agent.name)))??;
-        let checked = match call.result.clone() {
-            Ok(()) => self.check(&call.writes).await?,
-            Err(e) => Err(e),
-        };
-        Ok((call, checked))
+    ) -> Result<(AgentCall, Verdict)> {
+        let mut tries = 0;
+        loop {
+            let (decider, active, who, sid, e) =
+                (self.parts.decider.clone(), agent.clone(), reader.clone(), stream.stream_id.clone(), entry.clone());
+            let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &who, &sid, &e))
+                .await
+                .map_err(|e| crate::error::Error::internal(format!("running agent {}: {e}", agent.name)))??;
+            let verdict = match &call.result {
+                Ok(()) => self.check(reader, &call.writes).await?,
+                Err(e) => Verdict::Refused(e.clone()),
+            };
+            tries += 1;
+            if !matches!(verdict, Verdict::Stale) || tries == MAX_STALE {
+                return Ok((call, verdict));
+            }
+        }
     }
 
     /// What the call asks to write, checked as the HTTP API would check it
-    /// from `run_as`; host labels, hooked labels and schema-bound streams
-    /// are refused (the outer error is storage failing).
-    async fn check(&self, writes: &[Planned]) -> Result<std::result::Result<(), String>> {
-        let mut looked_up: Vec<&str> = Vec::new();
-        for Planned::Append { stream_id, label, .. } in writes {
-            let label = label.as_deref().unwrap_or_default();
-            if !label.is_empty() && !crate::name::is_valid(label) {
-                return Ok(Err(format!("{label:?} is not a usable label")));
-            }
-            if stream::HOST_LABELS.contains(&label) {
-                return Ok(Err(format!("{label:?} entries are the host's; an agent may not write them")));
-            }
-            if self.hooks.watches(label) {
-                return Ok(Err(format!(
-                    "{label:?} entries are acted on by the host's contract hooks, which agents cannot trigger yet"
-                )));
-            }
-            // Each stream once, however many entries go to it.
-            if looked_up.contains(&stream_id.as_str()) {
-                continue;
-            }
-            match stream::followed(&self.db, stream_id).await? {
-                None => return Ok(Err(format!("there is no stream {stream_id:?} to append to"))),
-                Some(s) if s.schema_id.is_some() => {
-                    return Ok(Err(format!(
-                        "stream {stream_id:?} is bound to a schema; agents cannot append to such streams yet"
-                    )));
+    /// from `run_as` (the outer error is storage failing).
+    async fn check(&self, reader: &Reader, writes: &[Planned]) -> Result<Verdict> {
+        let caller = Caller { name: reader.name.clone(), admin: false };
+        let mut streams: HashMap<&str, stream::Followed> = HashMap::new();
+        let mut checked = Checked { effects: Vec::with_capacity(writes.len()), afters: Vec::new() };
+        for write in writes {
+            match write {
+                Planned::Append { stream_id, label, data, seq } => {
+                    let Some(label_str) = label.as_deref().map_or(Some(""), Some) else { continue };
+                    if !label_str.is_empty() && !crate::name::is_valid(label_str) {
+                        return Ok(Verdict::Refused(format!("{label_str:?} is not a usable label")));
+                    }
+                    // Each stream looked up once, however many entries go to it.
+                    let target = match streams.get(stream_id.as_str()) {
+                        Some(s) => s,
+                        None => match stream::followed(&self.db, stream_id).await? {
+                            Some(s) if s.stream_id == *stream_id => streams.entry(stream_id).or_insert(s),
+                            _ => {
+                                return Ok(Verdict::Refused(format!("there is no stream {stream_id:?} to append to")));
+                            }
+                        },
+                    };
+                    if stream::HOST_LABELS.contains(&label_str) && target.owner == crate::agent::SYSTEM {
+                        return Ok(Verdict::Refused(format!(
+                            "{label_str:?} entries on the host's streams (a team's) are the host's; \
+                             an agent may not write them"
+                        )));
+                    }
+                    let value: serde_json::Value = match serde_json::from_str(data) {
+                        Ok(v) => v,
+                        Err(e) => return Ok(Verdict::Refused(format!("the entry's data is not JSON: {e}"))),
+                    };
+                    if let Some(binding) = &target.binding
+                        && let Err(e) = self.parts.schemas.check(&self.db, binding, &value).await
+                    {
+                        return refused(e, &format!("an entry for stream {stream_id}"));
+                    }
+                    if self.parts.hooks.watches(label_str) {
+                        match self.parts.hooks.admit(&caller, &target.hooked(), label_str, &value).await {
+                            Ok(Some(after)) => checked.afters.push((*seq as i64, after)),
+                            Ok(None) => {}
+                            Err(e) => return refused(e, &format!("a {label_str:?} entry")),
+                        }
+                    }
+                    let (stream_id, label, data, seq) = (stream_id.clone(), label.clone(), data.clone(), *seq as i64);
+                    checked.effects.push(Effect::Append { stream_id, label, data, seq });
                 }
-                Some(_) => looked_up.push(stream_id),
+                Planned::Put { name, persistent, body, content_type, read_version, .. } => {
+                    let max = self.parts.max_stash_bytes[usize::from(*persistent)];
+                    let plan = stash::plan_agent_put(
+                        &self.db,
+                        &self.parts.schemas,
+                        max,
+                        &reader.name,
+                        name,
+                        *persistent,
+                        body,
+                        content_type,
+                        *read_version as i64,
+                    )
+                    .await?;
+                    match plan {
+                        stash::AgentPut::Ready { next, expected } => {
+                            checked.effects.push(Effect::Put { next, expected })
+                        }
+                        stash::AgentPut::Refused(why) => {
+                            return Ok(Verdict::Refused(format!("writing stash {name:?}: {why}")));
+                        }
+                        stash::AgentPut::Stale => return Ok(Verdict::Stale),
+                    }
+                }
             }
         }
-        Ok(Ok(()))
+        Ok(Verdict::Ready(checked))
+    }
+
+    /// Once a call's writes are in: readers of the stashes it wrote see them,
+    /// live readers of its entries wake, and the hooks on its entries (a
+    /// contract deciding a `claim`) run, as after an HTTP append.
+    async fn after_commit(&self, agent: &str, writes: &[Planned], afters: Vec<(i64, AfterAppend)>) {
+        for w in writes {
+            match w {
+                Planned::Put { name, persistent, .. } => self.parts.stash_cache.invalidate(*persistent, name),
+                Planned::Append { stream_id, seq, .. } => {
+                    stream::events::announce(&self.parts.bus, &self.db, stream_id, *seq as i64).await;
+                }
+            }
+        }
+        for (seq, after) in afters {
+            if let Err(e) = after(seq).await {
+                tracing::warn!(agent, seq, "the hook on an agent's entry failed: {e}");
+            }
+        }
+    }
+}
+
+/// A refusal of `what` from the HTTP API's rules, as the agent's error; the
+/// host's own failures stay errors.
+fn refused(e: crate::error::Error, what: &str) -> Result<Verdict> {
+    match e.refusal() {
+        Some(why) => Ok(Verdict::Refused(format!("{what} was refused: {why}"))),
+        None => Err(e),
     }
 }
 
@@ -420,31 +526,38 @@ impl Agents {
             return Err(crate::error::Error::validation("the agent has no run_as to act as", vec![]));
         };
         let reader = Reader { name: run_as.clone(), admin: false };
-        let found = match stream::followed(&self.db, &letter.stream_id).await? {
-            Some(stream) => stream::entries_after(&self.db, &stream, letter.seq - 1, 1).await?,
+        let stream = stream::followed(&self.db, &letter.stream_id).await?;
+        let found = match &stream {
+            Some(stream) => stream::entries_after(&self.db, stream, letter.seq - 1, 1).await?,
             None => Vec::new(),
         };
-        let Some(e) = found.into_iter().find(|e| e.seq == letter.seq) else {
+        let (Some(e), Some(stream)) = (found.into_iter().find(|e| e.seq == letter.seq), stream) else {
             let error = "the entry is no longer in its stream (deleted, or past its retention)".to_string();
             store::failed_again(&self.db, &letter.id, &error).await?;
             return Ok(Some(Retried { handled: false, error: Some(error) }));
         };
-        let (call, checked) = self.call(agent, &reader, &letter.stream_id, &entry_of(&e)).await?;
-        if let Err(error) = checked {
-            store::failed_again(&self.db, &letter.id, &error).await?;
-            return Ok(Some(Retried { handled: false, error: Some(error) }));
-        }
+        let (call, verdict) = self.call(agent, &reader, &stream, &entry_of(&e)).await?;
+        let Checked { effects, afters } = match verdict {
+            Verdict::Ready(checked) => checked,
+            Verdict::Refused(error) => {
+                store::failed_again(&self.db, &letter.id, &error).await?;
+                return Ok(Some(Retried { handled: false, error: Some(error) }));
+            }
+            Verdict::Stale => {
+                let error = format!("what the call read kept moving under it for {MAX_STALE} calls in a row");
+                store::failed_again(&self.db, &letter.id, &error).await?;
+                return Ok(Some(Retried { handled: false, error: Some(error) }));
+            }
+        };
         let hops = e.hops + 1;
-        match store::retried(&self.db, &agent.name, &letter, &call.writes, &run_as, hops, &call.record).await? {
-            Committed::Done(appended) => {
-                for (stream_id, seq) in appended {
-                    stream::events::announce(&self.bus, &self.db, &stream_id, seq).await;
-                }
+        match store::retried(&self.db, &agent.name, &letter, &effects, &run_as, hops, &call.record).await? {
+            Committed::Done(_) => {
+                self.after_commit(&agent.name, &call.writes, afters).await;
                 Ok(Some(Retried { handled: true, error: None }))
             }
             Committed::Lost => Ok(Some(Retried {
                 handled: false,
-                error: Some("another retry of this letter, or an append to its stream, came first; try again".into()),
+                error: Some("another retry of this letter, or a write to what it writes, came first; try again".into()),
             })),
         }
     }

@@ -4,31 +4,60 @@
 //! host that lost a race (another host, an older version) commits nothing.
 
 use crate::db::Db;
+use crate::db::is_unique_violation;
 use crate::error::Result;
 use crate::policy::store::DecisionRow;
-use crate::policy::view::Planned;
+use crate::stash::Stash;
 use crate::{append_in_tx, clock, insert_decisions, with_db};
 
-/// Writes a call's planned appends in `$tx` as `$run_as`, each `$hops`
-/// calls from HTTP; the (stream, seq) written, or None if one did not get
-/// the seq its call was told (the caller rolls back).
-macro_rules! append_planned {
-    ($tx:expr, $appends:expr, $run_as:expr, $hops:expr, $now:expr) => {{
+/// A write checked and ready to commit with the cursor's advance.
+pub enum Effect {
+    /// An entry, which must get this `seq`.
+    Append { stream_id: String, label: Option<String>, data: String, seq: i64 },
+    /// A stash row over the version `expected` (None: new).
+    Put { next: Box<Stash>, expected: Option<i64> },
+}
+
+/// Writes a call's effects in `$tx` as `$run_as`, each entry `$hops` calls
+/// from HTTP: the (stream, seq) appended, or None if something moved since
+/// the call (an entry did not get its seq, a stash its version; the caller
+/// rolls back).
+macro_rules! write_effects {
+    ($tx:expr, $effects:expr, $run_as:expr, $hops:expr, $now:expr) => {{
         let mut written = Some(Vec::new());
-        for Planned::Append { stream_id, label, data, seq } in $appends {
-            let got = append_in_tx!($tx, stream_id, label, data, $run_as, $now)?;
-            if got != i64::try_from(*seq).ok() {
-                written = None;
-                break;
-            }
+        for effect in $effects {
+            let (stream_id, seq) = match effect {
+                Effect::Append { stream_id, label, data, seq } => {
+                    let got = append_in_tx!($tx, stream_id, label, data, $run_as, $now)?;
+                    if got != Some(*seq) {
+                        written = None;
+                        break;
+                    }
+                    (stream_id, *seq)
+                }
+                Effect::Put { next, expected } => {
+                    let done = match expected {
+                        Some(v) => crate::update_stash!(&mut *$tx, next, *v),
+                        None => crate::insert_stash!(&mut *$tx, next),
+                    };
+                    match done {
+                        Ok(1) => continue,
+                        Ok(_) => {}
+                        Err(e) if !is_unique_violation(&e) => return Err(e),
+                        Err(_) => {}
+                    }
+                    written = None;
+                    break;
+                }
+            };
             sqlx::query("UPDATE stream_entries SET hops = $3 WHERE stream_id = $1 AND seq = $2")
                 .bind(stream_id)
-                .bind(*seq as i64)
+                .bind(seq)
                 .bind($hops)
                 .execute(&mut *$tx)
                 .await?;
             if let Some(w) = &mut written {
-                w.push((stream_id.clone(), *seq as i64));
+                w.push((stream_id.clone(), seq));
             }
         }
         written
@@ -102,9 +131,9 @@ pub enum Step {
     /// Entries up to the new position were not for this agent: so many,
     /// of which so many had come through too many agents.
     Skipped { skipped: i64, looped: i64 },
-    /// The entry was handled: its appends (as `run_as`, each `hops` agent
-    /// calls from an entry written over HTTP) and its record.
-    Handled { appends: Vec<Planned>, run_as: String, hops: i64, record: DecisionRow },
+    /// The entry was handled: its writes (as `run_as`, each entry `hops`
+    /// agent calls from one written over HTTP) and its record.
+    Handled { effects: Vec<Effect>, run_as: String, hops: i64, record: DecisionRow },
     /// Every attempt failed: a dead letter, and the subscription pauses if asked.
     Dead { letter: DeadLetter, record: DecisionRow, pause: bool },
 }
@@ -115,8 +144,9 @@ pub enum Committed {
     /// Done; the appended entries' (stream, seq), to announce.
     Done(Vec<(String, i64)>),
     /// The cursor moved (another host, or another version of this agent),
-    /// or an append did not get the seq the call was told: nothing was
-    /// written, and the entry is handled again from where the cursor is.
+    /// or a write found its entry's seq or its stash's version taken:
+    /// nothing was written, and the entry is handled again from where the
+    /// cursor is.
     Lost,
 }
 
@@ -132,7 +162,7 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
             Step::Dead { letter, pause, .. } => (0, 1, 0, 0, Some(letter.error.clone()), *pause),
         };
         let appended = match &step {
-            Step::Handled { appends, run_as, hops, .. } => append_planned!(tx, appends, run_as, *hops, now),
+            Step::Handled { effects, run_as, hops, .. } => write_effects!(tx, effects, run_as, *hops, now),
             _ => Some(Vec::new()),
         };
         let Some(appended) = appended else {
@@ -188,14 +218,14 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
     .await)?)
 }
 
-/// A dead letter handled at last: its appends and record, and the letter
+/// A dead letter handled at last: its writes and record, and the letter
 /// gone, in one transaction; `Lost` if the letter was already gone (a
 /// retry that raced this one) or an append's seq moved.
 pub async fn retried(
     db: &Db,
     policy: &str,
     letter: &DeadLetter,
-    appends: &[Planned],
+    effects: &[Effect],
     run_as: &str,
     hops: i64,
     record: &DecisionRow,
@@ -213,7 +243,7 @@ pub async fn retried(
             tx.rollback().await?;
             return Ok(Committed::Lost);
         }
-        let Some(appended) = append_planned!(tx, appends, run_as, hops, now) else {
+        let Some(appended) = write_effects!(tx, effects, run_as, hops, now) else {
             tx.rollback().await?;
             return Ok(Committed::Lost);
         };

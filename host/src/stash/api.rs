@@ -91,32 +91,24 @@ async fn put(
         if let Some(b) = &binding {
             validate(&app, b, &body).await?;
         }
-        let expires_at = ttl.or(current.as_ref().and_then(|c| c.ttl)).map(|t| now.saturating_add(clock::secs_to_ms(t)));
-        let next = Stash {
-            owner: current.as_ref().map_or_else(|| caller.name.clone(), |c| c.owner.clone()),
-            name: name.clone(),
-            persistent: p.persistent,
-            body: body.to_vec(),
-            content_type: content_type.clone(),
-            size: body.len() as i64,
-            version: current.as_ref().map_or(1, |c| c.version + 1),
-            ttl: ttl.or(current.as_ref().and_then(|c| c.ttl)),
-            expires_at: if p.persistent { None } else { expires_at },
-            renewed_at: now,
-            schema_id: binding.as_ref().map(|b| b.schema_id.clone()),
-            schema_version: binding.as_ref().map(|b| b.version),
-            schema_name: binding.as_ref().map(|b| b.name.clone()),
-            shared: p.shared.or(current.as_ref().map(|c| c.shared)).unwrap_or(false),
-            discoverable: p.discoverable.or(current.as_ref().map(|c| c.discoverable)).unwrap_or(false),
-            description: p.description.clone().or(current.as_ref().map(|c| c.description.clone())).unwrap_or_default(),
-            labels: labels
-                .as_deref()
-                .map(crate::db::encode_labels)
-                .or(current.as_ref().map(|c| c.labels.clone()))
-                .unwrap_or_default(),
-            created_at: current.as_ref().map_or(now, |c| c.created_at),
-            updated_at: now,
+        let over = Overrides {
+            ttl,
+            shared: p.shared,
+            discoverable: p.discoverable,
+            description: p.description.clone(),
+            labels: labels.as_deref().map(crate::db::encode_labels),
         };
+        let next = next_row(
+            current.as_ref(),
+            &caller.name,
+            &name,
+            p.persistent,
+            body.to_vec(),
+            content_type.clone(),
+            over,
+            binding.as_ref(),
+            now,
+        );
         match current {
             Some(cur) => {
                 if store::update(&app.db, &next, cur.version).await? {
@@ -384,12 +376,4 @@ async fn validate(app: &AppState, binding: &Binding, body: &[u8]) -> Result<()> 
 
 fn check_size(app: &AppState, persistent: bool, size: usize) -> Result<()> {
     too_large_unless(size, app.config.max_stash_bytes(persistent), persistent)
-}
-
-fn too_large_unless(size: usize, max: usize, persistent: bool) -> Result<()> {
-    if size > max {
-        let store = if persistent { "persistent" } else { "ephemeral" };
-        return Err(Error::too_large(format!("{size} bytes is over the {max}-byte limit for {store} stashes")));
-    }
-    Ok(())
 }

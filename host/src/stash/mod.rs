@@ -145,6 +145,136 @@ impl From<&Stash> for Written {
     }
 }
 
+/// What a whole-stash write sets beyond the body; None keeps what the
+/// stash has (or the default, for a new one).
+#[derive(Default)]
+pub struct Overrides {
+    /// Seconds an ephemeral stash lives after its last write or read.
+    pub ttl: Option<i64>,
+    pub shared: Option<bool>,
+    pub discoverable: Option<bool>,
+    pub description: Option<String>,
+    /// Encoded as the `labels` column stores them.
+    pub labels: Option<String>,
+}
+
+/// The row a whole-stash write leaves: `current` (if any) replaced by
+/// `body`, as `writer` writes it, bound to `binding`.
+#[allow(clippy::too_many_arguments)]
+fn next_row(
+    current: Option<&Stash>,
+    writer: &str,
+    name: &str,
+    persistent: bool,
+    body: Vec<u8>,
+    content_type: String,
+    over: Overrides,
+    binding: Option<&Binding>,
+    now: i64,
+) -> Stash {
+    let ttl = if persistent { None } else { over.ttl.or(current.and_then(|c| c.ttl)).or(Some(DEFAULT_TTL_SECS)) };
+    Stash {
+        owner: current.map_or_else(|| writer.to_string(), |c| c.owner.clone()),
+        name: name.to_string(),
+        persistent,
+        size: body.len() as i64,
+        body,
+        content_type,
+        version: current.map_or(1, |c| c.version + 1),
+        ttl,
+        expires_at: ttl.map(|t| now.saturating_add(clock::secs_to_ms(t))),
+        renewed_at: now,
+        schema_id: binding.map(|b| b.schema_id.clone()),
+        schema_version: binding.map(|b| b.version),
+        schema_name: binding.map(|b| b.name.clone()),
+        shared: over.shared.or(current.map(|c| c.shared)).unwrap_or(false),
+        discoverable: over.discoverable.or(current.map(|c| c.discoverable)).unwrap_or(false),
+        description: over.description.or(current.map(|c| c.description.clone())).unwrap_or_default(),
+        labels: over.labels.or(current.map(|c| c.labels.clone())).unwrap_or_default(),
+        created_at: current.map_or(now, |c| c.created_at),
+        updated_at: now,
+    }
+}
+
+/// A stash write a sandboxed agent planned, as checked for commit.
+pub enum AgentPut {
+    /// The row to write in the agent's transaction, over the version
+    /// `expected` (None: a new stash), with [`crate::insert_stash!`] or
+    /// [`crate::update_stash!`].
+    Ready { next: Box<Stash>, expected: Option<i64> },
+    /// Refused, as `PUT /stash/{name}` from the writer would be.
+    Refused(String),
+    /// The stash moved since the call read it: run the call again.
+    Stale,
+}
+
+/// Checks a stash write that `writer`'s sandboxed agent planned over the
+/// version it read (0: none) as `PUT /stash/{name}` would: size, owner and
+/// the stash's schema. The agent's own transaction commits it.
+#[allow(clippy::too_many_arguments)]
+pub async fn plan_agent_put(
+    db: &crate::db::Db,
+    schemas: &schema::Validators,
+    max_bytes: usize,
+    writer: &str,
+    name: &str,
+    persistent: bool,
+    body: &[u8],
+    content_type: &str,
+    read_version: i64,
+) -> Result<AgentPut> {
+    if let Err(e) = too_large_unless(body.len(), max_bytes, persistent) {
+        return Ok(AgentPut::Refused(e.refusal().unwrap_or_default()));
+    }
+    let current = store::lookup(db, writer, name, persistent).await?;
+    match &current {
+        Some(cur) if cur.owner != writer => {
+            return Ok(AgentPut::Refused(format!(
+                "stash {name:?} belongs to {}; only its owner may write it (pick another name)",
+                cur.owner
+            )));
+        }
+        Some(cur) if cur.version != read_version => return Ok(AgentPut::Stale),
+        None if read_version != 0 => return Ok(AgentPut::Stale),
+        // An expired row may still hold the name until the sweeper runs.
+        None => store::purge_expired(db, name, persistent).await?,
+        Some(_) => {}
+    }
+    let binding = current.as_ref().and_then(bound);
+    if let Some(b) = &binding {
+        let checked = match parse_json(body, "the body") {
+            Ok(doc) => schemas.check(db, b, &doc).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            return match e.refusal() {
+                Some(why) => Ok(AgentPut::Refused(why)),
+                None => Err(e),
+            };
+        }
+    }
+    let next = next_row(
+        current.as_ref(),
+        writer,
+        name,
+        persistent,
+        body.to_vec(),
+        content_type.to_string(),
+        Overrides::default(),
+        binding.as_ref(),
+        clock::now_ms(),
+    );
+    Ok(AgentPut::Ready { next: Box::new(next), expected: current.map(|c| c.version) })
+}
+
+fn too_large_unless(size: usize, max: usize, persistent: bool) -> Result<()> {
+    if size > max {
+        let store = if persistent { "persistent" } else { "ephemeral" };
+        return Err(Error::too_large(format!("{size} bytes is over the {max}-byte limit for {store} stashes")));
+    }
+    Ok(())
+}
+
 /// The owner of the persistent stash `name` that `viewer` sees, if any.
 pub async fn owner_of(db: &crate::db::Db, viewer: &str, name: &str) -> Result<Option<String>> {
     store::owner(db, viewer, name, true).await

@@ -113,37 +113,68 @@ pub enum Insert {
     Raced,
 }
 
+/// Binds a [`Stash`]'s columns, `$1`..`$20`, in the order [`insert_stash!`]
+/// and [`update_stash!`] number them.
+#[macro_export]
+macro_rules! bind_stash_row {
+    ($query:expr, $s:expr) => {{
+        let s: &$crate::stash::Stash = $s;
+        $query
+            .bind(&s.owner)
+            .bind(&s.name)
+            .bind(s.persistent)
+            .bind(&s.body)
+            .bind(&s.content_type)
+            .bind(s.size)
+            .bind(s.version)
+            .bind(s.ttl)
+            .bind(s.expires_at)
+            .bind(s.renewed_at)
+            .bind(&s.schema_id)
+            .bind(s.schema_version)
+            .bind(&s.schema_name)
+            .bind(s.shared)
+            .bind(s.discoverable)
+            .bind(&s.description)
+            .bind(&s.labels)
+            .bind(s.created_at)
+            .bind(s.updated_at)
+            .bind((s.shared || s.discoverable).then_some(&s.name))
+    }};
+}
+
+/// A new row, `$s` a [`Stash`], on `$exec` (a pool, or `&mut *tx`): the
+/// rows written. One text for HTTP and agents' transactions.
+#[macro_export]
+macro_rules! insert_stash {
+    ($exec:expr, $s:expr) => {{
+        let q = sqlx::query(
+            "INSERT INTO stashes (owner, name, persistent, body, content_type, size, version, ttl, expires_at, \
+             renewed_at, schema_id, schema_version, schema_name, shared, discoverable, description, labels, \
+             created_at, updated_at, public_name) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        );
+        $crate::bind_stash_row!(q, $s).execute($exec).await.map(|r| r.rows_affected())
+    }};
+}
+
+/// `$s` (a [`Stash`]) over its row at version `$expected`, on `$exec`: the
+/// rows written (0 when the row moved on).
+#[macro_export]
+macro_rules! update_stash {
+    ($exec:expr, $s:expr, $expected:expr) => {{
+        let q = sqlx::query(
+            "UPDATE stashes SET body = $4, content_type = $5, size = $6, version = $7, ttl = $8, expires_at = $9, \
+             renewed_at = $10, schema_id = $11, schema_version = $12, schema_name = $13, shared = $14, \
+             discoverable = $15, description = $16, labels = $17, created_at = $18, updated_at = $19, \
+             public_name = $20 WHERE owner = $1 AND name = $2 AND persistent = $3 AND version = $21",
+        );
+        $crate::bind_stash_row!(q, $s).bind($expected).execute($exec).await.map(|r| r.rows_affected())
+    }};
+}
+
 pub async fn insert(db: &Db, s: &Stash) -> Result<Insert> {
-    let sql = format!(
-        "INSERT INTO stashes ({COLUMNS}, public_name) VALUES
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
-    );
-    let public_name = (s.shared || s.discoverable).then_some(&s.name);
-    let result = with_db!(db, write, |pool| sqlx::query(&sql)
-        .bind(&s.owner)
-        .bind(&s.name)
-        .bind(s.persistent)
-        .bind(&s.body)
-        .bind(&s.content_type)
-        .bind(s.size)
-        .bind(s.version)
-        .bind(s.ttl)
-        .bind(s.expires_at)
-        .bind(s.renewed_at)
-        .bind(&s.schema_id)
-        .bind(s.schema_version)
-        .bind(&s.schema_name)
-        .bind(s.shared)
-        .bind(s.discoverable)
-        .bind(&s.description)
-        .bind(&s.labels)
-        .bind(s.created_at)
-        .bind(s.updated_at)
-        .bind(public_name)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()));
-    match result {
+    match with_db!(db, write, |pool| crate::insert_stash!(pool, s)) {
         Ok(_) => Ok(Insert::Done),
         Err(e) if is_unique_violation(&e) => Ok(Insert::Raced),
         Err(e) => Err(e.into()),
@@ -169,37 +200,7 @@ pub const SET_BODY: &str = "UPDATE stashes SET body = $1, size = $2, version = $
 
 /// Writes `s` over the row at `expected` version; false if it moved on.
 pub async fn update(db: &Db, s: &Stash, expected: i64) -> Result<bool> {
-    let public_name = (s.shared || s.discoverable).then_some(&s.name);
-    let result = with_db!(db, write, |pool| sqlx::query(
-        "UPDATE stashes SET body = $1, content_type = $2, size = $3, version = $4, ttl = $5, expires_at = $6,
-         renewed_at = $7, schema_id = $8, schema_version = $9, schema_name = $10, shared = $11,
-         discoverable = $12, description = $13, labels = $14, updated_at = $15, public_name = $16
-         WHERE owner = $17 AND persistent = $18 AND name = $19 AND version = $20"
-    )
-    .bind(&s.body)
-    .bind(&s.content_type)
-    .bind(s.size)
-    .bind(s.version)
-    .bind(s.ttl)
-    .bind(s.expires_at)
-    .bind(s.renewed_at)
-    .bind(&s.schema_id)
-    .bind(s.schema_version)
-    .bind(&s.schema_name)
-    .bind(s.shared)
-    .bind(s.discoverable)
-    .bind(&s.description)
-    .bind(&s.labels)
-    .bind(s.updated_at)
-    .bind(public_name)
-    .bind(&s.owner)
-    .bind(s.persistent)
-    .bind(&s.name)
-    .bind(expected)
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected()));
-    match result {
+    match with_db!(db, write, |pool| crate::update_stash!(pool, s, expected)) {
         Ok(done) => Ok(done == 1),
         Err(e) if is_unique_violation(&e) => Err(Error::conflict(
             "name_taken",

@@ -275,8 +275,10 @@ pub async fn create_hosted(
 pub struct Followed {
     pub stream_id: String,
     pub owner: String,
+    pub name: String,
+    pub linked_stash: Option<String>,
     /// Set when entries must fit a schema.
-    pub schema_id: Option<String>,
+    pub binding: Option<Binding>,
     pub last_seq: i64,
     /// Entries created before this (ms) are past the stream's retention.
     pub not_before: i64,
@@ -294,9 +296,28 @@ pub async fn followed(db: &crate::db::Db, stream: &str) -> Result<Option<Followe
         not_before: retention_cutoff(&s),
         stream_id: s.stream_id,
         owner: s.owner,
-        schema_id: s.schema_id,
+        name: s.name,
+        linked_stash: s.linked_stash,
+        binding: match (s.schema_id, s.schema_version) {
+            (Some(schema_id), Some(version)) => {
+                Some(Binding { schema_id, version, name: s.schema_name.unwrap_or_default() })
+            }
+            _ => None,
+        },
         last_seq: s.last_seq,
     }))
+}
+
+impl Followed {
+    /// The stream as an [`AppendHook`] sees it.
+    pub fn hooked(&self) -> Hooked {
+        Hooked {
+            stream_id: self.stream_id.clone(),
+            owner: self.owner.clone(),
+            name: self.name.clone(),
+            linked_stash: self.linked_stash.clone(),
+        }
+    }
 }
 
 /// Up to `limit` entries of `stream` after `after`, oldest first, within

@@ -2,10 +2,13 @@
 //! same stream. A question whose text is `fail` gets an `err` after the
 //! agent has appended (so the append must not land), and `trap` traps.
 //! Config `{"spin_ms": N}` makes each call take N ms; `{"forgive": 1}`
-//! answers `fail` like any question.
+//! answers `fail` like any question; `{"tally": "NAME"}` also counts the
+//! questions in the ephemeral stash NAME (`{"count": N}`), checking that it
+//! reads its own write back; `{"claim_as": "AGENT"}` answers a question
+//! naming a `subtask` with a `claim` entry for AGENT instead.
 wit_bindgen::generate!({ path: "../../../wit", world: "cairn:policy/agent", generate_all });
 
-use cairn::coord::stream_write;
+use cairn::coord::{stash_read, stash_write, stream_read, stream_write};
 
 struct Agent;
 export!(Agent);
@@ -17,8 +20,21 @@ impl Guest for Agent {
             while std::time::Instant::now() < until {}
         }
         let text = field(&entry.data, "text").unwrap_or_default();
+        if let (Some(agent), Some(subtask)) = (field(&config, "claim_as"), field(&entry.data, "subtask")) {
+            let claim = format!("{{\"type\":\"claim\",\"subtask_id\":\"{subtask}\",\"agent_name\":\"{agent}\"}}");
+            stream_write::append(&stream_id, Some("claim"), &claim)?;
+            return Ok(());
+        }
+        if let Some(stash) = field(&config, "tally") {
+            tally(&stash)?;
+        }
         let answer = format!("{{\"answer\":\"{}\",\"question\":{}}}", text.to_uppercase(), entry.seq);
         let seq = stream_write::append(&stream_id, Some("answer"), &answer)?;
+        // Its own append reads back, with the seq it was told.
+        match stream_read::latest(&stream_id, Some("answer")) {
+            Some(e) if e.seq == seq && e.data == answer => {}
+            other => return Err(format!("appended #{seq}, but the latest answer reads {:?}", other.map(|e| e.seq))),
+        }
         let forgive = number(&config, "forgive").is_some_and(|n| n > 0);
         match text.as_str() {
             "fail" if forgive => Ok(()),
@@ -26,6 +42,17 @@ impl Guest for Agent {
             "trap" => panic!("trapping on question {}", entry.seq),
             _ => Ok(()),
         }
+    }
+}
+
+/// Adds one to the count in the ephemeral stash `name`, and reads it back.
+fn tally(name: &str) -> Result<(), String> {
+    let before = stash_read::get(name, false);
+    let count = before.as_ref().and_then(|d| number(&String::from_utf8_lossy(&d.body), "count")).unwrap_or(0) + 1;
+    let version = stash_write::put(name, false, format!("{{\"count\":{count}}}").as_bytes(), "application/json")?;
+    match stash_read::get(name, false) {
+        Some(d) if d.version == version && number(&String::from_utf8_lossy(&d.body), "count") == Some(count) => Ok(()),
+        other => Err(format!("put {name} at version {version}, but it reads {:?}", other.map(|d| d.version))),
     }
 }
 

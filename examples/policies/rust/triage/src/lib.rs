@@ -2,12 +2,21 @@
 //! follows, it appends a `triage` entry (the label is configurable) saying
 //! whether the question is `urgent`, because it names one of the `urgent`
 //! words (by default "outage" and "security"), or `normal`, and which words
-//! matched. A question without `data.text` is logged and left alone.
+//! matched, and adds the question to a persistent `open-questions` stash
+//! (the name is configurable). An `answer` entry whose `data.question` is a
+//! question's seq takes it off the stash. A question without `data.text` is
+//! logged and left alone.
+//!
+//! The entry, the stash and the agent's progress commit together, so the
+//! stash never counts a question twice, even when a call is retried.
 
 wit_bindgen::generate!({ path: "wit", world: "cairn:policy/agent", generate_all });
 
-use cairn::coord::{log, stream_write};
+use cairn::coord::{log, stash_read, stash_write, stream_write};
 use serde_json::{Value, json};
+
+/// Questions the stash keeps at most; the oldest go first.
+const MAX_OPEN: usize = 100;
 
 struct Agent;
 export!(Agent);
@@ -15,15 +24,23 @@ export!(Agent);
 impl Guest for Agent {
     fn on_entry(config: String, stream_id: String, entry: StreamEntry) -> Result<(), String> {
         let config: Value = serde_json::from_str(&config).unwrap_or_default();
-        if entry.label.as_deref() != Some("question") {
-            return Ok(());
+        let stash = config["stash"].as_str().unwrap_or("open-questions");
+        let data: Value = serde_json::from_str(&entry.data).unwrap_or_default();
+        match entry.label.as_deref() {
+            Some("question") => {}
+            Some("answer") => {
+                if let Some(seq) = data["question"].as_u64() {
+                    update(stash, |open| open.retain(|q| q["question"] != seq || q["stream_id"] != stream_id))?;
+                }
+                return Ok(());
+            }
+            _ => return Ok(()),
         }
         let urgent: Vec<&str> = match config["urgent"].as_array() {
             Some(words) => words.iter().filter_map(Value::as_str).collect(),
             None => vec!["outage", "security"],
         };
         let label = config["label"].as_str().unwrap_or("triage");
-        let data: Value = serde_json::from_str(&entry.data).unwrap_or_default();
         let Some(text) = data["text"].as_str() else {
             log::log(log::Level::Warn, &format!("question #{} from {} has no data.text", entry.seq, entry.agent));
             return Ok(());
@@ -34,6 +51,24 @@ impl Guest for Agent {
         log::log(log::Level::Info, &format!("question #{} from {} is {priority}", entry.seq, entry.agent));
         let triage = json!({"question": entry.seq, "asker": entry.agent, "priority": priority, "matched": matched});
         stream_write::append(&stream_id, Some(label), &triage.to_string())?;
-        Ok(())
+        let question = json!({"question": entry.seq, "stream_id": stream_id, "asker": entry.agent,
+                              "priority": priority, "text": text});
+        update(stash, |open| {
+            open.push(question);
+            let over = open.len().saturating_sub(MAX_OPEN);
+            open.drain(..over);
+        })
     }
+}
+
+/// Reads the stash's open questions, changes them, and writes them back.
+fn update(stash: &str, change: impl FnOnce(&mut Vec<Value>)) -> Result<(), String> {
+    let mut open: Vec<Value> = stash_read::get(stash, true)
+        .and_then(|doc| serde_json::from_slice::<Value>(&doc.body).ok())
+        .and_then(|v| v["open"].as_array().cloned())
+        .unwrap_or_default();
+    change(&mut open);
+    let body = json!({ "open": open }).to_string();
+    stash_write::put(stash, true, body.as_bytes(), "application/json")?;
+    Ok(())
 }
