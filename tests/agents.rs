@@ -13,6 +13,7 @@ on_both_backends!(
     a_killed_host_loses_and_doubles_nothing,
     writes_are_checked_as_over_http,
     an_agent_claims_a_subtask_through_the_contract,
+    hostile_agents_are_contained_and_a_neighbour_keeps_up,
     agents_answering_each_other_stop_after_eight_hops,
     an_agent_over_its_quota_waits_and_slows_no_other,
     a_new_version_takes_over_without_losing_or_doubling
@@ -313,6 +314,96 @@ async fn an_agent_claims_a_subtask_through_the_contract(backend: Backend) {
     assert!(error.contains("\"claim\" entry was refused"), "{error}");
 }
 
+/// Hostile agents beside a well-behaved one: a spinner past its deadline,
+/// a memory hog, one that traps on every entry, a flood past its quota,
+/// one writing to a stream that does not exist, one answering itself, and
+/// two answering each other. Each is contained as its limits say, and the
+/// well-behaved agent answers every question within a second of it.
+async fn hostile_agents_are_contained_and_a_neighbour_keeps_up(backend: Backend) {
+    let Some(server) = Server::start(backend).await else { return };
+    let admin = server.admin();
+    let asker = server.register("asker").await;
+    let a = server.as_agent(&asker);
+    let ad = server.as_agent(&admin);
+    let mut streams = std::collections::HashMap::new();
+    for name in ["good", "bad", "echo", "chatter"] {
+        let created = a.post("/stream", json!({"name": name})).await.expect(201).json();
+        streams.insert(name, created["stream_id"].as_str().unwrap().to_string());
+    }
+    let questions = |s: &str| json!([{"stream": streams[s], "labels": ["question"]}]);
+    let everything = |s: &str| json!([{"stream": streams[s]}]);
+    let bots = [
+        ("good-bot", questions("good"), json!({}), json!({}), json!({})),
+        ("spinner", questions("bad"), json!({"spin_ms": 60_000}), json!({"timeout_ms": 200}), json!({})),
+        ("hog", questions("bad"), json!({"hog_mb": 512}), json!({"memory_bytes": 16 << 20}), json!({})),
+        ("trapper", questions("bad"), json!({"trap": 1}), json!({}), json!({})),
+        ("flooder", questions("bad"), json!({}), json!({}), json!({"writes_per_minute": 1})),
+        ("stray", questions("bad"), json!({"answer_to": "st_nowhere"}), json!({}), json!({})),
+        ("echo", everything("echo"), json!({}), json!({}), json!({"receive_own": true})),
+        ("feeder-a", everything("chatter"), json!({}), json!({}), json!({})),
+        ("feeder-b", everything("chatter"), json!({}), json!({}), json!({})),
+    ];
+    for (bot, subscribe, config, limits, extra) in &bots {
+        server.register(bot).await;
+        let mut settings = json!({"run_as": bot, "subscribe": subscribe, "grants": grants(), "max_attempts": 2,
+                                  "config": config, "limits": limits});
+        if let (Some(s), Some(e)) = (settings.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        ad.upload_with(bot, "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
+    }
+    ask(&a, &streams["bad"], 0..5).await;
+    ask(&a, &streams["echo"], 0..1).await;
+    ask(&a, &streams["chatter"], 0..1).await;
+    // The well-behaved agent's questions come while the others misbehave.
+    for i in 0..20 {
+        ask(&a, &streams["good"], i..i + 1).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    settled(&ad, "good-bot", 20, 0).await;
+    let asked = entries(&a, &streams["good"], "question").await;
+    let answered = entries(&a, &streams["good"], "answer").await;
+    assert_eq!(answered.len(), 20);
+    let at = |e: &Value| humantime::parse_rfc3339(e["created_at"].as_str().unwrap()).unwrap();
+    for (q, r) in asked.iter().zip(&answered) {
+        assert_eq!(r["data"]["question"], q["seq"]);
+        let lag = at(r).duration_since(at(q)).unwrap_or_default();
+        assert!(lag < Duration::from_secs(1), "question #{} was answered {lag:?} after it came", q["seq"]);
+    }
+
+    // Each hostile one, contained: every question a dead letter saying why.
+    for (bot, why) in [
+        ("spinner", "timed out after 200 ms"),
+        ("hog", "memory"),
+        ("trapper", "panic or uncaught exception"),
+        ("stray", "no stream \"st_nowhere\""),
+    ] {
+        settled(&ad, bot, 0, 5).await;
+        let letters = ad.get(&format!("/policies/{bot}/dead-letters")).await.expect(200).json();
+        let letters = letters["dead_letters"].as_array().unwrap().clone();
+        assert_eq!(letters.len(), 5, "{bot}");
+        assert!(letters.iter().all(|l| l["error"].as_str().unwrap().contains(why)), "{bot}: {letters:?}");
+    }
+    assert!(entries(&a, &streams["bad"], "answer").await.iter().all(|e| e["agent"] == "flooder"));
+    // The flood: one write, and the rest waiting their turn.
+    support::wait_for("the flooder's first answer", Duration::from_secs(60), || async {
+        status(&ad, "flooder").await["subscriptions"][0]["processed"].as_i64() == Some(1)
+    })
+    .await;
+    let flood = &status(&ad, "flooder").await["subscriptions"][0];
+    assert_eq!((flood["processed"].as_i64(), flood["failed"].as_i64()), (Some(1), Some(0)), "{flood}");
+    assert!(flood["lag"].as_i64().unwrap_or(0) >= 1, "{flood}");
+    // Answering itself, and each other: stopped at eight hops.
+    for bot in ["echo", "feeder-a", "feeder-b"] {
+        support::wait_for(&format!("{bot} to stop at the hop limit"), Duration::from_secs(60), || async {
+            status(&ad, bot).await["subscriptions"][0]["looped"].as_i64() == Some(1)
+        })
+        .await;
+    }
+    assert_eq!(entries(&a, &streams["echo"], "answer").await.len(), 8);
+    assert_eq!(entries(&a, &streams["chatter"], "answer").await.len(), 16);
+}
+
 /// A contract of three open subtasks.
 const CONTRACT: &str = r#"{
   "objective": "Redesign the landing page",
@@ -446,7 +537,8 @@ async fn a_new_version_takes_over_without_losing_or_doubling(backend: Backend) {
         json!({"run_as": "answer-bot", "subscribe": [{"stream": stream, "labels": ["question"]}], "grants": grants(),
                "config": {"spin_ms": spin}, "limits": {"timeout_ms": 1000}})
     };
-    ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings(20)).await.expect(201);
+    // 50 ms a call: the backlog takes two seconds, and the swap lands in it.
+    ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings(50)).await.expect(201);
     let total = 40;
     ask(&a, &stream, 0..total).await;
     support::wait_for("some answers", Duration::from_secs(60), || async {

@@ -112,7 +112,9 @@ impl Source for Storage {
                     | Read::Subtask { .. }
                     | Read::AssignedTo { .. }
                     | Read::ContractHeader { .. } => stash::view::fetch(&self.db, reader, read).await?,
-                    Read::Stream { .. } | Read::Latest { .. } => stream::view::fetch(&self.db, read).await?,
+                    Read::Stream { .. } | Read::Latest { .. } | Read::LastSeq { .. } => {
+                        stream::view::fetch(&self.db, read).await?
+                    }
                     Read::Task { .. } | Read::Tasks { .. } | Read::OwnedBy { .. } => {
                         task::view::fetch(&self.db, reader, read).await?
                     }

@@ -215,7 +215,7 @@ pub fn call_agent(
         agent: e.agent,
         created_at: e.created_at,
     };
-    let reads = Reads::writable(state, Arc::default(), &input.run_as, super::view::DEFAULT_WRITE_BYTES);
+    let reads = Reads::writable(state, Arc::default(), &input.run_as, super::view::DEFAULT_WRITE_BYTES, Arc::default());
     let out =
         runtime.on_entry(loaded, policy, limits, super::Isolation::Fresh, config, &input.stream_id, &entry, reads);
     Ok(match out.result {

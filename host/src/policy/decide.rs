@@ -335,13 +335,14 @@ pub struct AgentCall {
 
 impl Decider {
     /// Runs `active` (an agent) on one entry, as `reader`, until it reads
-    /// nothing it has not been given. Blocks: call it off the async workers.
+    /// nothing it has not been given (what came `before` it, or fetched). Blocks: call it off the async workers.
     pub fn call_agent_blocking(
         &self,
         active: &Arc<Active>,
         reader: &Reader,
         stream_id: &str,
         entry: &super::view::StreamEntry,
+        before: Arc<super::view::Before>,
     ) -> Result<AgentCall> {
         let input = serde_json::json!({"stream_id": stream_id, "entry": {
             "seq": entry.seq, "label": entry.label, "agent": entry.agent, "created_at": entry.created_at,
@@ -367,6 +368,7 @@ impl Decider {
                     fetched,
                     &reader.name,
                     active.settings.bytes_per_call,
+                    before.clone(),
                 );
                 self.registry.runtime().on_entry(
                     &loaded,

@@ -164,6 +164,7 @@ impl View for Fixture {
                 Answer::Entries(self.stream_page(stream_id, label.as_deref(), *after, *limit))
             }
             Read::Latest { stream_id, label } => Answer::Entry(self.latest(stream_id, label.as_deref())),
+            Read::LastSeq { stream_id } => Answer::Seq(self.latest(stream_id, None).map_or(0, |e| e.seq)),
             Read::Task { team, id } => Answer::Task(self.one_task(team, *id)),
             Read::Tasks { team } => Answer::Tasks(self.all_tasks(team)),
             Read::OwnedBy { team, owner, status } => Answer::Tasks(

@@ -105,7 +105,7 @@ pub struct Settings {
     #[serde(default)]
     pub receive_own: bool,
     /// Agents only: writes (appends and stash puts) it may make per minute
-    /// on this host (1 to 100,000; default 600). Past it, the next entry
+    /// on this host (1 to 1,000,000; default 600). Past it, the next entry
     /// waits.
     #[serde(default = "writes_per_minute")]
     pub writes_per_minute: u32,
@@ -284,8 +284,8 @@ impl Settings {
         if !(1..=100).contains(&self.max_attempts) {
             return Err(bad("/max_attempts", "max_attempts takes 1 to 100".into()));
         }
-        if !(1..=100_000).contains(&self.writes_per_minute) {
-            return Err(bad("/writes_per_minute", "writes_per_minute takes 1 to 100000".into()));
+        if !(1..=1_000_000).contains(&self.writes_per_minute) {
+            return Err(bad("/writes_per_minute", "writes_per_minute takes 1 to 1000000".into()));
         }
         let most = super::view::MAX_WRITE_BYTES;
         if !(1..=most).contains(&self.bytes_per_call) {

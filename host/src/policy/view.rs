@@ -64,6 +64,11 @@ pub enum Read {
         stream_id: String,
         label: Option<String>,
     },
+    /// The seq of a stream's last entry (0 when it has none, or is gone):
+    /// what an agent's append is planned after. Not a guest import.
+    LastSeq {
+        stream_id: String,
+    },
     Task {
         team: String,
         id: u64,
@@ -105,6 +110,7 @@ pub enum Answer {
     Json(Option<String>),
     /// JSON documents, as text.
     JsonList(Vec<String>),
+    Seq(u64),
 }
 
 impl Read {
@@ -114,6 +120,7 @@ impl Read {
             Read::Stash { .. } => Answer::Stash(None),
             Read::Stream { .. } => Answer::Entries(Vec::new()),
             Read::Latest { .. } => Answer::Entry(None),
+            Read::LastSeq { .. } => Answer::Seq(0),
             Read::Task { .. } => Answer::Task(None),
             Read::Tasks { .. } | Read::OwnedBy { .. } => Answer::Tasks(Vec::new()),
             Read::Subtask { .. } | Read::ContractHeader { .. } => Answer::Json(None),
@@ -162,6 +169,29 @@ pub trait View: Send + Sync {
     /// The answer, or `None` when this view does not cover the read (the
     /// decider then fetches it). A view must answer from memory.
     fn answer(&self, read: &Read) -> Option<Answer>;
+}
+
+/// What an agent's call starts from beyond storage: the last seq of each
+/// stream its runner wrote to, and the appends of earlier calls in the same
+/// batch, planned but not yet committed (the call reads them as written).
+/// A seq gone stale (another writer appended since) only makes the commit
+/// find its seq taken, and the call run again on fresh reads.
+#[derive(Debug, Default, Clone)]
+pub struct Before {
+    pub seqs: HashMap<String, u64>,
+    pub appends: Vec<Planned>,
+}
+
+impl Before {
+    /// Takes a committed or batched call's appends in.
+    pub fn add(&mut self, appends: impl IntoIterator<Item = Planned>) {
+        for a in appends {
+            if let Planned::Append { stream_id, seq, .. } = &a {
+                self.seqs.insert(stream_id.clone(), *seq);
+                self.appends.push(a);
+            }
+        }
+    }
 }
 
 /// Covers nothing: every read is fetched (dry runs).
@@ -235,17 +265,34 @@ pub struct Reads {
     /// Who writes, for reading its own writes back; and how much it may.
     writer: String,
     max_bytes: usize,
+    before: Arc<Before>,
 }
 
 impl Reads {
     pub fn new(base: Arc<dyn View>, fetched: Arc<HashMap<Read, Answer>>) -> Self {
-        Self { base, fetched, misses: Vec::new(), writes: None, written_bytes: 0, writer: String::new(), max_bytes: 0 }
+        Self {
+            base,
+            fetched,
+            misses: Vec::new(),
+            writes: None,
+            written_bytes: 0,
+            writer: String::new(),
+            max_bytes: 0,
+            before: Arc::default(),
+        }
     }
 
-    /// For an agent's call as `writer`: reads as [`Self::new`] and then its
-    /// own writes, which are collected, up to `max_bytes` in all.
-    pub fn writable(base: Arc<dyn View>, fetched: Arc<HashMap<Read, Answer>>, writer: &str, max_bytes: usize) -> Self {
-        Self { writes: Some(Vec::new()), writer: writer.to_string(), max_bytes, ..Self::new(base, fetched) }
+    /// For an agent's call as `writer`: reads as [`Self::new`] and then
+    /// what came `before` it and its own writes, which are collected, up to
+    /// `max_bytes` in all.
+    pub fn writable(
+        base: Arc<dyn View>,
+        fetched: Arc<HashMap<Read, Answer>>,
+        writer: &str,
+        max_bytes: usize,
+        before: Arc<Before>,
+    ) -> Self {
+        Self { writes: Some(Vec::new()), writer: writer.to_string(), max_bytes, before, ..Self::new(base, fetched) }
     }
 
     /// Plans an append: the seq it will have is the stream's last one now,
@@ -257,8 +304,8 @@ impl Reads {
         data: String,
     ) -> std::result::Result<u64, String> {
         self.room(data.len())?;
-        let last = match self.stored(Read::Latest { stream_id: stream_id.clone(), label: None }) {
-            Answer::Entry(e) => e.map_or(0, |e| e.seq),
+        let last = match self.stored(Read::LastSeq { stream_id: stream_id.clone() }) {
+            Answer::Seq(seq) => seq,
             _ => 0,
         };
         let earlier =
@@ -336,48 +383,52 @@ impl Reads {
     /// What the guest reads: what is stored, and then what this call has
     /// written, as it will be once committed.
     pub(crate) fn get(&mut self, read: Read) -> Answer {
-        let stored = self.stored(read.clone());
-        if self.planned().next().is_none() {
-            return stored;
+        if self.planned().next().is_none() && self.before.appends.is_empty() {
+            return self.stored(read);
         }
-        match (&read, stored) {
-            // One put per stash: a second in the call replaced the first.
-            (Read::Stash { name: wanted, persistent: store }, stored) => {
-                let mine = self.planned().find_map(|p| match p {
-                    Planned::Put { name, persistent, body, content_type, version, owner, schema_id, .. }
-                        if name == wanted && persistent == store =>
-                    {
-                        Some(StashDocument {
-                            name: name.clone(),
-                            owner: owner.clone(),
-                            persistent: *persistent,
-                            version: *version,
-                            content_type: content_type.clone(),
-                            body: body.clone(),
-                            schema_id: schema_id.clone(),
-                        })
-                    }
-                    _ => None,
-                });
-                mine.map_or(stored, |doc| Answer::Stash(Some(doc)))
+        // What the call wrote answers without a look at what is stored.
+        let own = match &read {
+            Read::Latest { stream_id, label } => {
+                self.own_entries(stream_id, label.as_deref()).last().map(|e| Answer::Entry(Some(e)))
             }
+            // One put per stash: a second in the call replaced the first.
+            Read::Stash { name: wanted, persistent: store } => self.planned().find_map(|p| match p {
+                Planned::Put { name, persistent, body, content_type, version, owner, schema_id, .. }
+                    if name == wanted && persistent == store =>
+                {
+                    Some(Answer::Stash(Some(StashDocument {
+                        name: name.clone(),
+                        owner: owner.clone(),
+                        persistent: *persistent,
+                        version: *version,
+                        content_type: content_type.clone(),
+                        body: body.clone(),
+                        schema_id: schema_id.clone(),
+                    })))
+                }
+                _ => None,
+            }),
+            _ => None,
+        };
+        if let Some(own) = own {
+            return own;
+        }
+        match (&read, self.stored(read.clone())) {
             (Read::Stream { stream_id, label, after, limit }, Answer::Entries(mut entries)) => {
                 let mine = self.own_entries(stream_id, label.as_deref()).filter(|e| e.seq > *after);
                 entries.extend(mine);
                 entries.truncate(*limit as usize);
                 Answer::Entries(entries)
             }
-            (Read::Latest { stream_id, label }, Answer::Entry(latest)) => {
-                Answer::Entry(self.own_entries(stream_id, label.as_deref()).last().or(latest))
-            }
             (_, stored) => stored,
         }
     }
 
-    /// This call's appends to `stream_id` (with `label`), as entries.
+    /// The batch's and this call's appends to `stream_id` (with `label`),
+    /// as entries.
     fn own_entries<'a>(&'a self, stream_id: &'a str, label: Option<&'a str>) -> impl Iterator<Item = StreamEntry> + 'a {
         let now = crate::clock::rfc3339(crate::clock::now_ms());
-        self.planned().filter_map(move |p| match p {
+        self.before.appends.iter().chain(self.planned()).filter_map(move |p| match p {
             Planned::Append { stream_id: s, label: l, data, seq }
                 if s == stream_id && (label.is_none() || l.as_deref() == label) =>
             {
@@ -396,6 +447,11 @@ impl Reads {
     /// What is stored: the view, then what earlier rounds fetched; a miss
     /// is noted and answers as absence.
     fn stored(&mut self, read: Read) -> Answer {
+        if let Read::LastSeq { stream_id } = &read
+            && let Some(seq) = self.before.seqs.get(stream_id)
+        {
+            return Answer::Seq(*seq);
+        }
         if let Some(a) = self.base.answer(&read).or_else(|| self.fetched.get(&read).cloned()) {
             return a;
         }

@@ -31,7 +31,7 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::policy::decide::AgentCall;
 use crate::policy::registry::{Active, From, OnDeadLetter, Registry, Subscription};
-use crate::policy::view::{Planned, Reader, StreamEntry};
+use crate::policy::view::{Before, Planned, Reader, StreamEntry};
 use crate::policy::{Decider, Hook};
 use crate::stream::{self, AfterAppend, AppendHook};
 use crate::{schema, stash};
@@ -63,7 +63,22 @@ impl Quota {
         Self { per_minute, tokens: per_minute, at: std::time::Instant::now() }
     }
 
-    /// Waits until `n` appends fit, then takes them.
+    /// Whether `n` writes fit now, without waiting.
+    fn fits(&mut self, n: usize) -> bool {
+        let n = (n as f64).min(self.per_minute);
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.per_minute / 60.0;
+        self.tokens = (self.tokens + refill).min(self.per_minute);
+        self.at = now;
+        self.tokens >= n
+    }
+
+    /// Gives back what a commit that lost had taken: nothing was written.
+    fn refund(&mut self, n: usize) {
+        self.tokens = (self.tokens + n as f64).min(self.per_minute);
+    }
+
+    /// Waits until `n` writes fit, then takes them.
     async fn take(&mut self, n: usize) {
         let n = (n as f64).min(self.per_minute);
         loop {
@@ -79,6 +94,47 @@ impl Quota {
             tokio::time::sleep(Duration::from_secs_f64(wait.min(60.0))).await;
         }
     }
+}
+
+/// What one agent's runner keeps between entries.
+struct Running {
+    run_as: String,
+    quota: Quota,
+    /// When this host last renewed the agent's lease.
+    renewed: Option<std::time::Instant>,
+    /// The last seq of each stream it appended to, and the batch's appends.
+    known: Before,
+}
+
+impl Running {
+    fn new(agent: &Active, run_as: &str) -> Self {
+        Self {
+            run_as: run_as.to_string(),
+            quota: Quota::new(agent.settings.writes_per_minute),
+            renewed: None,
+            known: Before::default(),
+        }
+    }
+}
+
+/// Calls whose writes are appends alone commit together, this many at
+/// most, and none held longer than [`BATCH_FOR`] (so a slow agent's work
+/// still shows, and lands, as it goes).
+const BATCH: usize = 64;
+const BATCH_FOR: Duration = Duration::from_millis(50);
+
+/// Entries handled (or passed over) since the cursor, not yet committed.
+#[derive(Default)]
+struct Batch {
+    handled: Vec<store::Handled>,
+    skipped: i64,
+    looped: i64,
+    /// Where the cursor moves when it commits.
+    to: i64,
+    /// When its first handled entry came.
+    since: Option<std::time::Instant>,
+    /// Writes taken from the quota for it.
+    writes: usize,
 }
 
 /// How long a host holds an agent's lease without renewing it; another
@@ -198,13 +254,12 @@ impl Agents {
     async fn follow(self: Arc<Self>, agent: Arc<Active>, mut shutdown: watch::Receiver<bool>) {
         let Some(run_as) = agent.settings.run_as.clone() else { return };
         let reader = Reader { name: run_as.clone(), admin: false };
-        let mut quota = Quota::new(agent.settings.writes_per_minute);
-        let mut renewed = None;
+        let mut run = Running::new(&agent, &run_as);
         loop {
             let mut news = Vec::new();
             let mut worked = false;
             // Another host runs it while it holds the lease; look again later.
-            let held = match self.leased(&agent.name, &mut renewed).await {
+            let held = match self.leased(&agent.name, &mut run.renewed).await {
                 Ok(held) => held,
                 Err(e) => {
                     tracing::warn!(agent = %agent.name, "cannot take the agent's lease: {e}");
@@ -212,7 +267,7 @@ impl Agents {
                 }
             };
             for sub in agent.settings.subscribe.iter().filter(|_| held) {
-                match self.serve(&agent, &reader, sub, &mut quota, &mut renewed).await {
+                match self.serve(&agent, &reader, sub, &mut run).await {
                     Ok((stream_id, did)) => {
                         worked |= did;
                         news.push(self.parts.bus.subscribe(&stream_id));
@@ -248,14 +303,15 @@ impl Agents {
     }
 
     /// Handles what one subscription has waiting; returns its stream and
-    /// whether anything was done.
+    /// whether anything was done. Calls whose writes are appends alone
+    /// commit together, up to [`BATCH`] at a time, each reading what the
+    /// ones before it wrote; any other call commits alone, after them.
     async fn serve(
         &self,
         agent: &Arc<Active>,
         reader: &Reader,
         sub: &Subscription,
-        quota: &mut Quota,
-        renewed: &mut Option<std::time::Instant>,
+        run: &mut Running,
     ) -> Result<(String, bool)> {
         let Some(stream) = stream::followed(&self.db, &sub.stream).await? else {
             return Err(crate::error::Error::not_found(format!("stream {:?}", sub.stream)));
@@ -270,47 +326,111 @@ impl Agents {
         }
         let entries = stream::entries_after(&self.db, &stream, cursor.seq, PAGE).await?;
         let mut at = cursor.seq;
-        let (mut skipped, mut looped) = (0, 0);
+        let mut batch = Batch { to: at, ..Batch::default() };
         for e in &entries {
-            // Lost the lease (this host stalled): stop; the cursor keeps
-            // whatever another host does from doubling.
-            if !self.leased(&agent.name, renewed).await? {
+            // Lost the lease (this host stalled): stop, committing nothing;
+            // the cursor keeps whatever another host does from doubling.
+            if !self.leased(&agent.name, &mut run.renewed).await? {
+                run.known = Before::default();
                 return Ok((stream.stream_id, false));
             }
             let wanted = (sub.labels.is_empty() || e.label.as_ref().is_some_and(|l| sub.labels.contains(l)))
                 && (agent.settings.receive_own || e.agent != reader.name);
             let too_far = e.hops >= MAX_HOPS;
             if !wanted || too_far {
-                skipped += 1;
-                looped += i64::from(wanted && too_far);
+                batch.skipped += 1;
+                batch.looped += i64::from(wanted && too_far);
+                batch.to = e.seq;
                 continue;
             }
-            if skipped > 0 {
-                let step = Step::Skipped { skipped, looped };
-                match store::commit(&self.db, &agent.name, &stream.stream_id, at, e.seq - 1, step).await? {
-                    Committed::Done(_) => at = e.seq - 1,
-                    Committed::Lost => return Ok((stream.stream_id, true)),
-                }
-                (skipped, looped) = (0, 0);
-            }
             let entry = entry_of(e);
-            match self.handle(agent, reader, &stream, &entry, e.hops, at, quota).await? {
-                Committed::Done(_) => at = e.seq,
-                // Someone else moved the cursor: start again from it.
-                Committed::Lost => return Ok((stream.stream_id, true)),
+            let first = self.call(agent, reader, &stream, &entry, &run.known).await?;
+            let alone = match &first.1 {
+                Verdict::Ready(c) => {
+                    !c.afters.is_empty() || c.effects.iter().any(|w| !matches!(w, Effect::Append { .. }))
+                }
+                _ => true,
+            };
+            if !alone {
+                let (call, Verdict::Ready(checked)) = first else { continue };
+                // Over quota: what the batch holds lands before the wait.
+                if !run.quota.fits(checked.effects.len())
+                    && !self.flush(agent, &stream, &mut at, &mut batch, run).await?
+                {
+                    return Ok((stream.stream_id, true));
+                }
+                run.quota.take(checked.effects.len()).await;
+                batch.writes += checked.effects.len();
+                run.known.add(call.writes);
+                batch.handled.push(store::Handled { effects: checked.effects, hops: e.hops + 1, record: call.record });
+                batch.to = e.seq;
+                let since = *batch.since.get_or_insert_with(std::time::Instant::now);
+                let full = batch.handled.len() >= BATCH || since.elapsed() >= BATCH_FOR;
+                if full && !self.flush(agent, &stream, &mut at, &mut batch, run).await? {
+                    return Ok((stream.stream_id, true));
+                }
+                continue;
             }
+            // What came before commits first; this entry then, alone.
+            if !self.flush(agent, &stream, &mut at, &mut batch, run).await? {
+                return Ok((stream.stream_id, true));
+            }
+            match self.handle(agent, reader, &stream, &entry, e.hops, at, run, first).await? {
+                Committed::Done(_) => at = e.seq,
+                // Someone else moved the cursor, or what the call planned
+                // after: start again from the cursor, on fresh reads.
+                Committed::Lost => {
+                    run.known = Before::default();
+                    return Ok((stream.stream_id, true));
+                }
+            }
+            batch.to = at;
         }
-        if skipped > 0
-            && let Some(last) = entries.last()
-        {
-            let step = Step::Skipped { skipped, looped };
-            store::commit(&self.db, &agent.name, &stream.stream_id, at, last.seq, step).await?;
-        }
+        self.flush(agent, &stream, &mut at, &mut batch, run).await?;
         Ok((stream.stream_id, !entries.is_empty()))
     }
 
-    /// Calls the agent on one entry (which `hops` agent calls led to) until
-    /// it succeeds or runs out of attempts, and commits the outcome.
+    /// Commits the batch, moving the cursor from `at` to past it; false if
+    /// it lost (nothing written; start again from the cursor).
+    async fn flush(
+        &self,
+        agent: &Active,
+        stream: &stream::Followed,
+        at: &mut i64,
+        batch: &mut Batch,
+        run: &mut Running,
+    ) -> Result<bool> {
+        if batch.to == *at {
+            return Ok(true);
+        }
+        let taken = std::mem::take(batch);
+        let step = Step::Moved {
+            handled: taken.handled,
+            run_as: run.run_as.clone(),
+            skipped: taken.skipped,
+            looped: taken.looped,
+        };
+        match store::commit(&self.db, &agent.name, &stream.stream_id, *at, taken.to, step).await? {
+            Committed::Done(appended) => {
+                for (stream_id, seq) in appended {
+                    stream::events::announce(&self.parts.bus, &self.db, &stream_id, seq).await;
+                }
+                run.known.appends.clear();
+                *at = taken.to;
+                batch.to = taken.to;
+                Ok(true)
+            }
+            Committed::Lost => {
+                run.known = Before::default();
+                run.quota.refund(taken.writes);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Handles one entry (which `hops` agent calls led to) on its own: its
+    /// `first` call's outcome, then more attempts until one succeeds or
+    /// they run out, and commits the outcome.
     #[allow(clippy::too_many_arguments)]
     async fn handle(
         &self,
@@ -320,22 +440,32 @@ impl Agents {
         entry: &StreamEntry,
         hops: i64,
         at: i64,
-        quota: &mut Quota,
+        run: &mut Running,
+        first: (AgentCall, Verdict),
     ) -> Result<Committed> {
         let attempts = agent.settings.max_attempts.max(1);
         let mut backoff = FIRST_BACKOFF;
         let mut last = None;
+        let mut first = Some(first);
         for attempt in 1..=attempts {
-            let (call, verdict) = self.call(agent, reader, stream, entry).await?;
+            let (call, verdict) = match first.take() {
+                Some(made) => made,
+                None => self.call(agent, reader, stream, entry, &run.known).await?,
+            };
             let error = match verdict {
                 Verdict::Ready(Checked { effects, afters }) => {
-                    quota.take(effects.len()).await;
-                    let step =
-                        Step::Handled { effects, run_as: reader.name.clone(), hops: hops + 1, record: call.record };
+                    let writes = effects.len();
+                    run.quota.take(writes).await;
+                    let handled = vec![store::Handled { effects, hops: hops + 1, record: call.record }];
+                    let step = Step::Moved { handled, run_as: reader.name.clone(), skipped: 0, looped: 0 };
                     let committed =
                         store::commit(&self.db, &agent.name, &stream.stream_id, at, entry.seq as i64, step).await?;
-                    if let Committed::Done(_) = &committed {
-                        self.after_commit(&agent.name, &call.writes, afters).await;
+                    match &committed {
+                        Committed::Done(appended) => {
+                            run.known.seqs.extend(appended.iter().map(|(s, seq)| (s.clone(), *seq as u64)));
+                            self.after_commit(&agent.name, &call.writes, afters).await;
+                        }
+                        Committed::Lost => run.quota.refund(writes),
                     }
                     return Ok(committed);
                 }
@@ -369,7 +499,7 @@ impl Agents {
             &stream.stream_id,
             at,
             entry.seq as i64,
-            Step::Dead { letter, record, pause },
+            Step::Dead { letter, record: Box::new(record), pause },
         )
         .await
     }
@@ -383,12 +513,15 @@ impl Agents {
         reader: &Reader,
         stream: &stream::Followed,
         entry: &StreamEntry,
+        before: &Before,
     ) -> Result<(AgentCall, Verdict)> {
         let mut tries = 0;
+        let mut before = Arc::new(before.clone());
         loop {
             let (decider, active, who, sid, e) =
                 (self.parts.decider.clone(), agent.clone(), reader.clone(), stream.stream_id.clone(), entry.clone());
-            let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &who, &sid, &e))
+            let base = before.clone();
+            let call = tokio::task::spawn_blocking(move || decider.call_agent_blocking(&active, &who, &sid, &e, base))
                 .await
                 .map_err(|e| crate::error::Error::internal(format!("running agent {}: {e}", agent.name)))??;
             let verdict = match &call.result {
@@ -399,6 +532,7 @@ impl Agents {
             if !matches!(verdict, Verdict::Stale) || tries == MAX_STALE {
                 return Ok((call, verdict));
             }
+            before = Arc::default();
         }
     }
 
@@ -536,7 +670,7 @@ impl Agents {
             store::failed_again(&self.db, &letter.id, &error).await?;
             return Ok(Some(Retried { handled: false, error: Some(error) }));
         };
-        let (call, verdict) = self.call(agent, &reader, &stream, &entry_of(&e)).await?;
+        let (call, verdict) = self.call(agent, &reader, &stream, &entry_of(&e), &Before::default()).await?;
         let Checked { effects, afters } = match verdict {
             Verdict::Ready(checked) => checked,
             Verdict::Refused(error) => {

@@ -26,14 +26,16 @@ macro_rules! write_effects {
     ($tx:expr, $effects:expr, $run_as:expr, $hops:expr, $now:expr) => {{
         let mut written = Some(Vec::new());
         for effect in $effects {
-            let (stream_id, seq) = match effect {
+            match effect {
                 Effect::Append { stream_id, label, data, seq } => {
-                    let got = append_in_tx!($tx, stream_id, label, data, $run_as, $now)?;
+                    let got = append_in_tx!($tx, stream_id, label, data, $run_as, $now, $hops)?;
                     if got != Some(*seq) {
                         written = None;
                         break;
                     }
-                    (stream_id, *seq)
+                    if let Some(w) = &mut written {
+                        w.push((stream_id.clone(), *seq));
+                    }
                 }
                 Effect::Put { next, expected } => {
                     let done = match expected {
@@ -41,23 +43,18 @@ macro_rules! write_effects {
                         None => crate::insert_stash!(&mut *$tx, next),
                     };
                     match done {
-                        Ok(1) => continue,
-                        Ok(_) => {}
-                        Err(e) if !is_unique_violation(&e) => return Err(e),
-                        Err(_) => {}
+                        Ok(1) => {}
+                        Ok(_) => {
+                            written = None;
+                            break;
+                        }
+                        Err(e) if is_unique_violation(&e) => {
+                            written = None;
+                            break;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    written = None;
-                    break;
                 }
-            };
-            sqlx::query("UPDATE stream_entries SET hops = $3 WHERE stream_id = $1 AND seq = $2")
-                .bind(stream_id)
-                .bind(seq)
-                .bind($hops)
-                .execute(&mut *$tx)
-                .await?;
-            if let Some(w) = &mut written {
-                w.push((stream_id.clone(), seq));
             }
         }
         written
@@ -126,16 +123,22 @@ pub async fn cursors(db: &Db, policy: &str) -> Result<Vec<Cursor>> {
     .await)?)
 }
 
-/// What handling one entry (or skipping some) left to commit.
+/// One handled entry's writes (each entry `hops` agent calls from one
+/// written over HTTP) and its call's record.
+pub struct Handled {
+    pub effects: Vec<Effect>,
+    pub hops: i64,
+    pub record: DecisionRow,
+}
+
+/// What handling entries (or skipping some) left to commit.
 pub enum Step {
-    /// Entries up to the new position were not for this agent: so many,
-    /// of which so many had come through too many agents.
-    Skipped { skipped: i64, looped: i64 },
-    /// The entry was handled: its writes (as `run_as`, each entry `hops`
-    /// agent calls from one written over HTTP) and its record.
-    Handled { effects: Vec<Effect>, run_as: String, hops: i64, record: DecisionRow },
+    /// Entries up to the new position: these handled, as `run_as`; the rest
+    /// not for this agent, so many, of which so many had come through too
+    /// many agents.
+    Moved { handled: Vec<Handled>, run_as: String, skipped: i64, looped: i64 },
     /// Every attempt failed: a dead letter, and the subscription pauses if asked.
-    Dead { letter: DeadLetter, record: DecisionRow, pause: bool },
+    Dead { letter: DeadLetter, record: Box<DecisionRow>, pause: bool },
 }
 
 /// How a commit went.
@@ -157,18 +160,19 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
     Ok(with_db!(db, write, |pool| async {
         let mut tx = pool.begin().await?;
         let (processed, failed, skipped, looped, error, paused) = match &step {
-            Step::Skipped { skipped, looped } => (0, 0, *skipped, *looped, None, false),
-            Step::Handled { .. } => (1, 0, 0, 0, None, false),
+            Step::Moved { handled, skipped, looped, .. } => (handled.len() as i64, 0, *skipped, *looped, None, false),
             Step::Dead { letter, pause, .. } => (0, 1, 0, 0, Some(letter.error.clone()), *pause),
         };
-        let appended = match &step {
-            Step::Handled { effects, run_as, hops, .. } => write_effects!(tx, effects, run_as, *hops, now),
-            _ => Some(Vec::new()),
-        };
-        let Some(appended) = appended else {
-            tx.rollback().await?;
-            return Ok(Committed::Lost);
-        };
+        let mut appended = Vec::new();
+        if let Step::Moved { handled, run_as, .. } = &step {
+            for h in handled {
+                let Some(written) = write_effects!(tx, &h.effects, run_as, h.hops, now) else {
+                    tx.rollback().await?;
+                    return Ok(Committed::Lost);
+                };
+                appended.extend(written);
+            }
+        }
         let moved = sqlx::query(
             "UPDATE agent_cursors SET seq = $3, processed = processed + $4, failed = failed + $5, \
              skipped = skipped + $6, looped = looped + $7, last_error = COALESCE($8, last_error), paused = $9, \
@@ -193,9 +197,9 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
             return Ok(Committed::Lost);
         }
         match &step {
-            Step::Handled { record, .. } => insert_decisions!(tx, [record])?,
+            Step::Moved { handled, .. } => insert_decisions!(tx, handled.iter().map(|h| &h.record))?,
             Step::Dead { letter, record, .. } => {
-                insert_decisions!(tx, [record])?;
+                insert_decisions!(tx, [&**record])?;
                 sqlx::query(
                     "INSERT INTO agent_dead_letters (id, policy, stream_id, seq, attempts, error, at) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -210,7 +214,6 @@ pub async fn commit(db: &Db, policy: &str, stream_id: &str, from: i64, to: i64, 
                 .execute(&mut *tx)
                 .await?;
             }
-            Step::Skipped { .. } => {}
         }
         tx.commit().await?;
         Ok::<_, sqlx::Error>(Committed::Done(appended))

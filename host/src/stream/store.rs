@@ -57,15 +57,19 @@ const COLUMNS: &str = "stream_id, owner, name, description, labels, discoverable
 /// the counter (`$1` stream id, `$2` now; returns the new seq, none if the
 /// stream is gone), then insert the entry with [`INSERT_ENTRY`].
 pub const APPEND_ONE: &str = "UPDATE streams SET last_seq = last_seq + 1, updated_at = $2 WHERE stream_id = $1 AND expires_at > $2 RETURNING last_seq";
-/// `$1` stream id, `$2` seq, `$3` label, `$4` data, `$5` agent, `$6` now.
-pub const INSERT_ENTRY: &str =
-    "INSERT INTO stream_entries (stream_id, seq, label, data, agent, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+/// `$1` stream id, `$2` seq, `$3` label, `$4` data, `$5` agent, `$6` now,
+/// `$7` hops (agent calls that led to it; 0 from HTTP and the host).
+pub const INSERT_ENTRY: &str = "INSERT INTO stream_entries (stream_id, seq, label, data, agent, created_at, hops) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// Appends one entry on `$tx` (a transaction): `Ok(Some(seq))`, or
 /// `Ok(None)` when the stream is gone or expired (nothing written).
 #[macro_export]
 macro_rules! append_in_tx {
-    ($tx:expr, $stream_id:expr, $label:expr, $data:expr, $agent:expr, $now:expr) => {{
+    ($tx:expr, $stream_id:expr, $label:expr, $data:expr, $agent:expr, $now:expr) => {
+        $crate::append_in_tx!($tx, $stream_id, $label, $data, $agent, $now, 0i64)
+    };
+    ($tx:expr, $stream_id:expr, $label:expr, $data:expr, $agent:expr, $now:expr, $hops:expr) => {{
         let stream_id: &str = $stream_id;
         let seq: Result<Option<(i64,)>, sqlx::Error> =
             sqlx::query_as($crate::stream::APPEND_ONE).bind(stream_id).bind($now).fetch_optional(&mut *$tx).await;
@@ -77,6 +81,7 @@ macro_rules! append_in_tx {
                 .bind($data)
                 .bind($agent)
                 .bind($now)
+                .bind($hops)
                 .execute(&mut *$tx)
                 .await
                 .map(|_| Some(seq)),

@@ -19,6 +19,10 @@ fn entry(e: store::EntryRow) -> StreamEntry {
 
 /// A stream read from storage; any other read answers as absence.
 pub async fn fetch(db: &Db, read: &Read) -> Result<Answer> {
+    if let Read::LastSeq { stream_id } = read {
+        let last = store::by_id(db, stream_id).await?.map_or(0, |s| s.last_seq);
+        return Ok(Answer::Seq(u64::try_from(last).unwrap_or(0)));
+    }
     let (id, label) = match read {
         Read::Stream { stream_id, label, .. } | Read::Latest { stream_id, label } => (stream_id, label.as_deref()),
         _ => return Ok(read.absent()),

@@ -28,6 +28,7 @@
 //! cargo run --release --bin cairn-load -- --scenarios team-claim --tasks 1000 --rounds 5
 //! ```
 
+mod agents;
 mod hostile;
 
 use std::time::{Duration, Instant};
@@ -59,7 +60,7 @@ struct Args {
     warmup: u64,
     /// Scenarios to run (comma-separated): stream-append, stream-read, stash-write, stash-read,
     /// task-get, mcp-stream-append, mcp-task-get, mcp-unknown-tool, team-claim, contract-claim,
-    /// sse-fanout, slow-clients, schema-heavy, hostile-mix.
+    /// sse-fanout, slow-clients, schema-heavy, hostile-mix, agent.
     #[arg(long, default_value = "stream-append,stream-read,stash-write,stash-read", value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Bytes in each stash body.
@@ -89,6 +90,22 @@ struct Args {
     /// The host's process id, for `hostile-mix` to report its memory.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// The agent component for `agent`: it must append one entry per entry
+    /// to the stream its config's `answer_to` names (the answer-agent guest does).
+    #[arg(long)]
+    agent_wasm: Option<std::path::PathBuf>,
+    /// An admin key, for `agent` to upload the agent with.
+    #[arg(long, env = "CAIRN_ADMIN_KEY")]
+    admin_key: Option<String>,
+    /// Entries the agent works through from a backlog, in `agent`.
+    #[arg(long, default_value_t = 20_000)]
+    entries: usize,
+    /// The agent's `isolation` in `agent`: `fresh` (an instance per entry) or `reuse`.
+    #[arg(long, default_value = "fresh")]
+    agent_isolation: String,
+    /// Entries per second offered while `agent` measures delivery lag.
+    #[arg(long, default_value_t = 1000)]
+    offered: u64,
 }
 
 #[tokio::main]
@@ -140,6 +157,7 @@ async fn main() -> anyhow::Result<()> {
     for scenario in &args.scenarios {
         let report = match scenario.as_str() {
             "team-claim" | "contract-claim" => claims(&args, &authority, scenario, &mut setup).await?,
+            "agent" => agents::run(&args, &authority, &mut setup).await?,
             s if hostile::SCENARIOS.contains(&s) => hostile::run(&args, &authority, s, &fixture).await?,
             _ => run(&args, &authority, scenario, &fixture).await?,
         };
@@ -526,6 +544,17 @@ impl Conn {
             .header("accept", "application/json, text/event-stream")
             .header("mcp-protocol-version", "2025-11-25")
             .body(Full::new(Bytes::from(call.to_string())))?;
+        let (status, body) = self.send(req).await?;
+        Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    }
+
+    /// Uploads a component with its settings (`Cairn-Settings`).
+    async fn upload(&mut self, path: &str, key: &str, wasm: &[u8], settings: &Value) -> anyhow::Result<(u16, Value)> {
+        let req = self
+            .request(Method::PUT, path, Some(key))
+            .header("content-type", "application/wasm")
+            .header("cairn-settings", settings.to_string())
+            .body(Full::new(Bytes::from(wasm.to_vec())))?;
         let (status, body) = self.send(req).await?;
         Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
     }

@@ -5,7 +5,9 @@
 //! answers `fail` like any question; `{"tally": "NAME"}` also counts the
 //! questions in the ephemeral stash NAME (`{"count": N}`), checking that it
 //! reads its own write back; `{"claim_as": "AGENT"}` answers a question
-//! naming a `subtask` with a `claim` entry for AGENT instead.
+//! naming a `subtask` with a `claim` entry for AGENT instead. Hostile
+//! ones: `{"trap": 1}` traps on every entry, `{"hog_mb": N}` fills N MiB
+//! first, `{"answer_to": "st_..."}` appends its answers there.
 wit_bindgen::generate!({ path: "../../../wit", world: "cairn:policy/agent", generate_all });
 
 use cairn::coord::{stash_read, stash_write, stream_read, stream_write};
@@ -19,6 +21,13 @@ impl Guest for Agent {
             let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
             while std::time::Instant::now() < until {}
         }
+        if number(&config, "trap").is_some_and(|n| n > 0) {
+            panic!("trapping on every entry, as configured");
+        }
+        if let Some(mib) = number(&config, "hog_mb") {
+            let hog = vec![1u8; (mib as usize) << 20];
+            std::hint::black_box(&hog);
+        }
         let text = field(&entry.data, "text").unwrap_or_default();
         if let (Some(agent), Some(subtask)) = (field(&config, "claim_as"), field(&entry.data, "subtask")) {
             let claim = format!("{{\"type\":\"claim\",\"subtask_id\":\"{subtask}\",\"agent_name\":\"{agent}\"}}");
@@ -29,9 +38,10 @@ impl Guest for Agent {
             tally(&stash)?;
         }
         let answer = format!("{{\"answer\":\"{}\",\"question\":{}}}", text.to_uppercase(), entry.seq);
-        let seq = stream_write::append(&stream_id, Some("answer"), &answer)?;
+        let to = field(&config, "answer_to").unwrap_or_else(|| stream_id.clone());
+        let seq = stream_write::append(&to, Some("answer"), &answer)?;
         // Its own append reads back, with the seq it was told.
-        match stream_read::latest(&stream_id, Some("answer")) {
+        match stream_read::latest(&to, Some("answer")) {
             Some(e) if e.seq == seq && e.data == answer => {}
             other => return Err(format!("appended #{seq}, but the latest answer reads {:?}", other.map(|e| e.seq))),
         }
