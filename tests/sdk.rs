@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::sdk::{self, build_python, run};
 use crate::support::{self, Backend, Server, guests};
@@ -78,7 +78,7 @@ fn scaffolded_projects_build_and_pass_their_own_cases() {
     let dir = new("py-agent", "python", "agent");
     build_python(tools, &dir, "app", "agent", &dir.join("py-agent.wasm"));
     let (ok, out) = policy_test(&dir.join("py-agent.wasm"), "agent", &dir.join("cases.json"));
-    assert!(ok && out.ends_with("6 passed, 0 failed\n"), "{out}");
+    assert!(ok && out.ends_with("8 passed, 0 failed\n"), "{out}");
     let binding: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("settings.json")).unwrap()).unwrap();
     assert_eq!(binding["subscribe"][0]["labels"], json!(["question", "answer"]));
@@ -177,7 +177,8 @@ async fn python_and_js_policies_decide_contract_claims() {
 }
 
 /// The triage agent in each language, uploaded with its binding, triages
-/// the questions on its own stream on a running server, as its agent.
+/// and routes the questions on a contract's discussion stream on a running
+/// server, as its agent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_triage_agent_runs_in_three_languages() {
     let Some(built) = sdk::examples() else { return };
@@ -187,46 +188,69 @@ async fn the_triage_agent_runs_in_three_languages() {
     let Some(server) = Server::start(Backend::Sqlite).await else { return };
     let admin = server.admin();
     let ad = server.as_agent(&admin);
-    let asker = server.register("asker").await;
-    let a = server.as_agent(&asker);
+    let creator = server.register("orchestrator").await;
+    let c = server.as_agent(&creator);
+    let designer = server.register("design-bot").await;
+    let d = server.as_agent(&designer);
     for (lang, wasm) in ["rust", "python", "js"].iter().zip(wasms) {
+        // A contract whose design subtask design-bot holds, and its discussion.
+        let contract = format!("site-{lang}");
+        let mut doc: Value = serde_json::from_str(CONTRACT).unwrap();
+        doc["subtasks"][1]["status"] = json!("claimed");
+        doc["subtasks"][1]["assigned_agent"] = json!("design-bot");
+        c.put_text(
+            &format!("/stash/{contract}?persistent=true&discoverable=true&schema=agent-contract"),
+            &doc.to_string(),
+        )
+        .await
+        .expect(201);
+        let stream = json!({"name": format!("{contract}-discussion"), "discoverable": true});
+        let stream = c.post("/stream", stream).await.expect(201).json()["stream_id"].as_str().unwrap().to_string();
+
         let bot = format!("triage-{lang}");
         let bot_agent = server.register(&bot).await;
-        let stream = a.post("/stream", json!({"name": format!("questions-{lang}")})).await.expect(201).json();
-        let stream = stream["stream_id"].as_str().unwrap().to_string();
         let settings = json!({"run_as": bot, "subscribe": [{"stream": stream, "labels": ["question", "answer"]}],
             "grants": ["stash-read", "stash-write", "stream-read", "stream-write", "task-read", "contract-read", "log"],
-            "config": {"urgent": ["outage"]}});
+            "config": {"urgent": ["outage"], "contract": contract}});
         let bytes = std::fs::read(wasm).expect("read the built example");
         ad.upload_with(&bot, "agent", bytes, &settings).await.expect(201);
-        for text in ["Is the outage over?", "Which font?"] {
-            a.post(&format!("/stream/{stream}"), json!({"label": "question", "data": {"text": text}}))
-                .await
-                .expect(201);
+        // Asked as the contracts pattern asks: about an open subtask, then a claimed one.
+        for (subtask, message) in [("copy", "Is the outage over?"), ("design", "Mobile-first or desktop-first?")] {
+            let data =
+                json!({"type": "question", "subtask_id": subtask, "agent_name": "design-bot", "message": message});
+            d.post(&format!("/stream/{stream}"), json!({"label": "question", "data": data})).await.expect(201);
         }
         let path = format!("/stream/{stream}?label=triage");
         support::wait_for(&format!("{lang}'s triage"), std::time::Duration::from_secs(60), || async {
-            a.get(&path).await.expect(200).json()["entries"].as_array().is_some_and(|e| e.len() == 2)
+            d.get(&path).await.expect(200).json()["entries"].as_array().is_some_and(|e| e.len() == 2)
         })
         .await;
-        let entries = a.get(&path).await.expect(200).json()["entries"].as_array().unwrap().clone();
-        let seen: Vec<(&str, &str)> =
-            entries.iter().map(|e| (e["agent"].as_str().unwrap(), e["data"]["priority"].as_str().unwrap())).collect();
-        assert_eq!(seen, [(bot.as_str(), "urgent"), (bot.as_str(), "normal")], "{lang}");
+        let entries = d.get(&path).await.expect(200).json()["entries"].as_array().unwrap().clone();
+        let seen: Vec<(&str, &str, &str)> = entries
+            .iter()
+            .map(|e| {
+                let data = &e["data"];
+                (e["agent"].as_str().unwrap(), data["priority"].as_str().unwrap(), data["route_to"].as_str().unwrap())
+            })
+            .collect();
+        // The open subtask's question goes to the creator, the claimed one's to its agent.
+        assert_eq!(seen, [(bot.as_str(), "urgent", "orchestrator"), (bot.as_str(), "normal", "design-bot")], "{lang}");
         assert_eq!(entries[0]["data"]["matched"], json!(["outage"]), "{lang}");
         // Its open-questions stash lists both, written in the same commits.
         let open = server.as_agent(&bot_agent).get("/stash/open-questions?persistent=true").await.expect(200).json();
-        let listed: Vec<(i64, &str)> = open["open"]
+        let listed: Vec<(i64, &str, &str)> = open["open"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|q| (q["question"].as_i64().unwrap(), q["priority"].as_str().unwrap()))
+            .map(|q| {
+                (q["question"].as_i64().unwrap(), q["priority"].as_str().unwrap(), q["route_to"].as_str().unwrap())
+            })
             .collect();
         let seqs: Vec<i64> = entries.iter().map(|e| e["data"]["question"].as_i64().unwrap()).collect();
-        assert_eq!(listed, [(seqs[0], "urgent"), (seqs[1], "normal")], "{lang}: {open}");
-        // An answer takes its question off.
-        let answer = json!({"label": "answer", "data": {"question": seqs[0], "text": "yes"}});
-        a.post(&format!("/stream/{stream}"), answer).await.expect(201);
+        assert_eq!(listed, [(seqs[0], "urgent", "orchestrator"), (seqs[1], "normal", "design-bot")], "{lang}: {open}");
+        // The creator's answer takes its question off.
+        let answer = json!({"label": "answer", "data": {"type": "answer", "question": seqs[0], "message": "yes"}});
+        c.post(&format!("/stream/{stream}"), answer).await.expect(201);
         let bot_call = server.as_agent(&bot_agent);
         support::wait_for(
             &format!("{lang}'s stash to drop the answered question"),

@@ -4,8 +4,14 @@
 // words (by default "outage" and "security"), or `normal`, and which words
 // matched, and adds the question to a persistent `open-questions` stash
 // (the name is configurable). An `answer` entry whose `data.question` is a
-// question's seq takes it off the stash. A question without `data.text` is
+// question's seq takes it off the stash. The question is `data.text`, or
+// `data.message` as the contracts pattern writes it; one without either is
 // logged and left alone.
+//
+// With `contract` in its config (the contract stash of the discussion
+// stream it follows), a question that names a `subtask_id` is routed: the
+// entry says `route_to`, the agent assigned to that subtask, or the
+// contract's creator when the subtask is unassigned or not in the contract.
 //
 // The entry, the stash and the agent's progress commit together, so the
 // stash never counts a question twice, even when a call is retried.
@@ -16,6 +22,20 @@ import { log } from 'cairn:coord/log@0.2.0';
 
 // Questions the stash keeps at most; the oldest go first.
 const MAX_OPEN = 100;
+
+// Who answers questions about `subtask`: its assigned agent, else the
+// contract's creator (its owner). Null when the contract cannot be read.
+function route(contract, subtask) {
+  const doc = get(contract, true);
+  if (!doc) return null;
+  let body = null;
+  try {
+    body = JSON.parse(new TextDecoder().decode(doc.body));
+  } catch {}
+  const subtasks = body && Array.isArray(body.subtasks) ? body.subtasks : [];
+  const task = subtasks.find((t) => t && t.id === subtask && typeof t.assigned_agent === 'string');
+  return task ? task.assigned_agent : doc.owner;
+}
 
 // Reads the stash's open questions, changes them, and writes them back.
 function update(stash, change) {
@@ -52,9 +72,9 @@ export function onEntry(config, streamId, entry) {
   if (entry.label !== 'question') return;
   const urgent = Array.isArray(cfg.urgent) ? cfg.urgent : ['outage', 'security'];
   const label = typeof cfg.label === 'string' ? cfg.label : 'triage';
-  const text = data.text;
+  const text = typeof data.text === 'string' ? data.text : data.message;
   if (typeof text !== 'string') {
-    log('warn', `question #${entry.seq} from ${entry.agent} has no data.text`);
+    log('warn', `question #${entry.seq} from ${entry.agent} has no text`);
     return;
   }
   const lowered = text.toLowerCase();
@@ -62,7 +82,15 @@ export function onEntry(config, streamId, entry) {
   const priority = matched.length > 0 ? 'urgent' : 'normal';
   log('info', `question #${entry.seq} from ${entry.agent} is ${priority}`);
   const triage = { question: Number(entry.seq), asker: entry.agent, priority, matched };
-  append(streamId, label, JSON.stringify(triage));
   const question = { question: Number(entry.seq), stream_id: streamId, asker: entry.agent, priority, text };
+  if (typeof cfg.contract === 'string' && typeof data.subtask_id === 'string') {
+    const to = route(cfg.contract, data.subtask_id);
+    log('info', `question #${entry.seq} about ${data.subtask_id} goes to ${to}`);
+    for (const record of [triage, question]) {
+      record.subtask_id = data.subtask_id;
+      record.route_to = to;
+    }
+  }
+  append(streamId, label, JSON.stringify(triage));
   update(stash, (qs) => qs.concat([question]).slice(-MAX_OPEN));
 }

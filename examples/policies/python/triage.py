@@ -4,8 +4,14 @@ whether the question is `urgent`, because it names one of the `urgent`
 words (by default "outage" and "security"), or `normal`, and which words
 matched, and adds the question to a persistent `open-questions` stash (the
 name is configurable). An `answer` entry whose `data.question` is a
-question's seq takes it off the stash. A question without `data.text` is
+question's seq takes it off the stash. The question is `data.text`, or
+`data.message` as the contracts pattern writes it; one without either is
 logged and left alone.
+
+With `contract` in its config (the contract stash of the discussion stream
+it follows), a question that names a `subtask_id` is routed: the entry says
+`route_to`, the agent assigned to that subtask, or the contract's creator
+when the subtask is unassigned or not in the contract.
 
 The entry, the stash and the agent's progress commit together, so the stash
 never counts a question twice, even when a call is retried."""
@@ -17,6 +23,23 @@ from wit_world.imports import log, stash_read, stash_write, stream_write
 
 # Questions the stash keeps at most; the oldest go first.
 MAX_OPEN = 100
+
+
+def route(contract: str, subtask: str):
+    """Who answers questions about `subtask`: its assigned agent, else the
+    contract's creator (its owner). None when the contract cannot be read."""
+    doc = stash_read.get(contract, True)
+    if doc is None:
+        return None
+    try:
+        body = json.loads(bytes(doc.body))
+    except ValueError:
+        body = None
+    subtasks = body.get("subtasks") if isinstance(body, dict) else None
+    for t in subtasks if isinstance(subtasks, list) else []:
+        if isinstance(t, dict) and t.get("id") == subtask and isinstance(t.get("assigned_agent"), str):
+            return t["assigned_agent"]
+    return doc.owner
 
 
 def update(stash: str, change) -> None:
@@ -62,15 +85,24 @@ class WitWorld(wit_world.WitWorld):
         label = cfg.get("label") if isinstance(cfg.get("label"), str) else "triage"
         text = data.get("text")
         if not isinstance(text, str):
-            log.log(log.Level.WARN, f"question #{entry.seq} from {entry.agent} has no data.text")
+            text = data.get("message")
+        if not isinstance(text, str):
+            log.log(log.Level.WARN, f"question #{entry.seq} from {entry.agent} has no text")
             return None
         lowered = text.lower()
         matched = [w for w in urgent if isinstance(w, str) and w.lower() in lowered]
         priority = "urgent" if matched else "normal"
         log.log(log.Level.INFO, f"question #{entry.seq} from {entry.agent} is {priority}")
         triage = {"question": entry.seq, "asker": entry.agent, "priority": priority, "matched": matched}
-        stream_write.append(stream_id, label, json.dumps(triage))
         question = {"question": entry.seq, "stream_id": stream_id, "asker": entry.agent,
                     "priority": priority, "text": text}
+        contract, subtask = cfg.get("contract"), data.get("subtask_id")
+        if isinstance(contract, str) and isinstance(subtask, str):
+            to = route(contract, subtask)
+            log.log(log.Level.INFO, f"question #{entry.seq} about {subtask} goes to {to}")
+            for record in (triage, question):
+                record["subtask_id"] = subtask
+                record["route_to"] = to
+        stream_write.append(stream_id, label, json.dumps(triage))
         update(stash, lambda qs: (qs + [question])[-MAX_OPEN:])
         return None

@@ -14,8 +14,9 @@
 //!
 //! `expect` takes `verdict` (with `reason_contains`) for claims,
 //! `violations` (the fields, in any order) for handoffs, `actions` (their
-//! types, in order) for escalations, `appends` (their labels, in order) and
-//! `puts` (the stashes' names, in order) for agents, whose input is
+//! types, in order) for escalations, `appends` and `puts` (in order: each a
+//! label or stash name, or an object whose given fields must match, `data`
+//! and `body` holding at least the keys given) for agents, whose input is
 //! `{"stream_id", "entry": {"seq", "label", "data", "agent"}, "run_as"}`,
 //! and `error_contains` for decisions that must fail closed.
 
@@ -78,11 +79,52 @@ pub struct Expect {
     pub reason_contains: Option<String>,
     pub violations: Option<Vec<String>>,
     pub actions: Option<Vec<String>>,
-    /// An agent's appends: their labels, in order.
-    pub appends: Option<Vec<String>>,
-    /// An agent's stash writes: the stashes' names, in order.
-    pub puts: Option<Vec<String>>,
+    /// An agent's appends, in order.
+    pub appends: Option<Vec<Want>>,
+    /// An agent's stash writes, in order.
+    pub puts: Option<Vec<Want>>,
     pub error_contains: Option<String>,
+}
+
+/// One expected write: a label (or stash name) alone, or the fields it must
+/// have. `data` and `body` match when they hold at least the keys given.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Want {
+    Named(String),
+    Fields(serde_json::Map<String, Value>),
+}
+
+impl Want {
+    /// Why `got` is not this write; None when it is.
+    fn differs(&self, key: &str, got: &Value) -> Option<String> {
+        match self {
+            Self::Named(name) => (got[key] != Value::String(name.clone())).then(|| format!("{key} {name:?}")),
+            Self::Fields(fields) => fields
+                .iter()
+                .find_map(|(field, want)| (!holds(&got[field.as_str()], want)).then(|| format!("{field} {want}"))),
+        }
+    }
+}
+
+/// True when `got` is `want`, or, for objects, has each of `want`'s keys
+/// with a value that holds its own.
+fn holds(got: &Value, want: &Value) -> bool {
+    match (got, want) {
+        (Value::Object(got), Value::Object(want)) => want.iter().all(|(k, w)| got.get(k).is_some_and(|g| holds(g, w))),
+        _ => got == want,
+    }
+}
+
+/// Compares a list of writes in order; says the first that differs.
+fn writes_differ(what: &str, key: &str, want: &[Want], got: &Value) -> Option<String> {
+    let got = got.as_array().map(Vec::as_slice).unwrap_or_default();
+    if got.len() != want.len() {
+        return Some(format!("expected {} {what}, got {}", want.len(), got.len()));
+    }
+    want.iter().zip(got).enumerate().find_map(|(i, (w, g))| {
+        w.differs(key, g).map(|why| format!("expected {what} #{} to have {why}, got {g}", i + 1))
+    })
 }
 
 impl Expect {
@@ -277,19 +319,15 @@ fn compare(expect: &Expect, actual: &Value) -> Option<String> {
             return Some(format!("expected violations of {want:?}, got {actual}"));
         }
     }
-    if let Some(want) = &expect.appends {
-        let got: Vec<&str> =
-            actual["appends"].as_array().into_iter().flatten().filter_map(|a| a["label"].as_str()).collect();
-        if got != *want {
-            return Some(format!("expected appends labelled {want:?}, got {actual}"));
-        }
+    if let Some(want) = &expect.appends
+        && let Some(why) = writes_differ("appends", "label", want, &actual["appends"])
+    {
+        return Some(format!("{why} (all: {actual})"));
     }
-    if let Some(want) = &expect.puts {
-        let got: Vec<&str> =
-            actual["puts"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
-        if got != *want {
-            return Some(format!("expected stash writes to {want:?}, got {actual}"));
-        }
+    if let Some(want) = &expect.puts
+        && let Some(why) = writes_differ("stash writes", "name", want, &actual["puts"])
+    {
+        return Some(format!("{why} (all: {actual})"));
     }
     if let Some(want) = &expect.actions {
         let got: Vec<&str> =
@@ -349,6 +387,19 @@ mod tests {
         let a = json!({"actions": [{"type": "halt-scope"}, {"type": "notify"}]});
         assert_eq!(compare(&expect(json!({"actions": ["halt-scope", "notify"]})), &a), None);
         assert!(compare(&expect(json!({"actions": ["notify", "halt-scope"]})), &a).is_some());
+        let w = json!({"appends": [{"stream_id": "st_a", "label": "triage", "data": {"priority": "urgent", "n": 1}}],
+                       "puts": [{"name": "open", "body": {"open": [1]}}]});
+        assert_eq!(compare(&expect(json!({"appends": ["triage"], "puts": ["open"]})), &w), None);
+        let fields = json!({"appends": [{"label": "triage", "data": {"priority": "urgent"}}],
+                            "puts": [{"name": "open", "body": {"open": [1]}}]});
+        assert_eq!(compare(&expect(fields), &w), None);
+        let why = compare(&expect(json!({"appends": [{"data": {"priority": "normal"}}]})), &w).unwrap();
+        assert!(why.starts_with("expected appends #1 to have data {\"priority\":\"normal\"}"), "{why}");
+        let why = compare(&expect(json!({"puts": [{"body": {"open": []}}]})), &w).unwrap();
+        assert!(why.starts_with("expected stash writes #1 to have body"), "{why}");
+        let why = compare(&expect(json!({"appends": ["triage", "triage"]})), &w).unwrap();
+        assert!(why.starts_with("expected 2 appends, got 1"), "{why}");
+        assert!(compare(&expect(json!({"appends": ["answer"]})), &w).unwrap().contains("label \"answer\""));
         let e = json!({"error": "timed out after 5 ms"});
         assert_eq!(compare(&expect(json!({"error_contains": "timed out"})), &e), None);
         assert!(compare(&expect(json!({"verdict": "deny"})), &e).unwrap().contains("the decision failed"));
