@@ -25,3 +25,4 @@ mod sdk;
 mod stash;
 mod stream;
 mod teams;
+mod ui;

@@ -102,6 +102,11 @@ async fn upload_evaluate_and_log(backend: Backend) {
     let end = ad.get(&format!("/policies/reader/decisions?after={}", next["next_after"].as_str().unwrap())).await;
     let end = end.expect(200).json();
     assert_eq!((end["decisions"].as_array().map(Vec::len), &end["next_after"]), (Some(0), &next["next_after"]));
+    // The newest page: the last decision, and nothing to mix it with `after`.
+    let newest = ad.get("/policies/reader/decisions?latest=true&limit=1").await.expect(200).json();
+    assert_eq!(newest["decisions"][0]["decision_id"], entries[1]["decision_id"], "{newest}");
+    let both = format!("/policies/reader/decisions?latest=true&after={}", page["next_after"].as_str().unwrap());
+    assert!(ad.get(&both).await.expect(400).json()["error"]["message"].as_str().unwrap().contains("not both"));
 
     // Settings: a config-driven policy.
     ad.upload_policy("gate", "claim", guests::wasm("config-driven")).await.expect(201);

@@ -570,13 +570,19 @@ async fn bundled_rules_stay_beside_a_bound_policy(backend: Backend) {
 /// same commit, for every task created, claimed, updated, completed or
 /// deleted, signal tasks included; no agent may write that label there.
 async fn the_team_stream_tells_what_happens_to_tasks(backend: Backend) {
-    let Some(server) = Server::start(backend).await else { return };
+    // No periodic recheck: only the commit's announcement wakes a follower.
+    let Some(server) = Server::start_with(backend, &["--sse-recheck", "3600"]).await else { return };
     let lead = server.register("lead").await;
     let mate = server.register("mate").await;
     team(&server, &lead, "feed", &[&mate]).await;
     let (l, m) = (server.as_agent(&lead), server.as_agent(&mate));
     let stream = l.get("/teams/feed").await.expect(200).json()["stream_id"].as_str().unwrap().to_string();
+    // A live follower hears of a new task before anything else is written.
+    let follow = l.req(Method::GET, &format!("/stream/{stream}/events?label=task")).send().await.expect("follow");
+    let mut live = SseReader::new(follow);
     l.post("/teams/feed/tasks", json!({"subject": "parse"})).await.expect(201);
+    let first = live.next_within(Duration::from_secs(10)).await.expect("the created task, live");
+    assert_eq!((&first.data["data"]["event"], &first.data["data"]["task"]["id"]), (&json!("created"), &json!(1)));
     l.post("/teams/feed/tasks", json!({"subject": "lint", "blocked_by": [1]})).await.expect(201);
     m.patch("/teams/feed/tasks/1", json!({"status": "in_progress", "owner": "mate", "active_form": "Parsing"}))
         .await

@@ -187,7 +187,7 @@ pub fn router(app: AppState) -> anyhow::Result<Router> {
     // The tools call `api` itself, so their inner calls are not counted
     // twice in the request metrics.
     let mcp = mcp::routes(app.clone(), api.clone(), &mcp_openapi)?;
-    Ok(mcp.merge(api).layer(axum::middleware::from_fn_with_state(app, ops::track)))
+    Ok(mcp.merge(crate::ui::routes()).merge(api).layer(axum::middleware::from_fn_with_state(app, ops::track)))
 }
 
 /// A body whose `Content-Length` is over the limit is refused before any of

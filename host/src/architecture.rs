@@ -32,6 +32,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "discover",
             "mcp",
             "state",
+            "ui",
         ],
     ),
     ("resources", &["contract", "task", "stash", "stream", "schema", "signal", "agent", "sandboxed"]),

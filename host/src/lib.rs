@@ -75,6 +75,7 @@ pub mod stream;
 pub mod task;
 #[cfg(test)]
 mod testing;
+pub mod ui;
 
 pub use app::router;
 pub use config::Config;

@@ -460,6 +460,21 @@ pub struct DecisionParams {
     pub limit: Option<i64>,
     /// A decision_id: only decisions after it.
     pub after: Option<String>,
+    /// True: the newest `limit` decisions (still oldest first), instead of
+    /// the first ones; not with `after`.
+    pub latest: Option<bool>,
+}
+
+impl DecisionParams {
+    pub fn window(&self) -> Result<store::Window<'_>> {
+        match (self.latest.unwrap_or(false), &self.after) {
+            (true, Some(_)) => Err(Error::bad_request(
+                "give either `after` (read on from a decision) or `latest=true` (the newest), not both",
+            )),
+            (true, None) => Ok(store::Window::Latest),
+            (false, after) => Ok(store::Window::After(after.as_deref())),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -489,7 +504,7 @@ async fn decisions(
     Query(p): Query<DecisionParams>,
 ) -> Result<Json<DecisionList>> {
     let (limit, _) = crate::pagination::page(p.limit, None)?;
-    let rows = store::decisions(&app.db, &name, p.after.as_deref(), limit).await?;
+    let rows = store::decisions(&app.db, &name, p.window()?, limit).await?;
     Ok(Json(DecisionList::page(rows, p.after)))
 }
 

@@ -208,29 +208,44 @@ pub async fn record(db: &Db, d: &DecisionRow) -> Result<()> {
     record_all(db, std::slice::from_ref(d)).await
 }
 
-/// A scope's decisions (`team:NAME`), oldest first, after `after` if given.
-pub async fn decisions_in(db: &Db, scope: &str, after: Option<&str>, limit: i64) -> Result<Vec<DecisionRow>> {
-    page(db, "scope", scope, after, limit).await
+/// A scope's decisions (`team:NAME`) in `window`, oldest first.
+pub async fn decisions_in(db: &Db, scope: &str, window: Window<'_>, limit: i64) -> Result<Vec<DecisionRow>> {
+    page(db, "scope", scope, window, limit).await
 }
 
-/// A policy's decisions, oldest first, after the decision `after` if given.
-pub async fn decisions(db: &Db, policy: &str, after: Option<&str>, limit: i64) -> Result<Vec<DecisionRow>> {
-    page(db, "policy", policy, after, limit).await
+/// A policy's decisions in `window`, oldest first.
+pub async fn decisions(db: &Db, policy: &str, window: Window<'_>, limit: i64) -> Result<Vec<DecisionRow>> {
+    page(db, "policy", policy, window, limit).await
 }
 
-async fn page(db: &Db, column: &str, value: &str, after: Option<&str>, limit: i64) -> Result<Vec<DecisionRow>> {
+/// Which page of a decision log to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Window<'a> {
+    /// From the start, or after the decision with this id.
+    After(Option<&'a str>),
+    /// The newest ones.
+    Latest,
+}
+
+async fn page(db: &Db, column: &str, value: &str, window: Window<'_>, limit: i64) -> Result<Vec<DecisionRow>> {
     let mut f = Filter::default();
     f.and(&format!("{column} = ?"), [Arg::Text(value.into())]);
-    if let Some(after) = after {
+    if let Window::After(Some(after)) = window {
         f.and(
             "(at > (SELECT at FROM policy_decisions WHERE decision_id = ?) OR (at = (SELECT at FROM policy_decisions WHERE decision_id = ?) AND decision_id > ?))",
             [Arg::Text(after.into()), Arg::Text(after.into()), Arg::Text(after.into())],
         );
     }
+    let order = if matches!(window, Window::Latest) { "at DESC, decision_id DESC" } else { "at, decision_id" };
     let sql = format!(
-        "SELECT {DECISION_COLUMNS} FROM policy_decisions{} ORDER BY at, decision_id LIMIT {}",
+        "SELECT {DECISION_COLUMNS} FROM policy_decisions{} ORDER BY {order} LIMIT {}",
         f.where_sql(),
         f.placeholder(Arg::Int(limit))
     );
-    Ok(with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?)
+    let mut rows: Vec<DecisionRow> =
+        with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?;
+    if matches!(window, Window::Latest) {
+        rows.reverse();
+    }
+    Ok(rows)
 }

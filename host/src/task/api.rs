@@ -132,6 +132,6 @@ async fn decisions(
     let row = team_for(&app.db, &caller, &team).await?;
     lead_only(&caller, &row, "read the team's decision log")?;
     let (limit, _) = crate::pagination::page(p.limit, None)?;
-    let rows = crate::policy::store::decisions_in(&app.db, &format!("team:{team}"), p.after.as_deref(), limit).await?;
+    let rows = crate::policy::store::decisions_in(&app.db, &format!("team:{team}"), p.window()?, limit).await?;
     Ok(Json(DecisionList::page(rows, p.after)))
 }

@@ -193,8 +193,27 @@ pub struct NewTask {
 pub struct ListParams {
     status: Option<Status>,
     owner: Option<String>,
+    /// `full`: each task whole, as TaskGet gives it (all its blockers and
+    /// what it blocks), so a board needs one request, not one per task.
+    #[param(inline)]
+    detail: Option<Detail>,
     limit: Option<i64>,
     offset: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Detail {
+    Summary,
+    Full,
+}
+
+/// One task of a TaskList: its summary, or with `detail=full` the whole task.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TaskItem {
+    Summary(TaskSummary),
+    Full(TaskView),
 }
 
 #[derive(Serialize, ToSchema)]
@@ -209,7 +228,7 @@ pub struct TaskSummary {
 
 #[derive(Serialize, ToSchema)]
 pub struct TaskList {
-    tasks: Vec<TaskSummary>,
+    tasks: Vec<TaskItem>,
 }
 
 /// `status` in an update: a task status, or `deleted`.

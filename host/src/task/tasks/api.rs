@@ -62,7 +62,9 @@ async fn create(
             Ok((writes, view))
         })
         .await?;
-    let (task, _) = committed.ok_or_else(|| super::super::team_not_found(&team))?;
+    let (task, committed) = committed.ok_or_else(|| super::super::team_not_found(&team))?;
+    // The `task` entry's live readers (dashboards, agents) hear of it now.
+    crate::task::message::announce(&app, &team, &committed).await;
     Ok((StatusCode::CREATED, Json(task)))
 }
 
@@ -78,18 +80,35 @@ async fn list(
     team_for(&app.db, &caller, &team).await?;
     let (limit, offset) = crate::pagination::page(p.limit, p.offset)?;
     let rows = store::tasks(&app.db, &team, p.status, p.owner.as_deref(), limit, offset).await?;
+    if p.detail == Some(super::Detail::Full) {
+        let (mut blocked_by, mut blocks): (BTreeMap<i64, Vec<i64>>, BTreeMap<i64, Vec<i64>>) = Default::default();
+        for (task, blocker) in store::deps(&app.db, &team).await? {
+            blocked_by.entry(task).or_default().push(blocker);
+            blocks.entry(blocker).or_default().push(task);
+        }
+        let tasks = rows
+            .iter()
+            .map(|t| {
+                let (by, of) = (blocked_by.remove(&t.id), blocks.remove(&t.id));
+                TaskItem::Full(super::task_view(t, by.unwrap_or_default(), of.unwrap_or_default()))
+            })
+            .collect();
+        return Ok(Json(TaskList { tasks }));
+    }
     let mut open: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (task, blocker) in store::open_blockers(&app.db, &team).await? {
         open.entry(task).or_default().push(blocker);
     }
     let tasks = rows
         .into_iter()
-        .map(|t| TaskSummary {
-            blocked_by: open.remove(&t.id).unwrap_or_default(),
-            id: t.id,
-            subject: t.subject,
-            status: t.status,
-            owner: t.owner,
+        .map(|t| {
+            TaskItem::Summary(TaskSummary {
+                blocked_by: open.remove(&t.id).unwrap_or_default(),
+                id: t.id,
+                subject: t.subject,
+                status: t.status,
+                owner: t.owner,
+            })
         })
         .collect();
     Ok(Json(TaskList { tasks }))
