@@ -185,7 +185,8 @@ async fn the_decision_log_filters_to_one_policys_failures() {
 }
 
 /// A `claim` entry on a contract's discussion stream changes its subtask on
-/// screen, and a timeline filters by label.
+/// screen, a timeline filters by label, and a HALT on the contract is a
+/// banner its creator acknowledges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claimed_subtask_changes_on_screen() {
     let Some(chromium) = chromium() else { return };
@@ -193,16 +194,23 @@ async fn a_claimed_subtask_changes_on_screen() {
     let (creator, bot) = (server.register("orchestrator").await, server.register("design-bot").await);
     let c = server.as_agent(&creator);
     let contract = json!({"objective": "Redesign the site", "subtasks": [
-        {"id": "design", "description": "Wireframes", "status": "open", "budget_usdc": 10}], "budget_usdc": 10});
+        {"id": "design", "description": "Wireframes", "status": "open", "budget_usdc": 10},
+        {"id": "copy", "description": "Headlines", "status": "open", "budget_usdc": 5}], "budget_usdc": 15});
     c.put_text("/stash/site?persistent=true&discoverable=true&schema=agent-contract", &contract.to_string())
         .await
         .expect(201);
     let stream = c.post("/stream", json!({"name": "site-discussion", "discoverable": true})).await.expect(201).json();
     let input = json!({"creator_key": creator.key, "bot_key": bot.key, "bot": "design-bot", "contract": "site",
-        "subtask": "design", "stream_id": stream["stream_id"]});
-    scenario(chromium, &server, "contract", input).await;
+        "subtask": "design", "second": "copy", "stream_id": stream["stream_id"]});
+    let result = scenario(chromium, &server, "contract", input).await;
     let doc = c.get("/stash/site?persistent=true").await.expect(200).json();
     assert_eq!(doc["subtasks"][0]["assigned_agent"], "design-bot", "{doc}");
+    // The HALT acknowledged in the page is acknowledged, and claims work again.
+    let signal = result["signal_id"].as_str().expect("the scenario's signal");
+    let acknowledged = c.post(&format!("/signals/{signal}/acknowledge"), json!({"note": "again"})).await;
+    assert_eq!(acknowledged.expect(409).code(), "already_acknowledged");
+    let claim = json!({"label": "claim", "data": {"type": "claim", "subtask_id": "copy", "agent_name": "design-bot"}});
+    server.as_agent(&bot).post(&format!("/stream/{}", stream["stream_id"].as_str().unwrap()), claim).await.expect(201);
 }
 
 /// A board of 1,001 tasks (past one page of the task list) renders whole.

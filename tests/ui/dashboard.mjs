@@ -34,7 +34,7 @@ async function expectStatus(want, promise, what) {
 
 async function open(browser, key, hash, viewport = { width: 1280, height: 800 }) {
   const context = await browser.newContext({ viewport });
-  await context.addInitScript((k) => sessionStorage.setItem('cairn.key', k), key);
+  if (key) await context.addInitScript((k) => sessionStorage.setItem('cairn.key', k), key);
   const page = await context.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(String(e)));
@@ -44,6 +44,36 @@ async function open(browser, key, hash, viewport = { width: 1280, height: 800 })
   await page.goto(`${base}/ui${hash}`);
   page.errors = errors;
   return page;
+}
+
+// Every visible text on the page against the background it sits on: the
+// WCAG contrast ratio, and the elements under 4.5:1.
+async function lowContrast(page) {
+  return page.evaluate(() => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = (v) => ((v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const low = [];
+    for (const el of document.querySelectorAll('body *')) {
+      const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      if (!own || !el.getClientRects().length) continue;
+      const style = getComputedStyle(el);
+      if (style.visibility === 'hidden' || Number(style.opacity) < 1) continue;
+      const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(el))];
+      const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+      if (ratio < 4.5) low.push(`${el.tagName}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+    }
+    return low;
+  });
 }
 
 // Milliseconds from `start` until `locator` is visible.
@@ -66,6 +96,8 @@ const scenarios = {
     }), 'raise the HALT');
     const banner_ms = await visibleAfter(page.locator(`.halt [data-signal-id="${raised.signal_id}"]`), start);
     const text = await page.locator('.halt').innerText();
+    const haltContrast = await lowContrast(page);
+    if (haltContrast.length) throw new Error(`text under 4.5:1 contrast: ${haltContrast.join('; ')}`);
     for (const want of ['HALT', 'SECURITY', 'Credentials in the build log', 'rotate the key']) {
       if (!text.toUpperCase().includes(want.toUpperCase())) throw new Error(`the banner does not say ${want}: ${text}`);
     }
@@ -113,6 +145,8 @@ const scenarios = {
       if (!handoff.includes(want)) throw new Error(`the HANDOFF lacks ${want}: ${handoff}`);
     }
     if (input.screenshot) await page.screenshot({ path: input.screenshot });
+    const low = await lowContrast(page);
+    if (low.length) throw new Error(`text under 4.5:1 contrast: ${low.join('; ')}`);
 
     // At phone width the columns stack and nothing scrolls sideways.
     await page.setViewportSize({ width: 390, height: 844 });
@@ -126,7 +160,13 @@ const scenarios = {
 
   // A key outside a private team sees no trace of it.
   async private(browser) {
-    const page = await open(browser, input.outsider_key, '#/');
+    // Signed in through the form, by keyboard: a wrong key first.
+    const page = await open(browser, null, '#/');
+    await page.getByLabel('API key').fill('sk_not_a_key_of_this_host');
+    await page.keyboard.press('Enter');
+    await page.getByText('That key is not valid on this host.').waitFor();
+    await page.getByLabel('API key').fill(input.outsider_key);
+    await page.keyboard.press('Enter');
     await page.waitForSelector('main[data-ready="overview"]');
     const overview = await page.content();
     await page.goto(`${base}/ui#/teams/${input.team}`);
@@ -176,7 +216,20 @@ const scenarios = {
     await timeline.getByLabel('Label').selectOption('claim-decision');
     const labels = await timeline.locator('li').evaluateAll((lis) => lis.map((li) => li.dataset.label));
     if (labels.length === 0 || labels.some((l) => l !== 'claim-decision')) throw new Error(`filtered labels: ${labels}`);
-    return { claimed_ms, errors: page.errors };
+
+    // A HALT on the contract's stream is a banner its creator acknowledges.
+    let start2 = Date.now();
+    const halt = { level: 'HALT', category: 'SECURITY', issue: 'The brief leaks a customer list' };
+    const raised = await expectStatus(201, api(input.bot_key, 'POST', `/stream/${input.stream_id}`, { label: 'algedonic', data: halt }), 'raise');
+    const signal = raised.decision && raised.decision.signal_id;
+    const halt_ms = await visibleAfter(page.locator(`.halt [data-signal-id="${signal}"]`), start2);
+    const refused = await api(input.bot_key, 'POST', `/stream/${input.stream_id}`, { label: 'claim', data: { ...data, subtask_id: input.second } });
+    if (refused.status !== 423) throw new Error(`a claim under the HALT: ${refused.status}`);
+    await page.getByRole('button', { name: 'Acknowledge' }).click();
+    await page.getByRole('dialog').getByLabel('Note').fill('Customer list removed from the brief');
+    await page.getByRole('dialog').getByRole('button', { name: 'Acknowledge' }).click();
+    await page.locator('.halt').waitFor({ state: 'detached', timeout: LIVE_MS });
+    return { claimed_ms, halt_ms, signal_id: signal, errors: page.errors };
   },
 
   // First render of a large board, from navigation to the cards on screen.
