@@ -13,7 +13,7 @@ const base = input.url;
 const LIVE_MS = 5000;
 
 async function api(key, method, path, body) {
-  const headers = { 'X-API-KEY': key };
+  const headers = key ? { 'X-API-KEY': key } : {};
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const r = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await r.text();
@@ -254,6 +254,24 @@ const scenarios = {
     return { first_render_ms: runs, asset_bytes: sizes };
   },
 };
+
+// For docs/benchmarks.md: a team of `input.tasks` tasks (200-byte
+// descriptions, every tenth blocked by the one before) made over the API,
+// as `large` wants it. Prints that scenario's input; needs no browser.
+async function seed() {
+  const name = `bench-${Date.now()}`;
+  const lead = await expectStatus(201, api(null, 'POST', '/register/agent', { agent_name: name }), 'register');
+  await expectStatus(201, api(lead.api_key, 'POST', '/teams', { name }), 'create the team');
+  for (let i = 1; i <= input.tasks; i++) {
+    const task = { subject: `Task number ${i}`, description: 'd'.repeat(200), blocked_by: i % 10 === 0 ? [i - 1] : [] };
+    await expectStatus(201, api(lead.api_key, 'POST', `/teams/${name}/tasks`, task), 'create a task');
+  }
+  console.log(JSON.stringify({ url: base, lead_key: lead.api_key, team: name, tasks: input.tasks }));
+}
+if (scenario === 'seed') {
+  await seed();
+  process.exit(0);
+}
 
 const browser = await chromium.launch({
   executablePath: process.env.CAIRN_CHROMIUM || '/usr/bin/chromium',
