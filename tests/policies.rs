@@ -107,6 +107,8 @@ async fn upload_evaluate_and_log(backend: Backend) {
     assert_eq!(newest["decisions"][0]["decision_id"], entries[1]["decision_id"], "{newest}");
     let both = format!("/policies/reader/decisions?latest=true&after={}", page["next_after"].as_str().unwrap());
     assert!(ad.get(&both).await.expect(400).json()["error"]["message"].as_str().unwrap().contains("not both"));
+    let none_failed = ad.get("/policies/reader/decisions?failed=true").await.expect(200).json();
+    assert_eq!(none_failed["decisions"].as_array().map(Vec::len), Some(0), "{none_failed}");
 
     // Settings: a config-driven policy.
     ad.upload_policy("gate", "claim", guests::wasm("config-driven")).await.expect(201);

@@ -182,6 +182,12 @@ async fn the_decision_log_filters_to_one_policys_failures() {
     assert_eq!(shown, failed, "{result}");
     let url = result["url"].as_str().unwrap_or_default();
     assert!(url.ends_with("#/policies?policy=gate&failed=1"), "the filters are not in the URL: {url}");
+    // The host's own filter agrees.
+    let log = ad.get("/policies/gate/decisions?failed=true&latest=true").await.expect(200).json();
+    let mut ids: Vec<String> =
+        log["decisions"].as_array().unwrap().iter().map(|d| d["decision_id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, failed, "{log}");
 }
 
 /// A `claim` entry on a contract's discussion stream changes its subtask on

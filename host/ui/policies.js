@@ -95,7 +95,8 @@ function decisionLog(api, policies, filters) {
   };
   const render = () => {
     const shown = loaded.filter((d) => (!failed.checked || d.error) && (!verdictSelect.value || verdictOf(d) === verdictSelect.value));
-    status.textContent = `${shown.length} of ${loaded.length} decisions of ${policySelect.value || 'no policy'}`;
+    const what = failed.checked ? 'latest failed decisions' : 'latest decisions';
+    status.textContent = `${shown.length} of the ${loaded.length} ${what} of ${policySelect.value || 'no policy'}`;
     list.replaceChildren(...shown.slice().reverse().slice(0, 500).map((d) => h('li', {
       class: d.error ? 'decision failed' : 'decision', dataset: { decisionId: d.decision_id, verdict: verdictOf(d) },
     }, h('details', {},
@@ -111,7 +112,10 @@ function decisionLog(api, policies, filters) {
     loaded = [];
     const name = policySelect.value;
     if (name) {
-      loaded = (await api.get(`/policies/${enc(name)}/decisions?latest=true&limit=1000`)).decisions;
+      // Failures are filtered by the host, so a rare one is not lost among
+      // the newest 1,000 decisions; verdicts are filtered here.
+      const failedOnly = failed.checked ? '&failed=true' : '';
+      loaded = (await api.get(`/policies/${enc(name)}/decisions?latest=true&limit=1000${failedOnly}`)).decisions;
     }
     const verdicts = [...new Set(loaded.map(verdictOf))].sort();
     const chosen = verdictSelect.value || filters.verdict;
@@ -127,7 +131,7 @@ function decisionLog(api, policies, filters) {
   hookSelect.addEventListener('change', () => { fillPolicies(); load(); });
   policySelect.addEventListener('change', load);
   verdictSelect.addEventListener('change', () => { remember(); render(); });
-  failed.addEventListener('change', () => { remember(); render(); });
+  failed.addEventListener('change', load);
   load();
   return h('section', { 'aria-labelledby': 'log-title' }, h('h2', { id: 'log-title' }, 'Decision log'),
     h('div', { class: 'filters' },

@@ -463,17 +463,22 @@ pub struct DecisionParams {
     /// True: the newest `limit` decisions (still oldest first), instead of
     /// the first ones; not with `after`.
     pub latest: Option<bool>,
+    /// True: only the decisions that failed (an `error` is set).
+    pub failed: Option<bool>,
 }
 
 impl DecisionParams {
     pub fn window(&self) -> Result<store::Window<'_>> {
-        match (self.latest.unwrap_or(false), &self.after) {
-            (true, Some(_)) => Err(Error::bad_request(
-                "give either `after` (read on from a decision) or `latest=true` (the newest), not both",
-            )),
-            (true, None) => Ok(store::Window::Latest),
-            (false, after) => Ok(store::Window::After(after.as_deref())),
-        }
+        let from = match (self.latest.unwrap_or(false), &self.after) {
+            (true, Some(_)) => {
+                return Err(Error::bad_request(
+                    "give either `after` (read on from a decision) or `latest=true` (the newest), not both",
+                ));
+            }
+            (true, None) => store::From::Latest,
+            (false, after) => store::From::After(after.as_deref()),
+        };
+        Ok(store::Window { from, failed: self.failed.unwrap_or(false) })
     }
 }
 

@@ -220,7 +220,14 @@ pub async fn decisions(db: &Db, policy: &str, window: Window<'_>, limit: i64) ->
 
 /// Which page of a decision log to read.
 #[derive(Debug, Clone, Copy)]
-pub enum Window<'a> {
+pub struct Window<'a> {
+    pub from: From<'a>,
+    /// Only decisions that failed (trapped, timed out, broke a limit).
+    pub failed: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum From<'a> {
     /// From the start, or after the decision with this id.
     After(Option<&'a str>),
     /// The newest ones.
@@ -230,13 +237,17 @@ pub enum Window<'a> {
 async fn page(db: &Db, column: &str, value: &str, window: Window<'_>, limit: i64) -> Result<Vec<DecisionRow>> {
     let mut f = Filter::default();
     f.and(&format!("{column} = ?"), [Arg::Text(value.into())]);
-    if let Window::After(Some(after)) = window {
+    if window.failed {
+        f.and("error IS NOT NULL", []);
+    }
+    if let From::After(Some(after)) = window.from {
         f.and(
             "(at > (SELECT at FROM policy_decisions WHERE decision_id = ?) OR (at = (SELECT at FROM policy_decisions WHERE decision_id = ?) AND decision_id > ?))",
             [Arg::Text(after.into()), Arg::Text(after.into()), Arg::Text(after.into())],
         );
     }
-    let order = if matches!(window, Window::Latest) { "at DESC, decision_id DESC" } else { "at, decision_id" };
+    let latest = matches!(window.from, From::Latest);
+    let order = if latest { "at DESC, decision_id DESC" } else { "at, decision_id" };
     let sql = format!(
         "SELECT {DECISION_COLUMNS} FROM policy_decisions{} ORDER BY {order} LIMIT {}",
         f.where_sql(),
@@ -244,7 +255,7 @@ async fn page(db: &Db, column: &str, value: &str, window: Window<'_>, limit: i64
     );
     let mut rows: Vec<DecisionRow> =
         with_db!(db, read, |pool| bind_args!(sqlx::query_as(&sql), f.args()).fetch_all(pool).await)?;
-    if matches!(window, Window::Latest) {
+    if latest {
         rows.reverse();
     }
     Ok(rows)
