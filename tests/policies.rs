@@ -153,6 +153,20 @@ async fn upload_evaluate_and_log(backend: Backend) {
     let prepared = ad.get("/policies/gate").await.expect(200).json()["prepared"].clone();
     let served = prepared["hits"].as_u64().unwrap_or(0) + prepared["misses"].as_u64().unwrap_or(0);
     assert!(served >= 1, "{prepared}");
+    // What the instances made ahead hold is shown, and scraped.
+    support::wait_for("an instance made ahead", std::time::Duration::from_secs(30), || async {
+        ad.get("/policies/gate").await.expect(200).json()["prepared"]["ready"].as_u64() > Some(0)
+    })
+    .await;
+    let prepared = ad.get("/policies/gate").await.expect(200).json()["prepared"].clone();
+    assert_eq!(prepared["reset"], "dirty", "{prepared}");
+    assert!(prepared["memory_bytes"].as_u64() > Some(0), "{prepared}");
+    assert!(again.metric("cairn_policy_prepared_memory_bytes{policy=\"gate\"}").await > 0.0);
+    let scraped = again.anonymous().get("/metrics").await.expect(200).text;
+    for reset in ["dirty", "whole"] {
+        let series = format!("cairn_policy_slots_resident_bytes{{reset=\"{reset}\"}} ");
+        assert!(scraped.contains(&series), "{series} in /metrics");
+    }
     ad.delete("/policies/gate").await.expect(204);
     ad.get("/policies/gate").await.expect(404);
     ad.delete("/policies/gate").await.expect(404);

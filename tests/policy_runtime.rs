@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::support::{self, guests};
 use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, Handoff, SubtaskRef, TaskRef, Verdict};
 use cairn_host::policy::view::Reads;
-use cairn_host::policy::{Capability, Fixture, Hook, Isolation, Limits, LoadError, Loaded, Options, Runtime, View};
+use cairn_host::policy::{
+    Capability, Fixture, Hook, Isolation, Limits, LoadError, Loaded, Options, Reset, Runtime, View,
+};
 
 fn runtime() -> Arc<Runtime> {
     Runtime::new(Options::default()).expect("engine")
@@ -217,8 +219,55 @@ fn instances_made_ahead_serve_one_decision_each() {
     eventually("the pool refilling for the new limits", || g.prepared().ready == 2);
     assert!(matches!(decide(&rt, &g, &other, "{}").result, Ok(Verdict::Deny(r)) if r == "call 1"));
 
+    // What the ready instances hold is reported, and bounded by the limits.
+    let held = g.prepared().memory_bytes;
+    assert!(held > 0 && held <= 2 * other.memory_bytes + 2 * (200_000 * 8), "{held}");
+
     // Idle past the setting: given back.
     eventually("an idle pool giving its instances back", || g.prepared().ready == 0);
+    assert_eq!(g.prepared().memory_bytes, 0);
+}
+
+/// Python and JS guests ship a pre-initialised heap, so their freed memory
+/// slots are reset whole (copied back from the image) where a Rust guest's
+/// are reset page by page. Either way a fresh decision never sees an
+/// earlier one's memory: in an instance made ahead, or on the spot when
+/// none is ready, in slots reused many times over.
+#[test]
+fn snapshot_guests_are_reset_whole_and_every_decision_is_fresh() {
+    use cairn_host::policy::Prepare;
+    let Some(built) = support::sdk::misbehaving() else { return };
+    let prepare = Prepare { per_policy: 2, total: 4, idle: Duration::from_secs(60) };
+    let rt = Runtime::new(Options { prepare, ..Options::default() }).expect("engine");
+    assert_eq!(load(&rt, "counter").reset, Reset::Dirty);
+    let limits = Limits::default();
+    let count = r#"{"do": "count"}"#;
+    for path in built {
+        let wasm = std::fs::read(path).expect("read the guest");
+        let g = rt.load(Hook::Claim, &wasm, &Hook::Claim.default_grants()).expect("load");
+        assert_eq!(g.reset, Reset::Whole, "{}", path.display());
+        let decide = |isolation| {
+            let reads = Reads::new(nothing(), Arc::default());
+            rt.decide_claim_with(&g, "test", &limits, isolation, count, &claim("research-bot"), reads).result
+        };
+        for i in 0..16 {
+            // The first has none ready (a pool fills behind its first
+            // take); then half wait for an instance made ahead, and the
+            // rest come at once after, some instantiating on the spot.
+            if i % 2 == 1 {
+                eventually("an instance made ahead", || g.prepared().ready > 0);
+            }
+            let out = decide(Isolation::Fresh);
+            assert!(matches!(&out, Ok(Verdict::Deny(r)) if r == "call 1"), "{} decision {i}: {out:?}", path.display());
+        }
+        assert!(g.prepared().hits >= 8, "{:?}", g.prepared());
+        // The counter does count: a reused instance remembers.
+        let (first, second) = (decide(Isolation::Reuse), decide(Isolation::Reuse));
+        assert!(matches!(&first, Ok(Verdict::Deny(r)) if r == "call 1"), "{first:?}");
+        assert!(matches!(&second, Ok(Verdict::Deny(r)) if r == "call 2"), "{second:?}");
+        eventually("the pool refilling", || g.prepared().ready == 2);
+        assert!(g.prepared().memory_bytes > 2 << 20, "{:?}", g.prepared());
+    }
 }
 
 #[test]

@@ -46,6 +46,20 @@ impl App {
                 vec![("compiled", read(&made.compiled)), ("cache", read(&made.cached))]
             },
         );
+        let registry = Arc::downgrade(&policies);
+        metrics.gauges_read_at_scrape(
+            "policy_prepared_memory_bytes",
+            "Linear memory and tables of each policy's instances made ahead, in bytes: the most they hold resident",
+            "policy",
+            move || registry.upgrade().map(|r| r.prepared_memory()).unwrap_or_default(),
+        );
+        let runtime = Arc::downgrade(policies.runtime());
+        metrics.gauges_read_at_scrape(
+            "policy_slots_resident_bytes",
+            "Memory that freed instance slots keep resident for their next instance, in bytes, by slot reset (dirty, whole)",
+            "reset",
+            move || runtime.upgrade().map(|r| r.slots_resident()).unwrap_or_default(),
+        );
         let observe = {
             let metrics = metrics.clone();
             Arc::new(move |o: &policy::decide::Observed<'_>| {

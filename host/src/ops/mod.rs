@@ -18,7 +18,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -183,7 +183,23 @@ impl Metrics {
         label: &'static str,
         read: impl Fn() -> Vec<(&'static str, u64)> + Send + Sync + 'static,
     ) {
-        let collector = ReadAtScrape { name, help, label, read: Box::new(read) };
+        let read = move || read().into_iter().map(|(l, n)| (l.to_string(), n)).collect();
+        self.read_at_scrape(ReadAtScrape { name, help, label, kind: MetricType::Counter, read: Box::new(read) });
+    }
+
+    /// A gauge kept elsewhere (a size, a count), read at each scrape, by the
+    /// values of one label.
+    pub fn gauges_read_at_scrape(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        read: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static,
+    ) {
+        self.read_at_scrape(ReadAtScrape { name, help, label, kind: MetricType::Gauge, read: Box::new(read) });
+    }
+
+    fn read_at_scrape(&self, collector: ReadAtScrape) {
         if let Ok(mut registry) = self.registry.lock() {
             registry.register_collector(Box::new(collector));
         }
@@ -197,12 +213,13 @@ impl Metrics {
     }
 }
 
-type Read = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+type Read = Box<dyn Fn() -> Vec<(String, u64)> + Send + Sync>;
 
 struct ReadAtScrape {
     name: &'static str,
     help: &'static str,
     label: &'static str,
+    kind: MetricType,
     read: Read,
 }
 
@@ -214,10 +231,15 @@ impl std::fmt::Debug for ReadAtScrape {
 
 impl Collector for ReadAtScrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        let mut family = encoder.encode_descriptor(self.name, self.help, None, MetricType::Counter)?;
+        let mut family = encoder.encode_descriptor(self.name, self.help, None, self.kind)?;
         for (value, n) in (self.read)() {
-            let labels = [(self.label, value)];
-            ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            let labels = [(self.label, value.as_str())];
+            match self.kind {
+                MetricType::Gauge => {
+                    ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX)).encode(family.encode_family(&labels)?)?
+                }
+                _ => ConstCounter::new(n).encode(family.encode_family(&labels)?)?,
+            }
         }
         Ok(())
     }

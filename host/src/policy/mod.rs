@@ -80,7 +80,7 @@ pub use fixture::Fixture;
 pub use input::Input;
 pub use limits::Limits;
 pub use prepared::{PoolStats, Prepare};
-pub use runtime::{Isolation, LoadError, Loaded, LogLine, Options, Runtime};
+pub use runtime::{Isolation, LoadError, Loaded, LogLine, Options, Reset, Runtime};
 pub use view::{Answer, Read, Reader, Source, View};
 
 /// One run of a decision, with what was seen on the way.

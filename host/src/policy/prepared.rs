@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use wasmtime::Store;
 
 use super::limits::Limits;
-use super::runtime::{HookInstance, HookPre, Pipes, Runtime, Sandbox};
+use super::runtime::{HookInstance, HookPre, Pipes, Reset, Runtime, Sandbox};
 use super::view::Reads;
 
 /// How many instances are made ahead, and for how long they are kept.
@@ -61,6 +61,7 @@ pub(super) struct Ready {
 /// One loaded policy's ready instances.
 pub struct Pool {
     pre: HookPre,
+    reset: Reset,
     /// The preparer's count of ready instances across all pools.
     total: Arc<AtomicUsize>,
     ready: Mutex<Vec<Ready>>,
@@ -74,9 +75,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(pre: HookPre, preparer: &Preparer) -> Arc<Self> {
+    pub(super) fn new(pre: HookPre, reset: Reset, preparer: &Preparer) -> Arc<Self> {
         Arc::new(Self {
             pre,
+            reset,
             total: preparer.total.clone(),
             ready: Mutex::new(Vec::new()),
             filling: AtomicBool::new(false),
@@ -92,18 +94,27 @@ impl Pool {
 
     /// What the pool holds and how well it served, for operators.
     pub fn stats(&self) -> PoolStats {
+        let ready = self.lock();
         PoolStats {
-            ready: self.lock().len(),
+            ready: ready.len(),
+            memory_bytes: ready.iter().map(|r| r.store.data().footprint()).sum(),
+            reset: self.reset,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, serde::Serialize, utoipa::ToSchema)]
 pub struct PoolStats {
     /// Instances instantiated ahead and not yet used.
     pub ready: usize,
+    /// The linear memories and tables of the ready instances, in bytes, as
+    /// their guests sized them: the most they can hold resident. At most
+    /// the per-policy count times the policy's memory limit.
+    pub memory_bytes: u64,
+    /// How the policy's freed memory slots are made clean.
+    pub reset: Reset,
     /// Fresh decisions that took a ready instance.
     pub hits: u64,
     /// Fresh decisions that instantiated on the spot.
@@ -260,7 +271,7 @@ impl Worker {
                 self.total.fetch_sub(1, Ordering::AcqRel);
                 return;
             }
-            let (mut store, pipes) = runtime.store(limits, Reads::none(), policy);
+            let (mut store, pipes) = runtime.store(pool.reset, limits, Reads::none(), policy);
             runtime.arm(&mut store, limits);
             match pool.pre.instantiate(&mut store) {
                 Ok(instance) => {

@@ -526,6 +526,14 @@ impl Registry {
         all
     }
 
+    /// Each uploaded policy's instances made ahead, in bytes, for `/metrics`.
+    pub fn prepared_memory(&self) -> Vec<(String, u64)> {
+        self.list()
+            .into_iter()
+            .filter_map(|a| a.loaded.as_ref().ok().map(|l| (a.name.clone(), l.prepared().memory_bytes)))
+            .collect()
+    }
+
     /// The enabled policies on `hook` that apply in `scope`, in order.
     pub fn for_hook(&self, hook: Hook, scope: &Scope) -> Vec<Arc<Active>> {
         let mut found: Vec<_> = self

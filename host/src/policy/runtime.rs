@@ -32,13 +32,65 @@ use super::{Capability, Hook};
 const TICK: Duration = Duration::from_millis(1);
 
 /// Of each linear memory (and, a sixteenth of it, each table) a freed slot
-/// keeps this much resident: the pages a decision dirtied are copied back
-/// from the image (found with `PAGEMAP_SCAN` where the kernel has it)
-/// instead of being discarded, so the next instance of the same policy in
-/// that slot does not fault them in again. It took copy-on-write faults per
-/// fresh decision from 8 to 0 (Rust), 192 to 30 (JS) and 266 to 173
-/// (Python); see docs/benchmarks.md.
+/// keeps this much resident, so the next instance of the same policy in
+/// that slot does not fault those pages in again; see [`Reset`] for how
+/// they are made clean. It took copy-on-write faults per fresh decision
+/// from 8 to 0 (Rust), 192 to 0 (JS) and 266 to 0 (Python); see
+/// docs/benchmarks.md.
 const KEEP_RESIDENT: usize = 16 << 20;
+
+/// Components whose core modules carry at least this many bytes of data
+/// segments are reset [`Reset::Whole`]: a pre-initialised interpreter heap
+/// (componentize-py ships about 11 MiB, componentize-js several), where a
+/// Rust policy carries kilobytes.
+const SNAPSHOT_BYTES: u64 = 1 << 20;
+
+/// How a freed memory slot is made clean for the next instance. wasmtime
+/// sets this per engine, so the runtime keeps one engine for each and
+/// compiles a component for the one its memory image calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Reset {
+    /// Only the pages the decision wrote are copied back from the image
+    /// (found with `PAGEMAP_SCAN`) and the rest is given back: a small
+    /// guest writes a few pages, and copying more would cost more than the
+    /// decision. wasmtime's scan stops after 32 runs of written pages,
+    /// though, and gives back everything past them.
+    Dirty,
+    /// The first [`KEEP_RESIDENT`] bytes are copied back whole, off the
+    /// decision's path. A Python or JS decision writes about a hundred
+    /// scattered runs of pages; with [`Reset::Dirty`] most were given back
+    /// and faulted in again by every decision, each fault a copy of a page
+    /// first mapped for reading, which flushes the other cores' TLBs.
+    Whole,
+}
+
+impl Reset {
+    /// Chosen from the component's data segments (its memory image).
+    pub fn for_component(wasm: &[u8]) -> Self {
+        if image_bytes(wasm) >= SNAPSHOT_BYTES { Self::Whole } else { Self::Dirty }
+    }
+}
+
+/// The bytes of data segments in all of a component's core modules. A
+/// component that does not parse counts 0: compiling it reports why.
+fn image_bytes(wasm: &[u8]) -> u64 {
+    let mut total = 0u64;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(wasmparser::Payload::DataSection(data)) => total += data.range().len() as u64,
+            Ok(_) => {}
+            Err(_) => return 0,
+        }
+    }
+    total
+}
+
+/// One engine and its precompiled artifacts.
+struct Flavour {
+    engine: Engine,
+    cache: Option<ArtifactCache>,
+}
 
 /// Settings for the engine, fixed for the host's life.
 #[derive(Debug, Clone, Default)]
@@ -52,9 +104,9 @@ pub struct Options {
 }
 
 pub struct Runtime {
-    engine: Engine,
+    dirty: Flavour,
+    whole: Flavour,
     fuel: bool,
-    cache: Option<ArtifactCache>,
     preparer: Preparer,
     components: Components,
 }
@@ -70,37 +122,17 @@ pub struct Components {
 
 impl Runtime {
     pub fn new(options: Options) -> anyhow::Result<Arc<Self>> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.consume_fuel(options.fuel);
-        config.parallel_compilation(true);
-        // Instances come from a pool of pre-reserved slots, and linear
-        // memories start from copy-on-write images of their data segments,
-        // so a fresh instance per decision costs microseconds.
-        let mut pool = PoolingAllocationConfig::default();
-        pool.total_component_instances(256)
-            .total_core_instances(512)
-            .total_memories(512)
-            .total_tables(512)
-            .max_memory_size(limits::MAX_MEMORY_BYTES as usize)
-            .max_core_instance_size(8 << 20)
-            .max_component_instance_size(8 << 20)
-            .table_elements(200_000)
-            // Return freed slots' memory to the kernel 32 at a time: each
-            // madvise takes the process's mmap lock, and one per decision
-            // made two threads slower than one (see docs/benchmarks.md).
-            .decommit_batch_size(32)
-            .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT / 16)
-            .pagemap_scan(wasmtime::Enabled::Auto);
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
-        let cache = options.cache_dir.map(|dir| ArtifactCache::new(dir, &engine));
+        let flavour = |reset: Reset| -> anyhow::Result<Flavour> {
+            let engine = Engine::new(&config(options.fuel, reset))
+                .map_err(|e| anyhow::anyhow!("configuring the wasm engine: {e:#}"))?;
+            let cache = options.cache_dir.clone().map(|dir| ArtifactCache::new(dir, &engine));
+            Ok(Flavour { engine, cache })
+        };
+        let (dirty, whole) = (flavour(Reset::Dirty)?, flavour(Reset::Whole)?);
         let runtime = Arc::new_cyclic(|weak| Self {
-            engine,
+            dirty,
+            whole,
             fuel: options.fuel,
-            cache,
             preparer: Preparer::start(weak.clone(), options.prepare),
             components: Components::default(),
         });
@@ -108,8 +140,31 @@ impl Runtime {
         Ok(runtime)
     }
 
+    fn flavour(&self, reset: Reset) -> &Flavour {
+        match reset {
+            Reset::Dirty => &self.dirty,
+            Reset::Whole => &self.whole,
+        }
+    }
+
+    /// The engine for components reset [`Reset::Dirty`] (Rust guests).
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.dirty.engine
+    }
+
+    /// What freed instance slots keep resident (memories and tables), in
+    /// bytes, per reset.
+    pub fn slots_resident(&self) -> Vec<(String, u64)> {
+        [(Reset::Dirty, "dirty"), (Reset::Whole, "whole")]
+            .into_iter()
+            .map(|(reset, name)| {
+                let bytes =
+                    self.flavour(reset).engine.pooling_allocator_metrics().map_or(0, |m| {
+                        m.unused_memory_bytes_resident() as u64 + m.unused_table_bytes_resident() as u64
+                    });
+                (name.to_string(), bytes)
+            })
+            .collect()
     }
 
     pub fn components(&self) -> &Components {
@@ -123,23 +178,25 @@ impl Runtime {
         if let Some(what) = not_a_component(wasm) {
             return Err(LoadError::NotAComponent(what));
         }
-        let (component, cached) = match &self.cache {
+        let reset = Reset::for_component(wasm);
+        let Flavour { engine, cache } = self.flavour(reset);
+        let (component, cached) = match cache {
             Some(cache) => cache.load_or_compile(&sha256, wasm),
-            None => Component::new(&self.engine, wasm).map(|c| (c, false)),
+            None => Component::new(engine, wasm).map(|c| (c, false)),
         }
         .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
         let made = if cached { &self.components.cached } else { &self.components.compiled };
         made.fetch_add(1, Ordering::Relaxed);
-        let imports = check_imports(&component, &self.engine, hook, grants)?;
-        let linker = linker(&self.engine, grants).map_err(|e| LoadError::Internal(format!("{e:#}")))?;
+        let imports = check_imports(&component, engine, hook, grants)?;
+        let linker = linker(engine, grants).map_err(|e| LoadError::Internal(format!("{e:#}")))?;
         let pre = linker.instantiate_pre(&component).map_err(|e| LoadError::Unlinkable(format!("{e:#}")))?;
         let pre = HookPre::new(hook, pre)
             .map_err(|e| LoadError::WorldMismatch { world: hook.world(), detail: format!("{e:#}") })?;
-        let prepared = Pool::new(pre.clone(), &self.preparer);
-        Ok(Loaded { sha256, hook, imports, pre, warm: Mutex::new(Vec::new()), prepared })
+        let prepared = Pool::new(pre.clone(), reset, &self.preparer);
+        Ok(Loaded { sha256, hook, imports, pre, reset, warm: Mutex::new(Vec::new()), prepared })
     }
 
-    pub(super) fn store(&self, limits: &Limits, reads: Reads, policy: &str) -> (Store<Sandbox>, Pipes) {
+    pub(super) fn store(&self, reset: Reset, limits: &Limits, reads: Reads, policy: &str) -> (Store<Sandbox>, Pipes) {
         let pipes = Pipes {
             stdout: CappedPipe::new(limits::MAX_OUTPUT_BYTES),
             stderr: CappedPipe::new(limits::MAX_OUTPUT_BYTES),
@@ -164,6 +221,8 @@ impl Runtime {
                 .memories(16)
                 .build(),
             memory_refused: false,
+            memory_bytes: 0,
+            table_elements: 0,
         };
         let sandbox = Sandbox {
             wasi,
@@ -174,7 +233,7 @@ impl Runtime {
             logs: Vec::new(),
             logs_dropped: 0,
         };
-        let mut store = Store::new(&self.engine, sandbox);
+        let mut store = Store::new(&self.flavour(reset).engine, sandbox);
         store.limiter(|s| &mut s.meter);
         store.epoch_deadline_trap();
         (store, pipes)
@@ -222,7 +281,7 @@ impl Runtime {
                 (r.store, r.pipes, Ok(r.instance), (0, 0))
             }
             (None, None) => {
-                let (mut store, pipes) = self.store(limits, reads, policy);
+                let (mut store, pipes) = self.store(loaded.reset, limits, reads, policy);
                 self.arm(&mut store, limits);
                 let instance = loaded.pre.instantiate(&mut store);
                 (store, pipes, instance, (0, 0))
@@ -360,11 +419,48 @@ impl Runtime {
     }
 }
 
+/// The engine's settings; only the slot reset differs between the two.
+fn config(fuel: bool, reset: Reset) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.consume_fuel(fuel);
+    config.parallel_compilation(true);
+    // Instances come from a pool of pre-reserved slots, and linear
+    // memories start from copy-on-write images of their data segments,
+    // so a fresh instance per decision costs microseconds.
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(256)
+        .total_core_instances(512)
+        .total_memories(512)
+        .total_tables(512)
+        .max_memory_size(limits::MAX_MEMORY_BYTES as usize)
+        .max_core_instance_size(8 << 20)
+        .max_component_instance_size(8 << 20)
+        .table_elements(200_000)
+        // Return freed slots' memory to the kernel 32 at a time: each
+        // madvise takes the process's mmap lock, and one per decision
+        // made two threads slower than one (see docs/benchmarks.md).
+        .decommit_batch_size(32)
+        // Prefer reusing a slot this module used before over warming
+        // another: each warm slot keeps up to KEEP_RESIDENT resident.
+        .max_unused_warm_slots(32)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT / 16)
+        .pagemap_scan(match reset {
+            Reset::Dirty => wasmtime::Enabled::Auto,
+            Reset::Whole => wasmtime::Enabled::No,
+        });
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config
+}
+
 /// Advances the epoch until the runtime is gone.
 fn start_ticker(runtime: Weak<Runtime>) {
     let spawned = std::thread::Builder::new().name("cairn-epoch".into()).spawn(move || {
         while let Some(rt) = runtime.upgrade() {
-            rt.engine.increment_epoch();
+            rt.dirty.engine.increment_epoch();
+            rt.whole.engine.increment_epoch();
             drop(rt);
             std::thread::sleep(TICK);
         }
@@ -382,6 +478,8 @@ pub struct Loaded {
     /// The component's imports, by name, for display.
     pub imports: Vec<String>,
     pub pre: HookPre,
+    /// How its freed memory slots are reset, and so which engine it is for.
+    pub reset: Reset,
     /// Warm instances for [`Isolation::Reuse`], at most one per concurrent caller.
     warm: Mutex<Vec<Warm>>,
     /// Instances made ahead for [`Isolation::Fresh`].
@@ -573,6 +671,14 @@ pub struct Sandbox {
     pub(super) logs_dropped: usize,
 }
 
+impl Sandbox {
+    /// Bytes of linear memory and table the store's instances were given.
+    pub(super) fn footprint(&self) -> u64 {
+        // A table element is a pointer-sized reference.
+        self.meter.memory_bytes + self.meter.table_elements * std::mem::size_of::<usize>() as u64
+    }
+}
+
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
@@ -586,20 +692,31 @@ pub(super) struct Pipes {
 
 /// [`StoreLimits`], remembering whether it refused memory, so the error can
 /// name the memory cap instead of the guest's own reaction to it.
+/// It also adds up what it allowed (wasmtime asks it for a memory's or a
+/// table's initial size too), for the prepared pool's footprint.
 struct Meter {
     limits: StoreLimits,
     memory_refused: bool,
+    memory_bytes: u64,
+    table_elements: u64,
 }
 
 impl ResourceLimiter for Meter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
         self.memory_refused |= !allowed;
+        if allowed {
+            self.memory_bytes += desired.saturating_sub(current) as u64;
+        }
         Ok(allowed)
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let allowed = self.limits.table_growing(current, desired, maximum)?;
+        if allowed {
+            self.table_elements += desired.saturating_sub(current) as u64;
+        }
+        Ok(allowed)
     }
 
     fn instances(&self) -> usize {

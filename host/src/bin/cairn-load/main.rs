@@ -100,6 +100,11 @@ struct Args {
     /// Entries the agent works through from a backlog, in `agent`.
     #[arg(long, default_value_t = 20_000)]
     entries: usize,
+    /// A claim policy component to bind to the team in `team-claim` (with
+    /// `--admin-key`), deciding beside the bundled one: the same scenario
+    /// with a Rust, Python or JS policy on the decision path.
+    #[arg(long)]
+    claim_policy: Option<std::path::PathBuf>,
     /// The agent's `isolation` in `agent`: `fresh` (an instance per entry) or `reuse`.
     #[arg(long, default_value = "fresh")]
     agent_isolation: String,
@@ -360,6 +365,17 @@ async fn claims(args: &Args, authority: &str, scenario: &str, setup: &mut Conn) 
         }
         for m in makers {
             m.await??;
+        }
+        if let Some(path) = &args.claim_policy {
+            let admin = args.admin_key.as_deref().context("--claim-policy needs --admin-key")?;
+            let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let settings = json!({"scope": {"team": team}});
+            let policy = format!("{team}-claims");
+            let (status, body) =
+                setup.upload(&format!("/policies/{policy}?hook=claim"), admin, &wasm, &settings).await?;
+            if status != 201 {
+                bail!("uploading the claim policy: {status} {body}");
+            }
         }
         Target::Team { team }
     } else {
