@@ -268,6 +268,19 @@ fn snapshot_guests_are_reset_whole_and_every_decision_is_fresh() {
         eventually("the pool refilling", || g.prepared().ready == 2);
         assert!(g.prepared().memory_bytes > 2 << 20, "{:?}", g.prepared());
     }
+    // A host told to reset them page by page (`--policy-snapshot-reset
+    // dirty`) does, and its decisions are as fresh.
+    let dirty = Runtime::new(Options { prepare, snapshot_reset: Reset::Dirty, ..Options::default() }).expect("engine");
+    for path in built {
+        let wasm = std::fs::read(path).expect("read the guest");
+        let g = dirty.load(Hook::Claim, &wasm, &Hook::Claim.default_grants()).expect("load");
+        assert_eq!(g.reset, Reset::Dirty, "{}", path.display());
+        for i in 0..4 {
+            let reads = Reads::new(nothing(), Arc::default());
+            let out = dirty.decide_claim_with(&g, "t", &limits, Isolation::Fresh, count, &claim("r"), reads).result;
+            assert!(matches!(&out, Ok(Verdict::Deny(r)) if r == "call 1"), "{} decision {i}: {out:?}", path.display());
+        }
+    }
 }
 
 #[test]

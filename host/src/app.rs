@@ -30,6 +30,10 @@ impl App {
                 total: usize::try_from(config.policy_prepared_total).unwrap_or(0),
                 idle: std::time::Duration::from_secs(config.policy_prepared_idle_secs),
             },
+            snapshot_reset: match config.policy_snapshot_reset {
+                crate::config::SnapshotReset::Whole => policy::Reset::Whole,
+                crate::config::SnapshotReset::Dirty => policy::Reset::Dirty,
+            },
         })?;
         let storage = Arc::new(Storage { db: db.clone() });
         let policies = Arc::new(Registry::new(runtime, storage.clone()));

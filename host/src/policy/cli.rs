@@ -407,6 +407,7 @@ fn test(file: &Path, hook: Hook, cases: &Path, fuel: bool, cache: PathBuf) -> an
         fuel,
         cache_dir: Some(cache),
         prepare: super::Prepare { per_policy: 0, ..Default::default() },
+        ..Default::default()
     })?;
     // An agent is tested with every interface its world offers: its writes
     // are planned and shown, never made.

@@ -65,10 +65,20 @@ pub enum Reset {
     Whole,
 }
 
+/// How snapshot guests are reset unless the host is told otherwise: whole,
+/// for their latency. Under CPU saturation page by page gives more
+/// decisions per second (see docs/benchmarks.md).
+impl Default for Reset {
+    fn default() -> Self {
+        Self::Whole
+    }
+}
+
 impl Reset {
-    /// Chosen from the component's data segments (its memory image).
-    pub fn for_component(wasm: &[u8]) -> Self {
-        if image_bytes(wasm) >= SNAPSHOT_BYTES { Self::Whole } else { Self::Dirty }
+    /// Chosen from the component's data segments (its memory image): small
+    /// guests are always reset [`Reset::Dirty`], snapshot guests `snapshots`.
+    pub fn for_component(wasm: &[u8], snapshots: Reset) -> Self {
+        if image_bytes(wasm) >= SNAPSHOT_BYTES { snapshots } else { Self::Dirty }
     }
 }
 
@@ -101,12 +111,15 @@ pub struct Options {
     pub cache_dir: Option<std::path::PathBuf>,
     /// Instances made ahead of fresh decisions.
     pub prepare: Prepare,
+    /// How the memory slots of guests with a pre-initialised heap are reset.
+    pub snapshot_reset: Reset,
 }
 
 pub struct Runtime {
     dirty: Flavour,
     whole: Flavour,
     fuel: bool,
+    snapshot_reset: Reset,
     preparer: Preparer,
     components: Components,
 }
@@ -133,6 +146,7 @@ impl Runtime {
             dirty,
             whole,
             fuel: options.fuel,
+            snapshot_reset: options.snapshot_reset,
             preparer: Preparer::start(weak.clone(), options.prepare),
             components: Components::default(),
         });
@@ -178,7 +192,7 @@ impl Runtime {
         if let Some(what) = not_a_component(wasm) {
             return Err(LoadError::NotAComponent(what));
         }
-        let reset = Reset::for_component(wasm);
+        let reset = Reset::for_component(wasm, self.snapshot_reset);
         let Flavour { engine, cache } = self.flavour(reset);
         let (component, cached) = match cache {
             Some(cache) => cache.load_or_compile(&sha256, wasm),
