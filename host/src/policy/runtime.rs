@@ -34,8 +34,9 @@ const TICK: Duration = Duration::from_millis(1);
 /// Of each linear memory (and, a sixteenth of it, each table) a freed slot
 /// keeps this much resident, so the next instance of the same policy in
 /// that slot does not fault those pages in again; see [`Reset`] for how
-/// they are made clean. It took copy-on-write faults per fresh decision
-/// from 8 to 0 (Rust), 192 to 0 (JS) and 266 to 0 (Python); see
+/// they are made clean. With the page-by-page reset it took copy-on-write
+/// faults per fresh decision from 8 to 0 (Rust), 192 to 30 (JS) and 266 to
+/// 173 (Python); Python and JS reach 0 only when reset whole. See
 /// docs/benchmarks.md.
 const KEEP_RESIDENT: usize = 16 << 20;
 
@@ -78,7 +79,8 @@ impl Reset {
     /// Chosen from the component's data segments (its memory image): small
     /// guests are always reset [`Reset::Dirty`], snapshot guests `snapshots`.
     pub fn for_component(wasm: &[u8], snapshots: Reset) -> Self {
-        if image_bytes(wasm) >= SNAPSHOT_BYTES { snapshots } else { Self::Dirty }
+        // Told to reset snapshots page by page too: nothing to tell apart.
+        if snapshots == Self::Dirty || image_bytes(wasm) < SNAPSHOT_BYTES { Self::Dirty } else { snapshots }
     }
 }
 
