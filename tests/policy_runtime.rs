@@ -271,6 +271,10 @@ fn snapshot_guests_are_reset_whole_and_every_decision_is_fresh() {
     // A host told to reset them page by page (`--policy-snapshot-reset
     // dirty`) does, and its decisions are as fresh.
     let dirty = Runtime::new(Options { prepare, snapshot_reset: Reset::Dirty, ..Options::default() }).expect("engine");
+    // With no engine for whole resets, only the page-by-page slots report.
+    let resets = |rt: &Runtime| rt.slots_resident().into_iter().map(|(reset, _)| reset).collect::<Vec<_>>();
+    assert_eq!(resets(&rt), ["dirty", "whole"]);
+    assert_eq!(resets(&dirty), ["dirty"]);
     for path in built {
         let wasm = std::fs::read(path).expect("read the guest");
         let g = dirty.load(Hook::Claim, &wasm, &Hook::Claim.default_grants()).expect("load");

@@ -119,7 +119,10 @@ pub struct Options {
 
 pub struct Runtime {
     dirty: Flavour,
-    whole: Flavour,
+    /// Only when snapshot guests are reset whole: an engine reserves its
+    /// pool's address space and is ticked, so a host that resets every
+    /// slot page by page does without it.
+    whole: Option<Flavour>,
     fuel: bool,
     snapshot_reset: Reset,
     preparer: Preparer,
@@ -143,7 +146,11 @@ impl Runtime {
             let cache = options.cache_dir.clone().map(|dir| ArtifactCache::new(dir, &engine));
             Ok(Flavour { engine, cache })
         };
-        let (dirty, whole) = (flavour(Reset::Dirty)?, flavour(Reset::Whole)?);
+        let dirty = flavour(Reset::Dirty)?;
+        let whole = match options.snapshot_reset {
+            Reset::Whole => Some(flavour(Reset::Whole)?),
+            Reset::Dirty => None,
+        };
         let runtime = Arc::new_cyclic(|weak| Self {
             dirty,
             whole,
@@ -159,7 +166,9 @@ impl Runtime {
     fn flavour(&self, reset: Reset) -> &Flavour {
         match reset {
             Reset::Dirty => &self.dirty,
-            Reset::Whole => &self.whole,
+            // Without a whole engine no component is sorted to it
+            // (`Reset::for_component`), so this only keeps the match total.
+            Reset::Whole => self.whole.as_ref().unwrap_or(&self.dirty),
         }
     }
 
@@ -169,15 +178,15 @@ impl Runtime {
     }
 
     /// What freed instance slots keep resident (memories and tables), in
-    /// bytes, per reset.
+    /// bytes, per reset this host uses.
     pub fn slots_resident(&self) -> Vec<(String, u64)> {
-        [(Reset::Dirty, "dirty"), (Reset::Whole, "whole")]
-            .into_iter()
-            .map(|(reset, name)| {
-                let bytes =
-                    self.flavour(reset).engine.pooling_allocator_metrics().map_or(0, |m| {
-                        m.unused_memory_bytes_resident() as u64 + m.unused_table_bytes_resident() as u64
-                    });
+        std::iter::once((&self.dirty, "dirty"))
+            .chain(self.whole.as_ref().map(|whole| (whole, "whole")))
+            .map(|(flavour, name)| {
+                let bytes = flavour
+                    .engine
+                    .pooling_allocator_metrics()
+                    .map_or(0, |m| m.unused_memory_bytes_resident() as u64 + m.unused_table_bytes_resident() as u64);
                 (name.to_string(), bytes)
             })
             .collect()
@@ -476,7 +485,9 @@ fn start_ticker(runtime: Weak<Runtime>) {
     let spawned = std::thread::Builder::new().name("cairn-epoch".into()).spawn(move || {
         while let Some(rt) = runtime.upgrade() {
             rt.dirty.engine.increment_epoch();
-            rt.whole.engine.increment_epoch();
+            if let Some(whole) = &rt.whole {
+                whole.engine.increment_epoch();
+            }
             drop(rt);
             std::thread::sleep(TICK);
         }
