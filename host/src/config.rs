@@ -9,7 +9,8 @@ use std::time::Duration;
 pub enum SnapshotReset {
     /// The first 16 MiB copied back: no page faults in decisions.
     Whole,
-    /// Only the pages written: less CPU per decision.
+    /// Only the pages written: a shorter tail and less memory when
+    /// decisions saturate the host.
     Dirty,
 }
 
@@ -109,8 +110,9 @@ pub struct Config {
     /// How freed instance slots of Python and JS policies (guests with a
     /// pre-initialised heap) are made clean: `whole` copies their first 16
     /// MiB back (decisions without page faults, the lowest latency), `dirty`
-    /// only the pages written (less CPU per decision: more decisions per
-    /// second when the host is saturated).
+    /// only the pages written (when such decisions saturate the host: a p99
+    /// several times shorter, hundreds of MB less resident, and for JS more
+    /// decisions per second; see docs/benchmarks.md).
     #[arg(long = "policy-snapshot-reset", env = "CAIRN_POLICY_SNAPSHOT_RESET", value_enum,
           default_value_t = SnapshotReset::Whole)]
     pub policy_snapshot_reset: SnapshotReset,
