@@ -107,21 +107,31 @@ function decisionLog(api, policies, filters) {
       h('h3', {}, 'Guest logs'), json(d.logs),
       h('h3', {}, 'stdout'), h('pre', {}, d.stdout || ''), h('h3', {}, 'stderr'), h('pre', {}, d.stderr || '')))));
   };
+  // Loads can overlap (a policy chosen, then "failed only" ticked before
+  // the first answer), so only the latest one may render.
+  let loads = 0;
   const load = async () => {
     remember();
-    loaded = [];
+    const mine = ++loads;
+    delete list.dataset.ready;
     const name = policySelect.value;
+    const failedOnly = failed.checked;
+    let got = [];
     if (name) {
       // Failures are filtered by the host, so a rare one is not lost among
       // the newest 1,000 decisions; verdicts are filtered here.
-      const failedOnly = failed.checked ? '&failed=true' : '';
-      loaded = (await api.get(`/policies/${enc(name)}/decisions?latest=true&limit=1000${failedOnly}`)).decisions;
+      const q = failedOnly ? '&failed=true' : '';
+      got = (await api.get(`/policies/${enc(name)}/decisions?latest=true&limit=1000${q}`)).decisions;
     }
+    if (mine !== loads) return;
+    loaded = got;
     const verdicts = [...new Set(loaded.map(verdictOf))].sort();
     const chosen = verdictSelect.value || filters.verdict;
     verdictSelect.replaceChildren(h('option', { value: '' }, 'any verdict'), verdicts.map((v) => h('option', { value: v }, v)));
     if (verdicts.includes(chosen)) verdictSelect.value = chosen;
     render();
+    // What the list now shows, for tests and scripts to wait on.
+    list.dataset.failed = failedOnly ? '1' : '0';
     list.dataset.ready = name;
   };
 

@@ -187,6 +187,8 @@ const scenarios = {
     await page.getByLabel('Policy').selectOption(input.policy);
     await page.waitForSelector(`ol.decisions[data-ready="${input.policy}"]`);
     await page.getByLabel('failed only').check();
+    // The list is redrawn when the host's filtered answer arrives.
+    await page.waitForSelector(`ol.decisions[data-ready="${input.policy}"][data-failed="1"]`);
     const rows = page.locator('ol.decisions > li');
     const shown = await rows.evaluateAll((lis) => lis.map((li) => ({ id: li.dataset.decisionId, failed: li.classList.contains('failed'), text: li.innerText })));
     await rows.first().locator('summary').click();
