@@ -124,7 +124,6 @@ pub struct Runtime {
     /// slot page by page does without it.
     whole: Option<Flavour>,
     fuel: bool,
-    snapshot_reset: Reset,
     preparer: Preparer,
     components: Components,
 }
@@ -155,7 +154,6 @@ impl Runtime {
             dirty,
             whole,
             fuel: options.fuel,
-            snapshot_reset: options.snapshot_reset,
             preparer: Preparer::start(weak.clone(), options.prepare),
             components: Components::default(),
         });
@@ -203,7 +201,9 @@ impl Runtime {
         if let Some(what) = not_a_component(wasm) {
             return Err(LoadError::NotAComponent(what));
         }
-        let reset = Reset::for_component(wasm, self.snapshot_reset);
+        // Snapshot guests are reset whole exactly when there is an engine for it.
+        let snapshots = if self.whole.is_some() { Reset::Whole } else { Reset::Dirty };
+        let reset = Reset::for_component(wasm, snapshots);
         let Flavour { engine, cache } = self.flavour(reset);
         let (component, cached) = match cache {
             Some(cache) => cache.load_or_compile(&sha256, wasm),
