@@ -160,6 +160,8 @@ async fn upload_evaluate_and_log(backend: Backend) {
     .await;
     let prepared = ad.get("/policies/gate").await.expect(200).json()["prepared"].clone();
     assert_eq!(prepared["reset"], "dirty", "{prepared}");
+    // Only slots reset whole are primed.
+    assert_eq!(prepared["primed"], 0, "{prepared}");
     assert!(prepared["memory_bytes"].as_u64() > Some(0), "{prepared}");
     assert!(again.metric("cairn_policy_prepared_memory_bytes{policy=\"gate\"}").await > 0.0);
     let scraped = again.anonymous().get("/metrics").await.expect(200).text;

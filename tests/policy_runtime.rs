@@ -232,7 +232,9 @@ fn instances_made_ahead_serve_one_decision_each() {
 /// slots are reset whole (copied back from the image) where a Rust guest's
 /// are reset page by page. Either way a fresh decision never sees an
 /// earlier one's memory: in an instance made ahead, or on the spot when
-/// none is ready, in slots reused many times over.
+/// none is ready, in slots reused many times over. Slots reset whole are
+/// primed at the first decision, and priming runs no guest code: the
+/// decisions that follow still start from the snapshot.
 #[test]
 fn snapshot_guests_are_reset_whole_and_every_decision_is_fresh() {
     use cairn_host::policy::Prepare;
@@ -261,6 +263,8 @@ fn snapshot_guests_are_reset_whole_and_every_decision_is_fresh() {
             assert!(matches!(&out, Ok(Verdict::Deny(r)) if r == "call 1"), "{} decision {i}: {out:?}", path.display());
         }
         assert!(g.prepared().hits >= 8, "{:?}", g.prepared());
+        // Primed behind the first decision, before the pool filled.
+        assert_eq!(g.prepared().primed, 2 + 6, "{}: {:?}", path.display(), g.prepared());
         // The counter does count: a reused instance remembers.
         let (first, second) = (decide(Isolation::Reuse), decide(Isolation::Reuse));
         assert!(matches!(&first, Ok(Verdict::Deny(r)) if r == "call 1"), "{first:?}");
@@ -284,6 +288,8 @@ fn snapshot_guests_are_reset_whole_and_every_decision_is_fresh() {
             let out = dirty.decide_claim_with(&g, "t", &limits, Isolation::Fresh, count, &claim("r"), reads).result;
             assert!(matches!(&out, Ok(Verdict::Deny(r)) if r == "call 1"), "{} decision {i}: {out:?}", path.display());
         }
+        // Page by page, a slot's first reset costs no more than the next.
+        assert_eq!(g.prepared().primed, 0, "{:?}", g.prepared());
     }
 }
 

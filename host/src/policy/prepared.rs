@@ -49,6 +49,14 @@ impl Default for Prepare {
 /// pool exhausted fail.
 const MAX_RETIRING: usize = 4;
 
+/// Memory slots a policy reset whole uses once before its first prepared
+/// instance: what the ready, the deciding and the retiring instances hold
+/// at a time. A slot's first reset writes its 16 MiB over pages first mapped
+/// from the image, a copy-on-write fault each with a TLB shootdown (about
+/// 25 ms a slot); a slot that never ran a decision has no such pages, and
+/// is primed in a few. See docs/benchmarks.md.
+const PRIMED_SLOTS: usize = MAX_RETIRING + 2;
+
 /// An instance no decision has used, made for one policy's limits.
 pub(super) struct Ready {
     pub store: Store<Sandbox>,
@@ -67,6 +75,9 @@ pub struct Pool {
     ready: Mutex<Vec<Ready>>,
     /// A fill is queued; one at a time per pool.
     filling: AtomicBool,
+    /// The pool's slots were primed (or are queued to be).
+    priming: AtomicBool,
+    primed: AtomicU64,
     /// Milliseconds since the preparer's epoch at the last take.
     last_used: AtomicU64,
     /// Fresh decisions that found an instance ready, and those that did not.
@@ -82,6 +93,8 @@ impl Pool {
             total: preparer.total.clone(),
             ready: Mutex::new(Vec::new()),
             filling: AtomicBool::new(false),
+            priming: AtomicBool::new(false),
+            primed: AtomicU64::new(0),
             last_used: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -101,6 +114,7 @@ impl Pool {
             reset: self.reset,
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            primed: self.primed.load(Ordering::Relaxed),
         }
     }
 }
@@ -119,10 +133,15 @@ pub struct PoolStats {
     pub hits: u64,
     /// Fresh decisions that instantiated on the spot.
     pub misses: u64,
+    /// Memory slots used once, at the policy's first decision, before any
+    /// decision ran in them (only for `whole` resets): their first reset is
+    /// then cheap, and off the decisions' path.
+    pub primed: u64,
 }
 
 enum Job {
     Fill { pool: Arc<Pool>, policy: String, limits: Limits },
+    Prime { pool: Arc<Pool>, policy: String, limits: Limits },
     Retire(Box<dyn Send>),
 }
 
@@ -185,6 +204,11 @@ impl Preparer {
             Some(_) => pool.hits.fetch_add(1, Ordering::Relaxed),
             None => pool.misses.fetch_add(1, Ordering::Relaxed),
         };
+        // Primed at the first decision, not at load: a policy that never
+        // decides keeps no slots resident.
+        if pool.reset == Reset::Whole && !pool.priming.swap(true, Ordering::AcqRel) {
+            let _ = self.send(Job::Prime { pool: pool.clone(), policy: policy.to_string(), limits: *limits });
+        }
         if !pool.filling.swap(true, Ordering::AcqRel) {
             let fill = Job::Fill { pool: pool.clone(), policy: policy.to_string(), limits: *limits };
             if self.send(fill).is_err() {
@@ -253,6 +277,7 @@ impl Worker {
                     }
                     self.fill(&pool, &policy, &limits);
                 }
+                Ok(Job::Prime { pool, policy, limits }) => self.prime(&pool, &policy, &limits),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
@@ -283,6 +308,30 @@ impl Worker {
                     self.total.fetch_sub(1, Ordering::AcqRel);
                     tracing::debug!(policy, "preparing an instance failed: {e:#}");
                     return;
+                }
+            }
+        }
+    }
+
+    /// Instantiates as many instances as a busy pool holds at once, and
+    /// drops them: each one's slot is reset for the first time before any
+    /// decision has run in it.
+    fn prime(&self, pool: &Pool, policy: &str, limits: &Limits) {
+        let Some(runtime) = self.runtime.upgrade() else { return };
+        let n = self.settings.per_policy + PRIMED_SLOTS;
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (mut store, pipes) = runtime.store(pool.reset, limits, Reads::none(), policy);
+            runtime.arm(&mut store, limits);
+            match pool.pre.instantiate(&mut store) {
+                Ok(instance) => {
+                    held.push((store, instance, pipes));
+                    pool.primed.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    // Only cheaper first resets are lost; the decisions report.
+                    tracing::debug!(policy, "priming a slot failed: {e:#}");
+                    break;
                 }
             }
         }

@@ -465,8 +465,16 @@ fn config(fuel: bool, reset: Reset) -> Config {
         .table_elements(200_000)
         // Return freed slots' memory to the kernel 32 at a time: each
         // madvise takes the process's mmap lock, and one per decision
-        // made two threads slower than one (see docs/benchmarks.md).
-        .decommit_batch_size(32)
+        // made two threads slower than one (see docs/benchmarks.md). A slot
+        // waits in the batch until it is returned, though, so a policy
+        // cycles through 32 slots and more. Reset whole, each of those
+        // keeps 16 MiB resident and its first reset costs about 25 ms,
+        // against a decision of a few hundred microseconds: those slots
+        // are returned at once.
+        .decommit_batch_size(match reset {
+            Reset::Dirty => 32,
+            Reset::Whole => 1,
+        })
         // Prefer reusing a slot this module used before over warming
         // another: each warm slot keeps up to KEEP_RESIDENT resident.
         .max_unused_warm_slots(32)
