@@ -9,8 +9,8 @@ use std::time::Duration;
 pub enum SnapshotReset {
     /// The first 16 MiB copied back: no page faults in decisions.
     Whole,
-    /// Only the pages written: a shorter tail and less memory when
-    /// decisions saturate the host.
+    /// Only the pages written: less memory, and for JS under saturation a
+    /// shorter tail.
     Dirty,
 }
 
@@ -110,9 +110,10 @@ pub struct Config {
     /// How freed instance slots of Python and JS policies (guests with a
     /// pre-initialised heap) are made clean: `whole` copies their first 16
     /// MiB back (decisions without page faults, the lowest latency), `dirty`
-    /// only the pages written (when such decisions saturate the host: a p99
-    /// several times shorter, hundreds of MB less resident, and for JS more
-    /// decisions per second; see docs/benchmarks.md).
+    /// only the pages written (less memory resident; when JS decisions
+    /// saturate the host, a somewhat shorter tail and up to a third more
+    /// decisions per second, where Python ones decide fewer; see
+    /// docs/benchmarks.md).
     #[arg(long = "policy-snapshot-reset", env = "CAIRN_POLICY_SNAPSHOT_RESET", value_enum,
           default_value_t = SnapshotReset::Whole)]
     pub policy_snapshot_reset: SnapshotReset,
