@@ -506,6 +506,15 @@ async fn one_host_runs_an_agent_and_another_takes_over() {
     ad.upload_with("answers", "agent", support::guests::wasm("answer-agent"), &settings).await.expect(201);
     ask(&hosts[1].as_agent(&asker), &stream, 0..10).await;
     settled(&ad, "answers", 10, 0).await;
+    // The other host loads the policy when it hears of it, which a busy
+    // machine can take seconds to compile; until then it cannot take over.
+    for host in &hosts {
+        let ad = host.as_agent(&admin);
+        support::wait_for("both hosts serve the agent", Duration::from_secs(60), || async {
+            ad.get("/policies/answers").await.status.is_success()
+        })
+        .await;
+    }
     let holder = status(&ad, "answers").await["lease"]["holder"].as_str().unwrap().to_string();
     let running = hosts.iter().position(|h| holder.starts_with(&format!("pid{}-", h.pid())));
     let running = running.unwrap_or_else(|| panic!("the lease holder {holder} is neither host"));
