@@ -141,6 +141,21 @@ fn main() {
             continue;
         }
         let wasm = std::fs::read(path).expect("read the component");
+        // CAIRN_BENCH_PROFILE_PREPARED=N runs only N prepared decisions, so
+        // a profiler sees that path alone (the wait for a full pool is the
+        // `decisions` loop's, outside the guest).
+        if let Ok(n) = std::env::var("CAIRN_BENCH_PROFILE_PREPARED") {
+            let n: usize = n.parse().expect("CAIRN_BENCH_PROFILE_PREPARED is a number of decisions, such as 20000");
+            let runtime = Runtime::new(Options::default()).expect("engine");
+            let loaded = Arc::new(runtime.load(Hook::Claim, &wasm, &grants).expect("load"));
+            let mut prepared = decisions(&runtime, &loaded, Isolation::Fresh, n, &state, Pace::WhenReady);
+            println!(
+                "{lang}: {n} prepared decisions, p50 {}, p99 {}",
+                us(percentile(&mut prepared, 0.5)),
+                us(percentile(&mut prepared, 0.99))
+            );
+            continue;
+        }
 
         // Compile: a fresh engine with no cache, best of three.
         let compile = (0..3)
