@@ -127,11 +127,19 @@ fn main() {
     let state: Arc<dyn View> = Arc::new(fixture);
     let grants = Hook::Claim.default_grants();
 
-    println!(
-        "| guest | size | compile | load from cache | fresh p50 | fresh p99 | faults | prepared p50 | prepared p99 | \
-         faults | hits | fresh/s, 2 threads | reused p50 | reused p99 |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    // CAIRN_BENCH_PROFILE_PREPARED=N runs only N prepared decisions per
+    // guest, so a profiler sees that path alone (the wait for a full pool is
+    // the `decisions` loop's, outside the guest).
+    let profile_prepared: Option<usize> = std::env::var("CAIRN_BENCH_PROFILE_PREPARED")
+        .ok()
+        .map(|n| n.parse().expect("CAIRN_BENCH_PROFILE_PREPARED is a number of decisions, such as 20000"));
+    if profile_prepared.is_none() {
+        println!(
+            "| guest | size | compile | load from cache | fresh p50 | fresh p99 | faults | prepared p50 | prepared p99 | \
+             faults | hits | fresh/s, 2 threads | reused p50 | reused p99 |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    }
     // CAIRN_BENCH_GUESTS=python,js runs only those (to profile one).
     let only = std::env::var("CAIRN_BENCH_GUESTS").unwrap_or_default().to_lowercase();
     for (lang, path) in
@@ -141,11 +149,7 @@ fn main() {
             continue;
         }
         let wasm = std::fs::read(path).expect("read the component");
-        // CAIRN_BENCH_PROFILE_PREPARED=N runs only N prepared decisions, so
-        // a profiler sees that path alone (the wait for a full pool is the
-        // `decisions` loop's, outside the guest).
-        if let Ok(n) = std::env::var("CAIRN_BENCH_PROFILE_PREPARED") {
-            let n: usize = n.parse().expect("CAIRN_BENCH_PROFILE_PREPARED is a number of decisions, such as 20000");
+        if let Some(n) = profile_prepared {
             let runtime = Runtime::new(Options::default()).expect("engine");
             let loaded = Arc::new(runtime.load(Hook::Claim, &wasm, &grants).expect("load"));
             let mut prepared = decisions(&runtime, &loaded, Isolation::Fresh, n, &state, Pace::WhenReady);
