@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use cairn_host::policy::bindings::coord::types::{Claim, ClaimTarget, SubtaskRef, Verdict};
 use cairn_host::policy::view::Reads;
-use cairn_host::policy::{Fixture, Hook, Isolation, Limits, Loaded, Options, Prepare, Runtime, View};
+use cairn_host::policy::{Fixture, Hook, Isolation, Limits, Loaded, Options, Prepare, Reset, Runtime, View};
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
     samples.sort_unstable();
@@ -48,13 +48,35 @@ enum Pace {
     /// One after another.
     BackToBack,
     /// Each once the pool is full again (the wait unmeasured): decisions
-    /// arriving no faster than the preparer makes instances and resets
-    /// used slots. Waiting for one ready instance is not enough: the used
+    /// arriving no faster than the preparer makes instances. The used
+    /// slot's reset may still be under way on the other core, unless
+    /// [`Knobs::idle`] waits for it too. Waiting for one ready instance is not enough: the used
     /// stores then pile up past what the preparer may hold, and decisions
     /// reset them inline. The wait spins, because a core that sleeps
     /// wakes with cold caches (a 5 ms sleep added 100 µs to a Python
     /// decision), which is a property of the machine, not of the path.
     WhenReady,
+}
+
+/// Settings read once from the environment, for experiments.
+#[derive(Clone, Copy)]
+struct Knobs {
+    /// CAIRN_BENCH_IDLE=1: the full-pool wait also waits until the
+    /// preparer has reset the used slots, so no decision overlaps a reset.
+    idle: bool,
+    /// CAIRN_BENCH_EVICT=MiB: write that much on the deciding thread before
+    /// each reused decision (unmeasured), as a whole reset's copy does to
+    /// the caches before a fresh one: what a reused decision costs cold.
+    evict: Option<usize>,
+}
+
+impl Knobs {
+    fn from_env() -> Self {
+        let evict = std::env::var("CAIRN_BENCH_EVICT")
+            .ok()
+            .map(|mib| mib.parse::<usize>().expect("CAIRN_BENCH_EVICT is a number of MiB, such as 16") << 20);
+        Self { idle: std::env::var_os("CAIRN_BENCH_IDLE").is_some(), evict }
+    }
 }
 
 fn decisions(
@@ -64,6 +86,7 @@ fn decisions(
     n: usize,
     state: &Arc<dyn View>,
     pace: Pace,
+    knobs: &Knobs,
 ) -> Vec<Duration> {
     let claim = Claim {
         claimant: "design-bot".into(),
@@ -72,11 +95,20 @@ fn decisions(
     };
     let config = r#"{"max_budget_usdc": 12, "max_open_claims": 2}"#;
     let limits = Limits::default();
+    let evict = if isolation == Isolation::Reuse { knobs.evict.unwrap_or(0) } else { 0 };
+    let mut scratch = vec![0u8; evict];
     (0..n)
-        .map(|_| {
+        .map(|i| {
+            if !scratch.is_empty() {
+                scratch.fill(i as u8);
+                std::hint::black_box(&scratch);
+            }
             if pace == Pace::WhenReady {
                 let deadline = Instant::now() + Duration::from_millis(200);
-                while loaded.prepared().ready < Prepare::default().per_policy && Instant::now() < deadline {
+                while (loaded.prepared().ready < Prepare::default().per_policy
+                    || (knobs.idle && runtime.retiring() > 0))
+                    && Instant::now() < deadline
+                {
                     std::hint::spin_loop();
                 }
             }
@@ -140,6 +172,15 @@ fn main() {
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
+    // CAIRN_BENCH_RESET=dirty resets Python and JS slots page by page, as
+    // `--policy-snapshot-reset dirty` does.
+    let snapshot_reset = match std::env::var("CAIRN_BENCH_RESET").as_deref() {
+        Ok("dirty") => Reset::Dirty,
+        Ok("whole") | Err(_) => Reset::Whole,
+        Ok(other) => panic!("CAIRN_BENCH_RESET is whole or dirty, not {other}"),
+    };
+    let defaults = || Options { snapshot_reset, ..Options::default() };
+    let knobs = Knobs::from_env();
     // CAIRN_BENCH_GUESTS=python,js runs only those (to profile one).
     let only = std::env::var("CAIRN_BENCH_GUESTS").unwrap_or_default().to_lowercase();
     for (lang, path) in
@@ -150,21 +191,31 @@ fn main() {
         }
         let wasm = std::fs::read(path).expect("read the component");
         if let Some(n) = profile_prepared {
-            let runtime = Runtime::new(Options::default()).expect("engine");
+            let runtime = Runtime::new(defaults()).expect("engine");
             let loaded = Arc::new(runtime.load(Hook::Claim, &wasm, &grants).expect("load"));
-            let mut prepared = decisions(&runtime, &loaded, Isolation::Fresh, n, &state, Pace::WhenReady);
+            let mut prepared = decisions(&runtime, &loaded, Isolation::Fresh, n, &state, Pace::WhenReady, &knobs);
             println!(
                 "{lang}: {n} prepared decisions, p50 {}, p99 {}",
                 us(percentile(&mut prepared, 0.5)),
                 us(percentile(&mut prepared, 0.99))
             );
+            // With CAIRN_BENCH_EVICT, reused ones too (cold, unless 0), to compare.
+            if knobs.evict.is_some() {
+                decisions(&runtime, &loaded, Isolation::Reuse, 200, &state, Pace::BackToBack, &knobs);
+                let mut reused = decisions(&runtime, &loaded, Isolation::Reuse, n, &state, Pace::BackToBack, &knobs);
+                println!(
+                    "{lang}: {n} reused decisions after each eviction, p50 {}, p99 {}",
+                    us(percentile(&mut reused, 0.5)),
+                    us(percentile(&mut reused, 0.99))
+                );
+            }
             continue;
         }
 
         // Compile: a fresh engine with no cache, best of three.
         let compile = (0..3)
             .map(|_| {
-                let runtime = Runtime::new(Options::default()).expect("engine");
+                let runtime = Runtime::new(defaults()).expect("engine");
                 let start = Instant::now();
                 runtime.load(Hook::Claim, &wasm, &grants).expect("load");
                 start.elapsed()
@@ -176,7 +227,7 @@ fn main() {
         // maps it instead of compiling. The whole load is timed: the mmap,
         // the import check, the linker and the InstancePre.
         let cache = tempfile::tempdir().expect("cache dir");
-        let options = || Options { cache_dir: Some(cache.path().to_path_buf()), ..Options::default() };
+        let options = || Options { cache_dir: Some(cache.path().to_path_buf()), ..defaults() };
         Runtime::new(options()).expect("engine").load(Hook::Claim, &wasm, &grants).expect("warm the cache");
         let mut cached: Vec<Duration> = (0..20)
             .map(|_| {
@@ -193,20 +244,20 @@ fn main() {
         let on_spot = Runtime::new(Options { prepare: Prepare { per_policy: 0, ..Prepare::default() }, ..options() })
             .expect("engine");
         let loaded = on_spot.load(Hook::Claim, &wasm, &grants).expect("load");
-        decisions(&on_spot, &loaded, Isolation::Fresh, 200, &state, Pace::BackToBack);
+        decisions(&on_spot, &loaded, Isolation::Fresh, 200, &state, Pace::BackToBack, &knobs);
         let faults = minor_faults();
-        let mut fresh = decisions(&on_spot, &loaded, Isolation::Fresh, 3000, &state, Pace::BackToBack);
+        let mut fresh = decisions(&on_spot, &loaded, Isolation::Fresh, 3000, &state, Pace::BackToBack, &knobs);
         let faults = (minor_faults() - faults) as f64 / 3000.0;
-        decisions(&on_spot, &loaded, Isolation::Reuse, 200, &state, Pace::BackToBack);
-        let mut reused = decisions(&on_spot, &loaded, Isolation::Reuse, 20_000, &state, Pace::BackToBack);
+        decisions(&on_spot, &loaded, Isolation::Reuse, 200, &state, Pace::BackToBack, &knobs);
+        let mut reused = decisions(&on_spot, &loaded, Isolation::Reuse, 20_000, &state, Pace::BackToBack, &knobs);
         drop((loaded, on_spot));
 
         // Fresh from instances made ahead (the default settings).
         let runtime = Runtime::new(options()).expect("engine");
         let loaded = Arc::new(runtime.load(Hook::Claim, &wasm, &grants).expect("load"));
-        decisions(&runtime, &loaded, Isolation::Fresh, 200, &state, Pace::WhenReady);
+        decisions(&runtime, &loaded, Isolation::Fresh, 200, &state, Pace::WhenReady, &knobs);
         let before = (minor_faults(), loaded.prepared());
-        let mut prepared = decisions(&runtime, &loaded, Isolation::Fresh, 3000, &state, Pace::WhenReady);
+        let mut prepared = decisions(&runtime, &loaded, Isolation::Fresh, 3000, &state, Pace::WhenReady, &knobs);
         let after = loaded.prepared();
         let prepared_faults = (minor_faults() - before.0) as f64 / 3000.0;
         let hits = (after.hits - before.1.hits) as f64 / 3000.0 * 100.0;
@@ -216,7 +267,9 @@ fn main() {
         let per_thread = 2000;
         std::thread::scope(|scope| {
             for _ in 0..2 {
-                scope.spawn(|| decisions(&runtime, &loaded, Isolation::Fresh, per_thread, &state, Pace::BackToBack));
+                scope.spawn(|| {
+                    decisions(&runtime, &loaded, Isolation::Fresh, per_thread, &state, Pace::BackToBack, &knobs)
+                });
             }
         });
         let rate = (2 * per_thread) as f64 / started.elapsed().as_secs_f64();

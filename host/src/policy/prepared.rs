@@ -218,6 +218,12 @@ impl Preparer {
         taken
     }
 
+    /// Used stores queued for the preparer thread to drop (their slots not
+    /// yet reset).
+    pub fn retiring(&self) -> usize {
+        self.retiring.load(Ordering::Acquire)
+    }
+
     /// Drops `used` on the preparer thread, or here if that is behind.
     pub fn retire<T: Send + 'static>(&self, used: T) {
         if self.retiring.fetch_add(1, Ordering::AcqRel) >= MAX_RETIRING {

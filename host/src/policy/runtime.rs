@@ -190,6 +190,12 @@ impl Runtime {
             .collect()
     }
 
+    /// Used instances waiting for the preparer thread to drop them and
+    /// reset their slots.
+    pub fn retiring(&self) -> usize {
+        self.preparer.retiring()
+    }
+
     pub fn components(&self) -> &Components {
         &self.components
     }
