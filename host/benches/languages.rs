@@ -50,9 +50,9 @@ enum Pace {
     /// Each once the pool is full again (the wait unmeasured): decisions
     /// arriving no faster than the preparer makes instances. The used
     /// slot's reset may still be under way on the other core, unless
-    /// [`Knobs::idle`] waits for it too. Waiting for one ready instance is not enough: the used
-    /// stores then pile up past what the preparer may hold, and decisions
-    /// reset them inline. The wait spins, because a core that sleeps
+    /// [`Knobs::idle`] waits for it too. Waiting for one ready instance is
+    /// not enough: the used stores then pile up past what the preparer may
+    /// hold, and decisions reset them inline. The wait spins, because a core that sleeps
     /// wakes with cold caches (a 5 ms sleep added 100 µs to a Python
     /// decision), which is a property of the machine, not of the path.
     WhenReady,
@@ -61,6 +61,9 @@ enum Pace {
 /// Settings read once from the environment, for experiments.
 #[derive(Clone, Copy)]
 struct Knobs {
+    /// CAIRN_BENCH_RESET=dirty: Python and JS slots reset page by page, as
+    /// `--policy-snapshot-reset dirty` does (whole by default).
+    snapshot_reset: Reset,
     /// CAIRN_BENCH_IDLE=1: the full-pool wait also waits until the
     /// preparer has reset the used slots, so no decision overlaps a reset.
     idle: bool,
@@ -75,7 +78,12 @@ impl Knobs {
         let evict = std::env::var("CAIRN_BENCH_EVICT")
             .ok()
             .map(|mib| mib.parse::<usize>().expect("CAIRN_BENCH_EVICT is a number of MiB, such as 16") << 20);
-        Self { idle: std::env::var_os("CAIRN_BENCH_IDLE").is_some(), evict }
+        let snapshot_reset = match std::env::var("CAIRN_BENCH_RESET").as_deref() {
+            Ok("dirty") => Reset::Dirty,
+            Ok("whole") | Err(_) => Reset::Whole,
+            Ok(other) => panic!("CAIRN_BENCH_RESET is whole or dirty, not {other}"),
+        };
+        Self { snapshot_reset, idle: std::env::var_os("CAIRN_BENCH_IDLE").is_some(), evict }
     }
 }
 
@@ -172,15 +180,8 @@ fn main() {
         );
         println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
-    // CAIRN_BENCH_RESET=dirty resets Python and JS slots page by page, as
-    // `--policy-snapshot-reset dirty` does.
-    let snapshot_reset = match std::env::var("CAIRN_BENCH_RESET").as_deref() {
-        Ok("dirty") => Reset::Dirty,
-        Ok("whole") | Err(_) => Reset::Whole,
-        Ok(other) => panic!("CAIRN_BENCH_RESET is whole or dirty, not {other}"),
-    };
-    let defaults = || Options { snapshot_reset, ..Options::default() };
     let knobs = Knobs::from_env();
+    let defaults = || Options { snapshot_reset: knobs.snapshot_reset, ..Options::default() };
     // CAIRN_BENCH_GUESTS=python,js runs only those (to profile one).
     let only = std::env::var("CAIRN_BENCH_GUESTS").unwrap_or_default().to_lowercase();
     for (lang, path) in
